@@ -1,0 +1,161 @@
+"""The editing framework: every transformation of a model is an Editor on a torch.fx GraphModule.
+
+Contracts (see docs/architecture.md):
+- ``editor(gm)`` never modifies ``gm``: it edits a deep copy, so a failing editor leaves the caller's model intact;
+- ``requires`` / ``ensures`` state the pre- and postconditions and raise EditorError naming the node that breaks them;
+- after every editor the graph lints and the module recompiles;
+- a Rewriter is a read-only Finder plus an Applier that edits one ApplicationPoint; overlapping points are refused
+  before anything is applied;
+- a ComposedEditor is a plain list of editors run in order.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch.fx as fx
+
+from quantlib.errors import EditorError
+from quantlib.graphs.tracing import trace
+
+
+class Editor(ABC):
+    """Takes a GraphModule and returns a GraphModule that satisfies ``ensures``."""
+
+    def requires(self, gm: fx.GraphModule) -> None:
+        """Raise EditorError if ``gm`` is not a valid input for this editor."""
+
+    def ensures(self, gm: fx.GraphModule) -> None:
+        """Raise EditorError if the edited ``gm`` does not have the properties this editor promises."""
+
+    @abstractmethod
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        """Edit ``gm`` in place (or build a new one) and return the result; called by ``run``."""
+
+    def run(self, gm: fx.GraphModule) -> fx.GraphModule:
+        """Check the precondition, edit ``gm`` in place, recompile, check the postcondition."""
+        self.requires(gm)
+        out = self.edit(gm)
+        out.graph.lint()
+        out.recompile()
+        self.ensures(out)
+        return out
+
+    def __call__(self, gm: fx.GraphModule) -> fx.GraphModule:
+        return self.run(copy.deepcopy(gm))
+
+    def __repr__(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True, eq=False)
+class ApplicationPoint:
+    """One place where an Applier will edit the graph: the nodes it touches, and the role each plays."""
+
+    nodes: tuple[fx.Node, ...]
+    roles: dict[str, fx.Node] = field(default_factory=dict)
+
+    def __getitem__(self, role: str) -> fx.Node:
+        return self.roles[role]
+
+    def get(self, role: str) -> fx.Node | None:
+        return self.roles.get(role)
+
+    def describe(self) -> str:
+        return "(" + ", ".join(n.name for n in self.nodes) + ")"
+
+
+class Finder(ABC):
+    """Returns the application points of a graph; never edits it."""
+
+    @abstractmethod
+    def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
+        """All application points of ``gm``, in graph order."""
+
+
+class Applier(ABC):
+    """Edits the graph at one application point; never searches."""
+
+    @abstractmethod
+    def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
+        """Rewrite ``gm`` in place at ``point``."""
+
+
+def check_no_overlap(points: Sequence[ApplicationPoint]) -> None:
+    """Raise EditorError if two application points share a node (editing one would invalidate the other)."""
+    owner: dict[fx.Node, ApplicationPoint] = {}
+    for point in points:
+        for node in point.nodes:
+            if node in owner:
+                raise EditorError(f"Application points {owner[node].describe()} and {point.describe()} overlap at "
+                                  f"node '{node.name}'; the finder must return disjoint points.")
+            owner[node] = point
+
+
+class Rewriter(Editor):
+    """A Finder plus an Applier: find every point first, check they are disjoint, then apply each.
+
+    ``ensures`` checks that the rewrite reached its fixed point: the finder finds nothing left in the edited graph.
+    """
+
+    def __init__(self, finder: Finder, applier: Applier) -> None:
+        self.finder = finder
+        self.applier = applier
+
+    def ensures(self, gm: fx.GraphModule) -> None:
+        left = self.finder.find(gm)
+        if left:
+            raise EditorError(f"{self!r} left {len(left)} application point(s) unrewritten: "
+                              f"{', '.join(p.describe() for p in left[:5])}.")
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        points = self.finder.find(gm)
+        check_no_overlap(points)
+        for point in points:
+            self.applier.apply(gm, point)
+        gm.delete_all_unused_submodules()
+        return gm
+
+
+class ComposedEditor(Editor):
+    """A pipeline: a plain list of editors applied in order, on one copy of the input."""
+
+    def __init__(self, editors: Sequence[Editor]) -> None:
+        self.editors = list(editors)
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        for editor in self.editors:
+            gm = editor.run(gm)
+        return gm
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}([{', '.join(map(repr, self.editors))}])"
+
+
+class Annotator(Editor):
+    """An editor that only writes ``node.meta``; the graph's nodes and edges stay as they were (checked)."""
+
+    @abstractmethod
+    def annotate(self, gm: fx.GraphModule) -> None:
+        """Write annotations into ``node.meta`` of ``gm``'s nodes."""
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        before = _structure(gm)
+        self.annotate(gm)
+        if _structure(gm) != before:
+            raise EditorError(f"{self!r} is an Annotator but changed the graph's structure.")
+        return gm
+
+
+def _structure(gm: fx.GraphModule) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    return [(n.name, n.op, str(n.target), tuple(a.name for a in n.all_input_nodes)) for n in gm.graph.nodes]
+
+
+class Retracer(Editor):
+    """Traces the GraphModule again with quantlib's tracer, flattening anything an earlier edit left nested."""
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        return trace(gm)

@@ -1,0 +1,57 @@
+"""Canonicalisation: float-equivalent edits that bring any traced model into the form later stages expect.
+
+The canonical graph has only modules for activations, pooling, flattening and tensor additions; every module is
+called once; no dropout or identity is left; and (unless asked otherwise) BatchNorms are folded into their linear ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from quantlib.editors.base import ComposedEditor, Editor
+from quantlib.editors.canonicalise.fold_batchnorm import FoldBatchNorm
+from quantlib.editors.canonicalise.functional_to_modular import FunctionalToModular
+from quantlib.editors.canonicalise.functionalise_inplace import FunctionaliseInplace
+from quantlib.editors.canonicalise.remove_noops import RemoveNoOps
+from quantlib.editors.canonicalise.split_reused_modules import SplitReusedModules
+from quantlib.graphs.tracing import annotate_shapes, trace
+
+
+def canonicalisation_editors(fold_batchnorm: bool = True) -> list[Editor]:
+    """The canonicalisation pipeline, in order."""
+    editors: list[Editor] = [
+        FunctionaliseInplace(),   # x.relu_() -> x.relu(): later edits may insert nodes anywhere
+        FunctionalToModular(),    # F.relu, x + y, torch.flatten, ... -> modules
+        SplitReusedModules(),     # one module per call site
+        RemoveNoOps(),            # dropout, identity
+    ]
+    if fold_batchnorm:
+        editors.append(FoldBatchNorm())
+    return editors
+
+
+def canonicalise(model: nn.Module,
+                 example_input: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+                 *,
+                 fold_batchnorm: bool = True,
+                 leaf_modules: Iterable[type[nn.Module] | str] = (),
+                 concrete_args: dict[str, Any] | None = None) -> fx.GraphModule:
+    """Trace ``model`` and canonicalise it; ``model`` itself is left untouched.
+
+    With ``example_input``, shapes help recognise flattening views and every node of the result carries its
+    ``tensor_meta``.
+    """
+    gm = trace(model, example_input, leaf_modules=leaf_modules, concrete_args=concrete_args)
+    gm = ComposedEditor(canonicalisation_editors(fold_batchnorm))(gm)
+    if example_input is not None:
+        annotate_shapes(gm, example_input)
+    return gm
+
+
+__all__ = ["FoldBatchNorm", "FunctionalToModular", "FunctionaliseInplace", "RemoveNoOps", "SplitReusedModules",
+           "canonicalisation_editors", "canonicalise"]

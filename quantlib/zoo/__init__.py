@@ -1,0 +1,62 @@
+"""The test zoo: reference models that tests, benchmarks and examples share (built here; no torchvision).
+
+``ZOO`` maps a name to its factory and the input shape (batch excluded) it is exercised with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from quantlib.zoo.control_flow_net import control_flow_net
+from quantlib.zoo.functional_net import functional_net
+from quantlib.zoo.mobilenetv2 import mobilenetv2
+from quantlib.zoo.resnet_cifar import resnet8, resnet20, resnet110
+from quantlib.zoo.resnet_imagenet import resnet18, resnet50
+from quantlib.zoo.vgg import vgg11
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    factory: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+
+
+ZOO: dict[str, ZooEntry] = {
+    "resnet20": ZooEntry(resnet20, (3, 32, 32)),
+    "resnet110": ZooEntry(resnet110, (3, 32, 32)),
+    "resnet18": ZooEntry(resnet18, (3, 64, 64)),
+    "resnet50": ZooEntry(resnet50, (3, 64, 64)),
+    "mobilenetv2": ZooEntry(mobilenetv2, (3, 32, 32)),
+    "vgg11": ZooEntry(vgg11, (3, 32, 32)),
+    "functional_net": ZooEntry(functional_net, (3, 32, 32)),
+}
+"""Every traceable zoo model. ``control_flow_net`` is kept apart: it is the model that must fail to trace."""
+
+
+def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters (fresh ones are identities); returns model."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+                if m.affine:
+                    m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                    m.bias.copy_(0.1 * torch.randn(c, generator=g))
+    return model
+
+
+def build(name: str, seed: int = 0) -> nn.Module:
+    """Zoo model ``name`` in eval mode, with weights from ``seed`` and randomised BatchNorms."""
+    torch.manual_seed(seed)
+    return randomise_batchnorm(ZOO[name].factory(), seed).eval()
+
+
+__all__ = ["ZOO", "ZooEntry", "build", "control_flow_net", "functional_net", "mobilenetv2", "randomise_batchnorm",
+           "resnet8", "resnet18", "resnet20", "resnet50", "resnet110", "vgg11"]

@@ -1,0 +1,136 @@
+import pytest
+import torch
+import torch.fx as fx
+from torch import nn
+
+from quantlib.editors.base import (
+    Annotator,
+    ApplicationPoint,
+    Applier,
+    ComposedEditor,
+    Editor,
+    Finder,
+    Retracer,
+    Rewriter,
+    check_no_overlap,
+)
+from quantlib.errors import EditorError
+from quantlib.graphs import trace
+
+
+def _mlp() -> fx.GraphModule:
+    return trace(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)))
+
+
+class ReLUFinder(Finder):
+    def find(self, gm):
+        mods = dict(gm.named_modules())
+        return [ApplicationPoint((n,), {"relu": n}) for n in gm.graph.nodes
+                if n.op == "call_module" and isinstance(mods[n.target], nn.ReLU)]
+
+
+class EraseReLU(Applier):
+    def apply(self, gm, point):
+        node = point["relu"]
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+
+
+def test_editor_never_modifies_its_input():
+    gm = _mlp()
+    before = [n.name for n in gm.graph.nodes]
+    out = Rewriter(ReLUFinder(), EraseReLU())(gm)
+    assert [n.name for n in gm.graph.nodes] == before
+    assert [n.name for n in out.graph.nodes] == ["input_1", "_0", "_2", "output"]
+    assert not hasattr(out, "1")  # the unused ReLU submodule is deleted
+
+
+def test_failed_editor_leaves_input_intact():
+    class Boom(Applier):
+        def apply(self, gm, point):
+            EraseReLU().apply(gm, point)
+            raise RuntimeError("half-way")
+
+    gm = _mlp()
+    x = torch.randn(3, 4)
+    expected = gm(x)
+    with pytest.raises(RuntimeError, match="half-way"):
+        Rewriter(ReLUFinder(), Boom())(gm)
+    assert torch.equal(gm(x), expected)
+    assert len(gm.graph.nodes) == 5
+
+
+def test_rewriter_ensures_fixed_point():
+    with pytest.raises(EditorError, match=r"Rewriter left 1 application point\(s\) unrewritten: \(_1\)"):
+        Rewriter(ReLUFinder(), _NoOpApplier())(_mlp())
+
+
+class _NoOpApplier(Applier):
+    def apply(self, gm, point):
+        return None
+
+
+def test_overlapping_points_are_refused_before_any_edit():
+    gm = _mlp()
+    a, b, c = list(gm.graph.nodes)[1:4]
+    with pytest.raises(EditorError, match=r"\(_0, _1\) and \(_1, _2\) overlap at node '_1'"):
+        check_no_overlap([ApplicationPoint((a, b)), ApplicationPoint((b, c))])
+    check_no_overlap([ApplicationPoint((a,)), ApplicationPoint((b, c))])
+
+
+def test_requires_failure_names_the_problem():
+    class NeedsConv(Editor):
+        def requires(self, gm):
+            if not any(isinstance(m, nn.Conv2d) for m in gm.modules()):
+                raise EditorError("NeedsConv needs a Conv2d")
+
+        def edit(self, gm):
+            return gm
+
+    with pytest.raises(EditorError, match="needs a Conv2d"):
+        NeedsConv()(_mlp())
+
+
+def test_composed_editor_runs_in_order_on_one_copy():
+    calls = []
+
+    class Record(Editor):
+        def __init__(self, tag):
+            self.tag = tag
+
+        def edit(self, gm):
+            calls.append((self.tag, id(gm)))
+            return gm
+
+    gm = _mlp()
+    ComposedEditor([Record("a"), Record("b")])(gm)
+    assert [t for t, _ in calls] == ["a", "b"]
+    assert calls[0][1] == calls[1][1] != id(gm)
+    assert repr(ComposedEditor([Record("a")])) == "ComposedEditor([Record])"
+
+
+def test_annotator_writes_meta_and_refuses_structural_change():
+    class Count(Annotator):
+        def annotate(self, gm):
+            for i, n in enumerate(gm.graph.nodes):
+                n.meta["index"] = i
+
+    out = Count()(_mlp())
+    assert [n.meta["index"] for n in out.graph.nodes] == [0, 1, 2, 3, 4]
+
+    class Sneaky(Annotator):
+        def annotate(self, gm):
+            EraseReLU().apply(gm, ReLUFinder().find(gm)[0])
+
+    with pytest.raises(EditorError, match="Sneaky is an Annotator but changed the graph"):
+        Sneaky()(_mlp())
+
+
+def test_retracer_flattens_nested_graph_modules():
+    inner = _mlp()
+    outer = trace(nn.Sequential(inner, nn.ReLU()), leaf_modules=[fx.GraphModule])
+    assert [n.op for n in outer.graph.nodes].count("call_module") == 2
+    flat = Retracer()(outer)
+    assert [n.op for n in flat.graph.nodes].count("call_module") == 4
+    x = torch.randn(2, 4)
+    assert torch.equal(flat(x), outer(x))
