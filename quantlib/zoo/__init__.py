@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from quantlib.zoo.control_flow_net import control_flow_net
+from quantlib.zoo.digits_cnn import digits_cnn
 from quantlib.zoo.functional_net import functional_net
 from quantlib.zoo.mobilenetv2 import mobilenetv2
 from quantlib.zoo.resnet_cifar import resnet8, resnet20, resnet110
@@ -33,6 +34,7 @@ ZOO: dict[str, ZooEntry] = {
     "mobilenetv2": ZooEntry(mobilenetv2, (3, 32, 32)),
     "vgg11": ZooEntry(vgg11, (3, 32, 32)),
     "functional_net": ZooEntry(functional_net, (3, 32, 32)),
+    "digits_cnn": ZooEntry(digits_cnn, (1, 8, 8)),
 }
 """Every traceable zoo model. ``control_flow_net`` is kept apart: it is the model that must fail to trace."""
 
@@ -58,5 +60,5 @@ def build(name: str, seed: int = 0) -> nn.Module:
     return randomise_batchnorm(ZOO[name].factory(), seed).eval()
 
 
-__all__ = ["ZOO", "ZooEntry", "build", "control_flow_net", "functional_net", "mobilenetv2", "randomise_batchnorm",
+__all__ = ["ZOO", "ZooEntry", "build", "control_flow_net", "digits_cnn", "functional_net", "mobilenetv2", "randomise_batchnorm",
            "resnet8", "resnet18", "resnet20", "resnet50", "resnet110", "vgg11"]

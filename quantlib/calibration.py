@@ -1,0 +1,42 @@
+"""Calibration: run data through a fake-quantised model with observers on, then initialise every quantiser."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from quantlib.modules.qadd import QHarmonisedAdd
+from quantlib.modules.qmodule import _QModule
+
+logger = logging.getLogger(__name__)
+
+
+def calibrate(model: nn.Module, batches: Iterable, *, progress: bool = False) -> nn.Module:
+    """Observe ``batches`` (tensors, or (input, target) pairs) in eval mode, initialise every quantiser from what it
+    saw, harmonise every add; returns ``model``, now fake-quantised. Gradients are not tracked."""
+    quantisers = [m for m in model.modules() if isinstance(m, _QModule)]
+    for q in quantisers:
+        q.is_quantised = False
+        q.start_observing()
+    was_training = model.training
+    model.eval()
+    n = 0
+    try:
+        with torch.no_grad():
+            for batch in tqdm(batches, desc="calibrating", disable=not progress, leave=False):
+                model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                n += 1
+    finally:
+        for q in quantisers:
+            q.stop_observing()
+        model.train(was_training)
+    for q in quantisers:
+        q.init_qhparams()
+    for add in (m for m in model.modules() if isinstance(m, QHarmonisedAdd)):
+        add.harmonise()
+    logger.info("Calibrated %d quantisers on %d batches.", len(quantisers), n)
+    return model

@@ -1,0 +1,63 @@
+"""The generic entry point, independent of any hardware: float model -> fake-quantised GraphModule ready for QAT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from quantlib.editors.base import ComposedEditor, Editor
+from quantlib.editors.canonicalise import canonicalise
+from quantlib.editors.float2fake import ActivationFuser, AddTreeHarmoniser, Interposer, ModuleFilter, ModuleWiseConverter
+from quantlib.modules.specs import QuantiserSpec
+
+
+def _spec(qrange: dict[str, Any], qop: str = "floor") -> QuantiserSpec:
+    return QuantiserSpec.from_spec({"qrange": qrange, "qop": qop})
+
+
+@dataclass(frozen=True)
+class QuantisationSpec:
+    """The quantisers of a whole network: weights of Conv/Linear, ReLU outputs, and every other activation."""
+
+    weights: QuantiserSpec = field(default_factory=lambda: _spec({"bitwidth": 8, "signed": True}))
+    relu: QuantiserSpec = field(default_factory=lambda: _spec({"bitwidth": 8, "signed": False}, qop="pact"))
+    activations: QuantiserSpec = field(default_factory=lambda: _spec({"bitwidth": 8, "signed": True}))
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any] | QuantisationSpec | None) -> QuantisationSpec:
+        """Build from {'weights': ..., 'relu': ..., 'activations': ...} (each a quantiser spec dict); missing keys
+        keep the 8-bit per-tensor defaults."""
+        if spec is None or isinstance(spec, QuantisationSpec):
+            return spec or cls()
+        unknown = set(spec) - {"weights", "relu", "activations"}
+        if unknown:
+            raise ValueError(f"Quantisation spec key(s) {sorted(unknown)} are not allowed; allowed keys are "
+                             f"['weights', 'relu', 'activations'].")
+        return cls(**{k: QuantiserSpec.from_spec(v) for k, v in spec.items()})
+
+
+def float_to_fake_editors(spec: QuantisationSpec) -> list[Editor]:
+    """The float-to-fake pipeline for a canonical graph, in order."""
+    return [
+        ModuleWiseConverter([(ModuleFilter(types=(nn.Conv2d, nn.Linear)), spec.weights),
+                             (ModuleFilter(types=(nn.ReLU, nn.ReLU6)), spec.relu)]),
+        Interposer(spec.activations),              # quantise network inputs and linear-op inputs off the grid
+        AddTreeHarmoniser(spec.activations, spec.activations),
+        ActivationFuser(),                         # no quantiser fed only by a quantiser
+    ]
+
+
+def quantize(model: nn.Module,
+             example_input: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+             spec: dict[str, Any] | QuantisationSpec | None = None) -> fx.GraphModule:
+    """Canonicalise ``model`` (BatchNorm folded) and make it fake-quantised per ``spec`` (default: 8-bit per tensor).
+
+    The result computes in float until ``calibrate(result, batches)`` initialises its quantisers; ``model`` itself is
+    left untouched.
+    """
+    gm = canonicalise(model, example_input)
+    return ComposedEditor(float_to_fake_editors(QuantisationSpec.from_spec(spec)))(gm)

@@ -1,0 +1,71 @@
+"""Quantised linear ops: ``QConv2d`` and ``QLinear`` fake-quantise their weights (inputs are quantised upstream)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from quantlib.graphs.tracing import leaf_module
+from quantlib.modules import qops  # noqa: F401 - registers the built-in qops
+from quantlib.modules.qmodule import _QModule
+from quantlib.modules.specs import QuantiserSpec
+
+
+def _output_scale(input_scale: torch.Tensor, weight_scale: torch.Tensor, out_dims: int) -> torch.Tensor:
+    """input scale x weight scale, shaped [1, C, 1, ...] for per-channel weights so it broadcasts over the output."""
+    weight_scale = weight_scale.detach()
+    if weight_scale.numel() > 1:
+        weight_scale = weight_scale.reshape(1, -1, *([1] * (out_dims - 2)))
+    return input_scale * weight_scale
+
+
+@leaf_module
+class QConv2d(_QModule, nn.Conv2d):
+    """A Conv2d whose weights are fake-quantised."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, spec: QuantiserSpec,
+                 name: str = "") -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode)
+        self.init_quantiser(spec, name)
+
+    @classmethod
+    def from_fp_module(cls, conv: nn.Conv2d, spec: QuantiserSpec, name: str = "") -> QConv2d:
+        """A QConv2d with ``conv``'s hyperparameters and a copy of its weights."""
+        q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                conv.groups, conv.bias is not None, conv.padding_mode, spec=spec, name=name)
+        q.load_state_dict(conv.state_dict(), strict=False)
+        return q.to(conv.weight.device).train(conv.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.quantise(self.weight), self.bias)
+
+    def get_output_scale(self, input_scales: list[torch.Tensor]) -> torch.Tensor:
+        """Scale of the accumulator: input scale x weight scale (per output channel)."""
+        return _output_scale(input_scales[0], self.scale, 4)
+
+
+@leaf_module
+class QLinear(_QModule, nn.Linear):
+    """A Linear whose weights are fake-quantised."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, spec: QuantiserSpec,
+                 name: str = "") -> None:
+        super().__init__(in_features, out_features, bias)
+        self.init_quantiser(spec, name)
+
+    @classmethod
+    def from_fp_module(cls, linear: nn.Linear, spec: QuantiserSpec, name: str = "") -> QLinear:
+        """A QLinear with ``linear``'s shape and a copy of its weights."""
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None, spec=spec, name=name)
+        q.load_state_dict(linear.state_dict(), strict=False)
+        return q.to(linear.weight.device).train(linear.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.quantise(self.weight), self.bias)
+
+    def get_output_scale(self, input_scales: list[torch.Tensor]) -> torch.Tensor:
+        """Scale of the accumulator: input scale x weight scale (per output feature)."""
+        return _output_scale(input_scales[0], self.scale, 2)

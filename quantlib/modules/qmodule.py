@@ -1,0 +1,147 @@
+"""``_QModule``: the state and behaviour every quantised module shares.
+
+A quantised module holds learnable clipping bounds ``clip_lo`` / ``clip_hi`` (one per slice of its granularity) from
+which its scale follows: ``scale = (clip_hi - clip_lo) / (step * (n_levels - 1))``. It has two switches:
+``is_observing`` (feed the tensors it quantises to an observer) and ``is_quantised`` (fake-quantise them). How a tensor
+is quantised is a registered *qop*: a function ``(module, x) -> x_q``; ``register_qop`` adds a new one without
+touching this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from quantlib.errors import CalibrationError
+from quantlib.modules.specs import QuantiserSpec
+from quantlib.observers.tensor_observer import TensorObserver
+
+QOp = Callable[["_QModule", torch.Tensor], torch.Tensor]
+_QOPS: dict[str, QOp] = {}
+
+
+class _QModule(nn.Module):
+    """Mixin base of every quantised module; subclasses call ``init_quantiser`` in their constructor."""
+
+    def init_quantiser(self, spec: QuantiserSpec, name: str = "") -> None:
+        """Set up the quantiser state from ``spec``; ``name`` is the module's path in the model, used in messages."""
+        if spec.qop not in _QOPS:
+            raise ValueError(f"Quantiser op {spec.qop!r} of module '{name}' is not registered; registered ops: "
+                             f"{sorted(_QOPS)}.")
+        self.spec = spec
+        self.qualname = name or type(self).__name__
+        self.clip_lo = nn.Parameter(torch.tensor(-1.0))
+        self.clip_hi = nn.Parameter(torch.tensor(1.0))
+        self.is_observing = False
+        self.is_quantised = False
+        self.observer: TensorObserver | None = None
+
+    # -- the plug-in point for quantisation ops ---------------------------------------------------------------
+    @staticmethod
+    def register_qop(name: str, qop: QOp) -> None:
+        """Make ``qop`` available to every quantised module under ``name``."""
+        _QOPS[name] = qop
+
+    def call_op(self, x: torch.Tensor) -> torch.Tensor:
+        """Fake-quantise ``x`` with this module's qop."""
+        return _QOPS[self.spec.qop](self, x)
+
+    # -- derived quantities -------------------------------------------------------------------------------------
+    @property
+    def n_levels(self) -> int:
+        return self.spec.qrange.n_levels
+
+    @property
+    def step(self) -> int:
+        return self.spec.qrange.step
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The real value of one integer unit (epsilon), per slice."""
+        return (self.clip_hi - self.clip_lo) / (self.step * (self.n_levels - 1))
+
+    @property
+    def zero(self) -> torch.Tensor:
+        """The smallest integer level, per slice (the range's offset, or the learned one)."""
+        return torch.round(self.clip_lo.detach() / self.scale.detach())
+
+    # -- calibration ----------------------------------------------------------------------------------------------
+    def start_observing(self) -> None:
+        """Collect statistics of the tensors this module quantises, from now on (any earlier ones are dropped)."""
+        self.observer = TensorObserver(self.spec.granularity.dims, self.spec.init, self.qualname)
+        self.is_observing = True
+
+    def stop_observing(self) -> None:
+        self.is_observing = False
+
+    def init_qhparams(self) -> None:
+        """Set the clipping bounds from the observed statistics with the spec's strategy; switch quantisation on."""
+        if self.observer is None:
+            raise CalibrationError(f"Module '{self.qualname}' was never observing: call start_observing() and run "
+                                   f"calibration data through the model before init_qhparams().")
+        a, b = self.observer.clip_bounds(self.spec.qrange)
+        self.set_clip_bounds(a, b)
+        self.is_quantised = True
+
+    def set_clip_bounds(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Set the clipping bounds to the quantisation grid that covers [a, b] (per slice) with this module's range."""
+        qrange = self.spec.qrange
+        tiny = torch.finfo(torch.float32).tiny
+        if qrange.offset is None:  # learned offset: the grid spans [a, b] exactly, its zero rounded to an integer
+            scale = ((b - a) / (qrange.step * (qrange.n_levels - 1))).clamp_min(tiny)
+            lo = torch.round(a / scale) * scale
+        else:
+            candidates = []
+            if qrange.max > 0:
+                candidates.append(b / qrange.max)
+            if qrange.min < 0:
+                candidates.append(a / qrange.min)
+            scale = torch.stack(torch.broadcast_tensors(*candidates)).amax(dim=0).clamp_min(tiny)
+            lo = qrange.min * scale
+        self.set_scale(scale, lo)
+
+    def set_scale(self, scale: torch.Tensor, clip_lo: torch.Tensor | None = None) -> None:
+        """Put the grid on ``scale`` (per slice), starting at ``clip_lo`` (default: the range's offset * scale)."""
+        if clip_lo is None:
+            clip_lo = self.zero * scale if self.spec.qrange.offset is None else self.spec.qrange.min * scale
+        clip_hi = clip_lo + scale * (self.step * (self.n_levels - 1))
+        self._replace_parameter("clip_lo", clip_lo)
+        self._replace_parameter("clip_hi", clip_hi)
+
+    def _replace_parameter(self, name: str, value: torch.Tensor) -> None:
+        old = getattr(self, name)
+        if old.shape == value.shape:
+            with torch.no_grad():
+                old.copy_(value)
+        else:
+            setattr(self, name, nn.Parameter(value.detach().clone().to(old.dtype), requires_grad=old.requires_grad))
+
+    def quantise(self, x: torch.Tensor) -> torch.Tensor:
+        """Observe ``x`` if observing; return it fake-quantised if quantised, unchanged otherwise."""
+        if self.is_observing:
+            self.observer.update(x)
+        return self.call_op(x) if self.is_quantised else x
+
+    # -- state ----------------------------------------------------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"is_quantised": self.is_quantised}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.is_quantised = bool(state["is_quantised"])
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        for name in ("clip_lo", "clip_hi"):  # bounds change shape at initialisation (per-channel granularity)
+            key = prefix + name
+            if key in state_dict and state_dict[key].shape != getattr(self, name).shape:
+                self._replace_parameter(name, torch.zeros_like(state_dict[key]))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def extra_repr(self) -> str:
+        q = self.spec.qrange
+        return (f"{super().extra_repr()}{', ' if super().extra_repr() else ''}n_levels={q.n_levels}, "
+                f"offset={q.offset}, qop={self.spec.qop!r}, quantised={self.is_quantised}")

@@ -1,0 +1,39 @@
+"""The built-in quantisation ops of quantised modules, registered by name (see ``_QModule.register_qop``).
+
+- ``floor``: DIANA's quantiser, ``eps * floor(clip(x / eps, lo, hi))``; clipping bounds fixed by calibration.
+- ``pact``: the same forward, with PACT gradients that learn the clipping bounds.
+- ``round``: ``eps * clip(round(x / eps), lo, hi)``; bounds fixed.
+- ``ternary`` / ``binary``: weights in {-eps, 0, eps} / {-eps, eps}.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from quantlib.modules.qmodule import _QModule
+from quantlib.quantizers import binary_quantize, pact_quantize, round_quantize, ternary_quantize
+
+
+def _floor(m: _QModule, x: torch.Tensor) -> torch.Tensor:
+    return pact_quantize(x, m.clip_lo.detach(), m.clip_hi.detach(), m.n_levels)
+
+
+def _pact(m: _QModule, x: torch.Tensor) -> torch.Tensor:
+    return pact_quantize(x, m.clip_lo, m.clip_hi, m.n_levels)
+
+
+def _round(m: _QModule, x: torch.Tensor) -> torch.Tensor:
+    zero = m.zero
+    return round_quantize(x, m.scale.detach(), zero, zero + (m.n_levels - 1))
+
+
+def _ternary(m: _QModule, x: torch.Tensor) -> torch.Tensor:
+    return ternary_quantize(x, m.scale.detach())
+
+
+def _binary(m: _QModule, x: torch.Tensor) -> torch.Tensor:
+    return binary_quantize(x, m.scale.detach())
+
+
+for _name, _qop in {"floor": _floor, "pact": _pact, "round": _round, "ternary": _ternary, "binary": _binary}.items():
+    _QModule.register_qop(_name, _qop)

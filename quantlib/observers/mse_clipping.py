@@ -1,0 +1,31 @@
+"""MSE-optimal clipping: the clipping range whose quantisation error, weighted by the observed histogram, is least."""
+
+from __future__ import annotations
+
+import torch
+
+from quantlib.observers.histogram import RunningHistogram
+
+
+def mse_optimal_clip(histogram: RunningHistogram, n_levels: int, symmetric: bool, candidates: int = 100
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the (lo, hi) among ``candidates`` shrinkings of the observed range that minimises the expected squared
+    error of a floor quantiser with ``n_levels`` levels over that range; ``symmetric`` forces lo = -hi."""
+    centres, counts = histogram.centres(), histogram.counts
+    lo_full, hi_full = histogram.lo, histogram.hi
+    if symmetric:
+        bound = torch.maximum(lo_full.abs(), hi_full.abs())
+        lo_full, hi_full = -bound, bound
+    best_err = torch.full_like(lo_full, float("inf"))
+    best_lo, best_hi = lo_full.clone(), hi_full.clone()
+    for k in range(1, candidates + 1):
+        f = k / candidates
+        lo, hi = lo_full * f, hi_full * f
+        eps = ((hi - lo) / (n_levels - 1)).clamp_min(1e-30)
+        q = torch.floor(torch.minimum(torch.maximum(centres, lo[:, None]), hi[:, None]) / eps[:, None]) * eps[:, None]
+        err = (counts * (centres - q) ** 2).sum(dim=1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_lo = torch.where(better, lo, best_lo)
+        best_hi = torch.where(better, hi, best_hi)
+    return best_lo, best_hi

@@ -1,0 +1,52 @@
+"""LSQ, learned step size quantisation (Esser et al. 2020)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from quantlib.quantizers._reduce import _sum_to_shape
+
+
+class _LSQQuant(torch.autograd.Function):
+    """``step * round(clamp(x / step, -q_n, q_p))`` with LSQ's step-size gradient scaled by ``grad_scale``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, step: torch.Tensor, q_n: int, q_p: int,
+                grad_scale: float) -> torch.Tensor:
+        z = x / step
+        below = z <= -q_n
+        above = z >= q_p
+        d = None
+        if ctx.needs_input_grad[1]:
+            d = torch.where(below, float(-q_n), torch.where(above, float(q_p), torch.round(z) - z))
+        ctx.save_for_backward((z >= -q_n) & (z <= q_p), d)
+        ctx.shapes = (x.shape, step.shape)
+        ctx.grad_scale = grad_scale
+        return step * z.clamp_(-q_n, q_p).round_()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
+        inside, d = ctx.saved_tensors
+        x_shape, step_shape = ctx.shapes
+        dx = _sum_to_shape(grad * inside, x_shape) if ctx.needs_input_grad[0] else None
+        dstep = _sum_to_shape(grad * d, step_shape) * ctx.grad_scale if ctx.needs_input_grad[1] else None
+        return dx, dstep, None, None, None
+
+
+def lsq_quantize(x: torch.Tensor, step: torch.Tensor, q_n: int, q_p: int, grad_scale: float) -> torch.Tensor:
+    """LSQ: ``step * round(clamp(x / step, -q_n, q_p))``.
+
+    Gradients: ``dx = g * 1[-q_n <= x/step <= q_p]`` (inclusive bounds); ``dstep = grad_scale * sum(g * d)`` with
+    ``d = round(x/step) - x/step`` for ``-q_n < x/step < q_p``, ``-q_n`` at or below, ``q_p`` at or above the range.
+    """
+    return _LSQQuant.apply(x, step, q_n, q_p, grad_scale)
+
+
+def lsq_grad_scale(n_elements_per_step: int, q_p: int) -> float:
+    """LSQ's step-size gradient scale ``1 / sqrt(n_elements_per_step * q_p)``."""
+    if n_elements_per_step <= 0 or q_p <= 0:
+        raise ValueError(f"n_elements_per_step and q_p must be positive, got {n_elements_per_step} and {q_p}")
+    return 1.0 / math.sqrt(n_elements_per_step * q_p)
