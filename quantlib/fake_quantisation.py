@@ -11,7 +11,13 @@ from torch import nn
 
 from quantlib.editors.base import ComposedEditor, Editor
 from quantlib.editors.canonicalise import canonicalise
-from quantlib.editors.float2fake import ActivationFuser, AddTreeHarmoniser, Interposer, ModuleFilter, ModuleWiseConverter
+from quantlib.editors.float2fake import (
+    ActivationFuser,
+    AddTreeHarmoniser,
+    Interposer,
+    ModuleFilter,
+    ModuleWiseConverter,
+)
 from quantlib.modules.specs import QuantiserSpec
 
 

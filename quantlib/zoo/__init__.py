@@ -60,5 +60,5 @@ def build(name: str, seed: int = 0) -> nn.Module:
     return randomise_batchnorm(ZOO[name].factory(), seed).eval()
 
 
-__all__ = ["ZOO", "ZooEntry", "build", "control_flow_net", "digits_cnn", "functional_net", "mobilenetv2", "randomise_batchnorm",
-           "resnet8", "resnet18", "resnet20", "resnet50", "resnet110", "vgg11"]
+__all__ = ["ZOO", "ZooEntry", "build", "control_flow_net", "digits_cnn", "functional_net", "mobilenetv2",
+           "randomise_batchnorm", "resnet8", "resnet18", "resnet20", "resnet50", "resnet110", "vgg11"]

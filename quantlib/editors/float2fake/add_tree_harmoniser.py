@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import Applier, ApplicationPoint, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
 from quantlib.editors.patterns import OpTree, OpTreeFinder
 from quantlib.modules.add import Add
 from quantlib.modules.qadd import QHarmonisedAdd

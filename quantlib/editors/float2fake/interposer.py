@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch.fx as fx
 
-from quantlib.editors.base import Applier, ApplicationPoint, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
 from quantlib.editors.float2fake.grid import grid_source, is_quantiser
 from quantlib.graphs.naming import unique_submodule_name
 from quantlib.modules.qactivations import QIdentity

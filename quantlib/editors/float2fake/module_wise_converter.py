@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import Applier, ApplicationPoint, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
 from quantlib.editors.float2fake.module_filter import ModuleFilter
 from quantlib.modules.qactivations import QReLU
 from quantlib.modules.qlinear import QConv2d, QLinear
