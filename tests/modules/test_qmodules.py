@@ -56,15 +56,18 @@ def test_relu6_keeps_its_ceiling_in_float_mode():
 
 
 def test_qconv2d_copies_weights_and_quantises_them_per_channel():
+    torch.manual_seed(0)
     conv = nn.Conv2d(2, 3, 3, padding=1)
     q = QConv2d.from_fp_module(conv, PER_CHANNEL8, "conv")
     x = torch.randn(1, 2, 5, 5)
     assert torch.equal(q(x), conv(x))  # float mode
     _calibrated(q, x)
     w = conv.weight.detach()
-    eps = torch.maximum(w.amax(dim=(1, 2, 3), keepdim=True) / 127, w.amin(dim=(1, 2, 3), keepdim=True) / -128)
-    w_q = eps * torch.clamp(torch.floor(conv.weight.detach() / eps), -128, 127)
+    expected_eps = torch.maximum(w.amax(dim=(1, 2, 3), keepdim=True) / 127, w.amin(dim=(1, 2, 3), keepdim=True) / -128)
     assert q.scale.shape == (3, 1, 1, 1)
+    torch.testing.assert_close(q.scale.detach(), expected_eps)
+    eps = q.scale.detach()
+    w_q = eps * torch.clamp(torch.floor(w / eps), -128, 127)
     torch.testing.assert_close(q(x), F.conv2d(x, w_q, conv.bias, padding=1), rtol=0, atol=1e-6)
     out_scale = q.get_output_scale([torch.tensor(0.5)])
     assert out_scale.shape == (1, 3, 1, 1)
