@@ -2,7 +2,13 @@ import torch
 from torch import nn
 
 from quantlib.editors.canonicalise import canonicalise
-from quantlib.editors.float2fake import ActivationFuser, AddTreeHarmoniser, Interposer, ModuleFilter, ModuleWiseConverter
+from quantlib.editors.float2fake import (
+    ActivationFuser,
+    AddTreeHarmoniser,
+    Interposer,
+    ModuleFilter,
+    ModuleWiseConverter,
+)
 from quantlib.modules import Add, QConv2d, QHarmonisedAdd, QIdentity, QLinear, QReLU, QuantiserSpec
 
 S8 = QuantiserSpec.from_spec({"qrange": {"bitwidth": 8, "signed": True}})
