@@ -43,6 +43,9 @@ class QReLU(_QModule):
         return cls(spec, name, ceiling=6.0 if isinstance(module, nn.ReLU6) else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset = self.spec.qrange.offset
+        if self.is_quantised and not self.is_observing and offset is not None and offset >= 0:
+            return self.call_op(x)  # an unsigned grid clips at 0 (and below the ceiling): it is the ReLU
         x = torch.relu(x) if self.ceiling is None else torch.clamp(x, 0.0, self.ceiling)
         return self.quantise(x)
 

@@ -1,7 +1,9 @@
 """``_QModule``: the state and behaviour every quantised module shares.
 
-A quantised module holds learnable clipping bounds ``clip_lo`` / ``clip_hi`` (one per slice of its granularity) from
-which its scale follows: ``scale = (clip_hi - clip_lo) / (step * (n_levels - 1))``. It has two switches:
+A quantised module holds a learnable upper clipping bound ``clip_hi`` (one per slice of its granularity) and, when its
+range's offset is learned, a lower one ``clip_lo``; with a fixed offset the lower bound follows from the upper one, so
+the grid always holds the range's integers exactly. The scale is ``(clip_hi - lower) / (step * (n_levels - 1))``.
+It has two switches:
 ``is_observing`` (feed the tensors it quantises to an observer) and ``is_quantised`` (fake-quantise them). How a tensor
 is quantised is a registered *qop*: a function ``(module, x) -> x_q``; ``register_qop`` adds a new one without
 touching this file.
@@ -31,10 +33,15 @@ class _QModule(nn.Module):
         if spec.qop not in _QOPS:
             raise ValueError(f"Quantiser op {spec.qop!r} of module '{name}' is not registered; registered ops: "
                              f"{sorted(_QOPS)}.")
+        qrange = spec.qrange
+        if qrange.offset is not None and qrange.max <= 0:
+            raise ValueError(f"Module '{name}': a range with a fixed offset must have a positive largest level, got "
+                             f"[{qrange.min}, {qrange.max}].")
         self.spec = spec
         self.qualname = name or type(self).__name__
-        self.clip_lo = nn.Parameter(torch.tensor(-1.0))
         self.clip_hi = nn.Parameter(torch.tensor(1.0))
+        if qrange.offset is None:
+            self.clip_lo = nn.Parameter(torch.tensor(-1.0))
         self.is_observing = False
         self.is_quantised = False
         self.observer: TensorObserver | None = None
@@ -59,13 +66,28 @@ class _QModule(nn.Module):
         return self.spec.qrange.step
 
     @property
+    def lower(self) -> torch.Tensor:
+        """The lower clipping bound: learned, or ``offset * scale`` for a fixed offset (0 for unsigned ranges)."""
+        qrange = self.spec.qrange
+        if qrange.offset is None:
+            return self.clip_lo
+        if qrange.min == 0:
+            return torch.zeros((), dtype=self.clip_hi.dtype, device=self.clip_hi.device)
+        return self.clip_hi * (qrange.min / qrange.max)
+
+    @property
     def scale(self) -> torch.Tensor:
         """The real value of one integer unit (epsilon), per slice."""
+        qrange = self.spec.qrange
+        if qrange.offset is not None:
+            return self.clip_hi / qrange.max
         return (self.clip_hi - self.clip_lo) / (self.step * (self.n_levels - 1))
 
     @property
     def zero(self) -> torch.Tensor:
         """The smallest integer level, per slice (the range's offset, or the learned one)."""
+        if self.spec.qrange.offset is not None:
+            return torch.full_like(self.clip_hi.detach(), float(self.spec.qrange.offset))
         return torch.round(self.clip_lo.detach() / self.scale.detach())
 
     # -- calibration ----------------------------------------------------------------------------------------------
@@ -92,24 +114,22 @@ class _QModule(nn.Module):
         tiny = torch.finfo(torch.float32).tiny
         if qrange.offset is None:  # learned offset: the grid spans [a, b] exactly, its zero rounded to an integer
             scale = ((b - a) / (qrange.step * (qrange.n_levels - 1))).clamp_min(tiny)
-            lo = torch.round(a / scale) * scale
+            self.set_scale(scale, zero=torch.round(a / scale))
         else:
-            candidates = []
-            if qrange.max > 0:
-                candidates.append(b / qrange.max)
+            scale = b / qrange.max
             if qrange.min < 0:
-                candidates.append(a / qrange.min)
-            scale = torch.stack(torch.broadcast_tensors(*candidates)).amax(dim=0).clamp_min(tiny)
-            lo = qrange.min * scale
-        self.set_scale(scale, lo)
+                scale = torch.maximum(scale, a / qrange.min)
+            self.set_scale(scale.clamp_min(tiny))
 
-    def set_scale(self, scale: torch.Tensor, clip_lo: torch.Tensor | None = None) -> None:
-        """Put the grid on ``scale`` (per slice), starting at ``clip_lo`` (default: the range's offset * scale)."""
-        if clip_lo is None:
-            clip_lo = self.zero * scale if self.spec.qrange.offset is None else self.spec.qrange.min * scale
-        clip_hi = clip_lo + scale * (self.step * (self.n_levels - 1))
+    def set_scale(self, scale: torch.Tensor, zero: torch.Tensor | None = None) -> None:
+        """Put the grid on ``scale`` (per slice); a learned-offset grid starts at ``zero`` (default: the current)."""
+        qrange = self.spec.qrange
+        if qrange.offset is not None:
+            self._replace_parameter("clip_hi", qrange.max * scale)
+            return
+        clip_lo = (self.zero if zero is None else zero) * scale
         self._replace_parameter("clip_lo", clip_lo)
-        self._replace_parameter("clip_hi", clip_hi)
+        self._replace_parameter("clip_hi", clip_lo + scale * (self.step * (self.n_levels - 1)))
 
     def _replace_parameter(self, name: str, value: torch.Tensor) -> None:
         old = getattr(self, name)
@@ -136,7 +156,7 @@ class _QModule(nn.Module):
                               error_msgs) -> None:
         for name in ("clip_lo", "clip_hi"):  # bounds change shape at initialisation (per-channel granularity)
             key = prefix + name
-            if key in state_dict and state_dict[key].shape != getattr(self, name).shape:
+            if key in state_dict and hasattr(self, name) and state_dict[key].shape != getattr(self, name).shape:
                 self._replace_parameter(name, torch.zeros_like(state_dict[key]))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)

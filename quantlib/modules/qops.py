@@ -11,20 +11,26 @@ from __future__ import annotations
 import torch
 
 from quantlib.modules.qmodule import _QModule
-from quantlib.quantizers import binary_quantize, pact_quantize, round_quantize, ternary_quantize
+from quantlib.quantizers import binary_quantize, floor_quantize, pact_quantize, round_quantize, ternary_quantize
+
+
+def _integer_bounds(m: _QModule) -> tuple[int | torch.Tensor, int | torch.Tensor]:
+    qrange = m.spec.qrange
+    if qrange.offset is not None:
+        return qrange.min, qrange.max
+    return m.zero, m.zero + (m.n_levels - 1)
 
 
 def _floor(m: _QModule, x: torch.Tensor) -> torch.Tensor:
-    return pact_quantize(x, m.clip_lo.detach(), m.clip_hi.detach(), m.n_levels)
+    return floor_quantize(x, m.scale.detach(), *_integer_bounds(m))
 
 
 def _pact(m: _QModule, x: torch.Tensor) -> torch.Tensor:
-    return pact_quantize(x, m.clip_lo, m.clip_hi, m.n_levels)
+    return pact_quantize(x, m.lower, m.clip_hi, m.n_levels)
 
 
 def _round(m: _QModule, x: torch.Tensor) -> torch.Tensor:
-    zero = m.zero
-    return round_quantize(x, m.scale.detach(), zero, zero + (m.n_levels - 1))
+    return round_quantize(x, m.scale.detach(), *_integer_bounds(m))
 
 
 def _ternary(m: _QModule, x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from quantlib.quantizers._reduce import _gate
+
 FULL_PRECISION_BITS = 32
 
 
@@ -47,7 +49,7 @@ class _DorefaActivations(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
         (inside,) = ctx.saved_tensors
-        return grad * inside, None
+        return _gate(grad, inside), None
 
 
 def dorefa_weights(w: torch.Tensor, k: int) -> torch.Tensor:

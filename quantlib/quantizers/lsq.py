@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from quantlib.quantizers._reduce import _sum_to_shape
+from quantlib.quantizers._reduce import _gate, _sum_to_shape
 
 
 class _LSQQuant(torch.autograd.Function):
@@ -31,7 +31,7 @@ class _LSQQuant(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
         inside, d = ctx.saved_tensors
         x_shape, step_shape = ctx.shapes
-        dx = _sum_to_shape(grad * inside, x_shape) if ctx.needs_input_grad[0] else None
+        dx = _sum_to_shape(_gate(grad, inside), x_shape) if ctx.needs_input_grad[0] else None
         dstep = _sum_to_shape(grad * d, step_shape) * ctx.grad_scale if ctx.needs_input_grad[1] else None
         return dx, dstep, None, None, None
 

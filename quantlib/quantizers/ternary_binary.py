@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from quantlib.quantizers._reduce import _sum_to_shape
+from quantlib.quantizers._reduce import _gate, _sum_to_shape
 
 
 class _TernaryQuant(torch.autograd.Function):
@@ -21,7 +21,7 @@ class _TernaryQuant(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
         (inside,) = ctx.saved_tensors
-        dw = _sum_to_shape(grad * inside, ctx.w_shape) if ctx.needs_input_grad[0] else None
+        dw = _sum_to_shape(_gate(grad, inside), ctx.w_shape) if ctx.needs_input_grad[0] else None
         return dw, None
 
 
@@ -37,7 +37,7 @@ class _BinaryQuant(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
         (inside,) = ctx.saved_tensors
-        dw = _sum_to_shape(grad * inside, ctx.w_shape) if ctx.needs_input_grad[0] else None
+        dw = _sum_to_shape(_gate(grad, inside), ctx.w_shape) if ctx.needs_input_grad[0] else None
         return dw, None
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from quantlib.quantizers._reduce import _sum_to_shape
+from quantlib.quantizers._reduce import _gate, _sum_to_shape
 
 
 def _tqt_levels(n_bits: int, signed: bool) -> tuple[int, int]:
@@ -39,7 +39,7 @@ class _TQTQuant(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         below, above, s, r_log2 = ctx.saved_tensors
         x_shape, t_shape = ctx.shapes
-        dx = _sum_to_shape(grad * ~(below | above), x_shape) if ctx.needs_input_grad[0] else None
+        dx = _sum_to_shape(_gate(grad, ~(below | above)), x_shape) if ctx.needs_input_grad[0] else None
         dt = None
         if ctx.needs_input_grad[1]:
             # s has exactly log2_t's shape, so it can be factored out of the sum over broadcast dimensions

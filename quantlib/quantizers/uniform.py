@@ -9,45 +9,51 @@ from typing import Any
 
 import torch
 
-from quantlib.quantizers._reduce import _sum_to_shape
+from quantlib.quantizers._reduce import _interval_gate, _sum_to_shape
 
 
 class _FloorQuant(torch.autograd.Function):
-    """``scale * floor(clamp(x / scale, lo, hi))``; STE passes the gradient where ``lo <= x / scale <= hi``."""
+    """``scale * floor(clamp(x / scale, lo, hi))``; STE passes the gradient where ``lo < x / scale < hi``."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        z = x / scale
-        ctx.save_for_backward((z >= lo) & (z <= hi))
-        ctx.x_shape = x.shape
-        return scale * z.clamp_(lo, hi).floor_()
+        ctx.save_for_backward(x, scale)
+        ctx.bounds = (lo, hi)
+        return (x / scale).clamp_(lo, hi).floor_().mul_(scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
-        (inside,) = ctx.saved_tensors
-        dx = _sum_to_shape(grad * inside, ctx.x_shape) if ctx.needs_input_grad[0] else None
-        return dx, None, None, None
+        return _ste_backward(ctx, grad)
 
 
 class _RoundQuant(torch.autograd.Function):
-    """``scale * clamp(round(x / scale), lo, hi)``; STE passes the gradient where ``lo <= x / scale <= hi``."""
+    """``scale * clamp(round(x / scale), lo, hi)``; STE passes the gradient where ``lo < x / scale < hi``."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        z = x / scale
-        ctx.save_for_backward((z >= lo) & (z <= hi))
-        ctx.x_shape = x.shape
-        return scale * z.round_().clamp_(lo, hi)
+        ctx.save_for_backward(x, scale)
+        ctx.bounds = (lo, hi)
+        return (x / scale).round_().clamp_(lo, hi).mul_(scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
-        (inside,) = ctx.saved_tensors
-        dx = _sum_to_shape(grad * inside, ctx.x_shape) if ctx.needs_input_grad[0] else None
-        return dx, None, None, None
+        return _ste_backward(ctx, grad)
+
+
+def _ste_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+    """The clipped straight-through estimator shared by both uniform quantisers."""
+    if not ctx.needs_input_grad[0]:
+        return None, None, None, None
+    x, scale = ctx.saved_tensors
+    lo, hi = ctx.bounds
+    if scale.numel() == 1:
+        scale = float(scale)
+    dx = _interval_gate(grad, x, lo * scale, hi * scale)
+    return _sum_to_shape(dx, x.shape), None, None, None
 
 
 def floor_quantize(x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """DIANA's quantiser ``scale * floor(clamp(x / scale, lo, hi))``; gradient ``g * 1[lo <= x/scale <= hi]``.
+    """DIANA's quantiser ``scale * floor(clamp(x / scale, lo, hi))``; gradient ``g * 1[lo < x/scale < hi]``.
 
     No gradient flows to ``scale``.
     """
@@ -55,7 +61,7 @@ def floor_quantize(x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int) -> to
 
 
 def round_quantize(x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """``scale * clamp(round(x / scale), lo, hi)`` (round half to even); gradient ``g * 1[lo <= x/scale <= hi]``.
+    """``scale * clamp(round(x / scale), lo, hi)`` (round half to even); gradient ``g * 1[lo < x/scale < hi]``.
 
     No gradient flows to ``scale``.
     """

@@ -25,7 +25,7 @@ def test_identity_quantiser_is_diana_floor_quantiser_after_minmax_calibration():
     q = _calibrated(QIdentity(SIGNED8, "act"), torch.tensor([-2.0, 1.0, 0.5]))
     eps = 2.0 / 128  # covers -2 with level -128
     assert q.scale.item() == pytest.approx(eps)
-    assert (q.clip_lo.item(), q.clip_hi.item()) == pytest.approx((-128 * eps, 127 * eps))
+    assert (q.lower.item(), q.clip_hi.item()) == pytest.approx((-128 * eps, 127 * eps))
     x = torch.tensor([-3.0, -2.0, 0.01, 0.02, 1.0, 5.0])
     expected = eps * torch.clamp(torch.floor(x / eps), -128, 127)
     assert torch.equal(q(x), expected)

@@ -75,7 +75,7 @@ def test_forward_close_for_arbitrary_bounds(x_shape, lo_shape, hi_shape, lo_axes
 @pytest.mark.parametrize(("x_shape", "lo_shape", "hi_shape", "lo_axes", "hi_axes"), CASES)
 @pytest.mark.parametrize(("lo", "hi"), INT_BOUNDS)
 def test_backward_matches_pact_formula(x_shape, lo_shape, hi_shape, lo_axes, hi_axes, lo: int, hi: int) -> None:
-    """dx = g*1[clip_lo <= x < clip_hi]; dclip_hi = sum(g*1[x >= clip_hi]); dclip_lo = sum(g*1[x < clip_lo])."""
+    """dx = g*1[clip_lo < x < clip_hi]; dclip_hi = sum(g*1[x >= clip_hi]); dclip_lo = sum(g*1[x <= clip_lo])."""
     rng = np.random.default_rng(4)
     eps, clip_lo_np, clip_hi_np = pow2_eps_bounds(rng, lo_shape, hi_shape, lo, hi)
     x_np = grid_inputs(rng, x_shape, eps, lo, hi)
@@ -84,9 +84,9 @@ def test_backward_matches_pact_formula(x_shape, lo_shape, hi_shape, lo_axes, hi_
     clip_lo = torch.from_numpy(clip_lo_np).requires_grad_()
     clip_hi = torch.from_numpy(clip_hi_np).requires_grad_()
     pact_quantize(x, clip_lo, clip_hi, hi - lo + 1).backward(torch.from_numpy(g))
-    np.testing.assert_array_equal(x.grad.numpy(), g * ((x_np >= clip_lo_np) & (x_np < clip_hi_np)))
+    np.testing.assert_array_equal(x.grad.numpy(), g * ((x_np > clip_lo_np) & (x_np < clip_hi_np)))
     g64 = g.astype(np.float64)
-    d_lo = (g64 * (x_np < clip_lo_np)).sum(axis=lo_axes).reshape(lo_shape)
+    d_lo = (g64 * (x_np <= clip_lo_np)).sum(axis=lo_axes).reshape(lo_shape)
     d_hi = (g64 * (x_np >= clip_hi_np)).sum(axis=hi_axes).reshape(hi_shape)
     assert clip_lo.grad.shape == clip_lo.shape and clip_hi.grad.shape == clip_hi.shape
     np.testing.assert_allclose(clip_lo.grad.numpy(), d_lo, rtol=1e-5, atol=1e-5)
