@@ -1,0 +1,106 @@
+"""Activation quantisers become requantisations, and harmonised adds become requantised inputs, an integer add and
+a requantised output: ``y = clip(floor((x * mul + add) / 2**shift), lo, hi)`` with the scales kept alongside."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+from quantlib.editors.base import Applier, ApplicationPoint, Finder, Rewriter
+from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
+from quantlib.errors import EditorError, UnsupportedOpError
+from quantlib.graphs.naming import unique_submodule_name
+from quantlib.modules.add import Add
+from quantlib.modules.qactivations import QIdentity, QReLU
+from quantlib.modules.qadd import QHarmonisedAdd
+from quantlib.modules.qmodule import _QModule
+from quantlib.modules.true_quant import Requant
+
+FLOOR_QOPS = ("floor", "pact")
+"""Quantisation ops whose forward is DIANA's floor quantiser, which a requantisation reproduces exactly."""
+
+
+def make_requant(quantiser: _QModule, in_scale: torch.Tensor | None, divisor: int = 1) -> Requant:
+    """The requantisation that reproduces ``quantiser`` on values of scale ``in_scale`` (None: real values), after a
+    sum of ``divisor`` values that an average would have divided."""
+    qrange = quantiser.spec.qrange
+    if quantiser.spec.qop not in FLOOR_QOPS or qrange.offset is None or qrange.step != 1:
+        raise UnsupportedOpError(f"Quantiser '{quantiser.qualname}' (qop {quantiser.spec.qop!r}, range {qrange}) "
+                                 f"cannot become an integer requantisation: use a floor-based qop {FLOOR_QOPS} with a "
+                                 f"fixed offset.")
+    eps_out = quantiser.scale.detach().double()
+    eps_out = eps_out.reshape(()) if eps_out.numel() == 1 else eps_out
+    if in_scale is None:  # real-valued input: the quantiser is floor(x / eps_out)
+        return Requant(torch.ones(()), torch.zeros(()), 0, qrange.min, qrange.max, eps_out, eps_out)
+    mul, shift = requant_mul_shift(in_scale / (divisor * eps_out))
+    return Requant(mul, torch.zeros(()), shift, qrange.min, qrange.max, in_scale, eps_out)
+
+
+class ActivationQuantiserFinder(Finder):
+    def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
+        modules = dict(gm.named_modules())
+        return [ApplicationPoint((n,), {"quantiser": n}) for n in gm.graph.nodes
+                if n.op == "call_module" and isinstance(modules[n.target], (QIdentity, QReLU))]
+
+
+class RequantApplier(Applier):
+    def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
+        node = point["quantiser"]
+        source = node.args[0]
+        requant = make_requant(gm.get_submodule(node.target), source.meta.get("scale"),
+                               source.meta.get("pool_divisor", 1))
+        gm.add_submodule(node.target, requant)
+
+
+class Requantiser(Rewriter):
+    """Every QIdentity / QReLU becomes a Requant."""
+
+    def __init__(self) -> None:
+        super().__init__(ActivationQuantiserFinder(), RequantApplier())
+
+
+class HarmonisedAddFinder(Finder):
+    def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
+        modules = dict(gm.named_modules())
+        return [ApplicationPoint((n,), {"add": n}) for n in gm.graph.nodes
+                if n.op == "call_module" and isinstance(modules[n.target], QHarmonisedAdd)]
+
+
+class AddSplitApplier(Applier):
+    """``add(x0, x1, ...)`` becomes ``requant_out(requant_0(x0) + requant_1(x1) + ...)`` (integer adds)."""
+
+    def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
+        node = point["add"]
+        add: QHarmonisedAdd = gm.get_submodule(node.target)
+        scales = torch.stack([q.scale.detach().double().reshape(()) for q in add.input_quantisers])
+        if bool((scales != scales[0]).any()):
+            raise EditorError(f"Add '{node.name}' is not harmonised (input scales {scales.tolist()}): call harmonise() "
+                              f"on it (calibrate does) before integerising.")
+        parent, _, leaf = node.target.rpartition(".")
+        with gm.graph.inserting_before(node):
+            total = None
+            for i, (x, quantiser) in enumerate(zip(node.args, add.input_quantisers, strict=True)):
+                name = unique_submodule_name(gm, parent, f"{leaf}_in{i}_requant")
+                gm.add_submodule(name, make_requant(quantiser, x.meta.get("scale"), x.meta.get("pool_divisor", 1)))
+                requanted = gm.graph.call_module(name, (x,))
+                requanted.meta["scale"] = scales[0]
+                if total is None:
+                    total = requanted
+                    continue
+                add_name = unique_submodule_name(gm, parent, f"{leaf}_sum")
+                gm.add_submodule(add_name, Add())
+                total = gm.graph.call_module(add_name, (total, requanted))
+                total.meta["scale"] = scales[0]
+            out_name = unique_submodule_name(gm, parent, f"{leaf}_requant")
+            gm.add_submodule(out_name, make_requant(add.output_quantiser, scales[0]))
+            out = gm.graph.call_module(out_name, (total,))
+        out.meta = dict(node.meta)
+        node.replace_all_uses_with(out)
+        gm.graph.erase_node(node)
+
+
+class AddSplitter(Rewriter):
+    """Every QHarmonisedAdd becomes per-input Requants, integer Adds and an output Requant."""
+
+    def __init__(self) -> None:
+        super().__init__(HarmonisedAddFinder(), AddSplitApplier())

@@ -1,0 +1,141 @@
+"""Scale (epsilon) propagation: every node of a fake-quantised graph gets ``node.meta['scale']``.
+
+A node's scale is the real value of one integer unit of the tensor it computes (a 0-d tensor, or one per channel that
+broadcasts against the tensor), or None where values are not on any grid (float inputs before their quantiser). Each
+op the canonical graph can hold has a rule below; an op without a rule that reads quantised values raises
+UnsupportedOpError naming the node: a scale is never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from quantlib.editors.base import Annotator
+from quantlib.errors import UnsupportedOpError
+from quantlib.modules.qactivations import QIdentity, QReLU
+from quantlib.modules.qadd import QHarmonisedAdd
+from quantlib.modules.qlinear import QConv2d, QLinear
+from quantlib.modules.true_quant import Requant, ScaleTunnel, SumPool2d, TrueConv2d, TrueLinear
+
+Scale = torch.Tensor | None
+ModuleRule = Callable[[fx.Node, nn.Module, list[Scale]], Scale]
+
+
+def _own_scale(node: fx.Node, m: nn.Module, inputs: list[Scale]) -> Scale:
+    return m.get_output_scale(inputs).double()
+
+
+def _linear(node: fx.Node, m: QConv2d | QLinear, inputs: list[Scale]) -> Scale:
+    if inputs[0] is None:
+        raise UnsupportedOpError(f"Node '{node.name}' ({type(m).__name__}) reads values that no quantiser put on a "
+                                 f"grid; insert an activation quantiser before it (the Interposer does).")
+    if inputs[0].numel() > 1:
+        raise UnsupportedOpError(f"Node '{node.name}' ({type(m).__name__}) reads a tensor with one scale per channel; "
+                                 f"integer linear ops need one input scale: requantise it first.")
+    return m.get_output_scale(inputs).double()
+
+
+def _same_as_input(node: fx.Node, m: nn.Module | None, inputs: list[Scale]) -> Scale:
+    return inputs[0]
+
+
+def _flatten(node: fx.Node, m: nn.Module | None, inputs: list[Scale]) -> Scale:
+    if inputs[0] is not None and inputs[0].numel() > 1:
+        raise UnsupportedOpError(f"Node '{node.name}' flattens a tensor with one scale per channel; requantise it to "
+                                 f"a single scale first.")
+    return inputs[0]
+
+
+def pool_window(node: fx.Node, m: nn.Module) -> int:
+    """The number of values each output of an average pool averages (raises if windows differ in size)."""
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        meta = node.args[0].meta.get("tensor_meta")
+        if meta is None:
+            raise UnsupportedOpError(f"Node '{node.name}' (AdaptiveAvgPool2d) needs input shapes: annotate the graph "
+                                     f"with an example input.")
+        h, w = meta.shape[-2:]
+        out = m.output_size if isinstance(m.output_size, tuple) else (m.output_size, m.output_size)
+        out = tuple(h if o is None else o for o in out)
+        if h % out[0] or w % out[1]:
+            raise UnsupportedOpError(f"Node '{node.name}' (AdaptiveAvgPool2d {h}x{w} -> {out}) has windows of "
+                                     f"different sizes, which no single requantisation can divide.")
+        return (h // out[0]) * (w // out[1])
+    if m.padding not in (0, (0, 0)) and not m.count_include_pad or m.divisor_override is not None:
+        raise UnsupportedOpError(f"Node '{node.name}' (AvgPool2d) divides its windows by different counts.")
+    k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size, m.kernel_size)
+    return math.prod(k)
+
+
+def _avg_pool(node: fx.Node, m: nn.Module, inputs: list[Scale]) -> Scale:
+    return None if inputs[0] is None else inputs[0] / pool_window(node, m)
+
+
+def _true_linear(node: fx.Node, m: TrueConv2d | TrueLinear, inputs: list[Scale]) -> Scale:
+    return m.eps_in * m.eps_w.reshape(1, -1, *([1] * (m.weight.dim() - 2)))
+
+
+MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
+    QIdentity: _own_scale,
+    QReLU: _own_scale,
+    QHarmonisedAdd: _own_scale,
+    QConv2d: _linear,
+    QLinear: _linear,
+    nn.ReLU: _same_as_input,
+    nn.MaxPool2d: _same_as_input,
+    nn.Flatten: _flatten,
+    nn.AvgPool2d: _avg_pool,
+    nn.AdaptiveAvgPool2d: _avg_pool,
+    Requant: lambda node, m, inputs: m.eps_out,
+    ScaleTunnel: lambda node, m, inputs: None if inputs[0] is None else inputs[0] * m.factor,
+    TrueConv2d: _true_linear,
+    TrueLinear: _true_linear,
+    SumPool2d: _same_as_input,
+}
+"""The scale rule of every module type the canonical (fake- or true-quantised) graph can hold."""
+
+METHOD_RULES: dict[str, ModuleRule] = {"view": _flatten, "reshape": _flatten, "flatten": _flatten,
+                                       "contiguous": _same_as_input}
+
+
+def normalise_scale(scale: torch.Tensor) -> torch.Tensor:
+    """A float64 scale: 0-d when it is one number, else as given (one per channel, broadcastable)."""
+    scale = scale.detach().double()
+    return scale.reshape(()) if scale.numel() == 1 else scale
+
+
+class ScalePropagator(Annotator):
+    """Writes ``node.meta['scale']`` on every node, in topological order."""
+
+    def annotate(self, gm: fx.GraphModule) -> None:
+        modules = dict(gm.named_modules())
+        for node in gm.graph.nodes:
+            inputs = [a.meta.get("scale") for a in node.all_input_nodes]
+            scale = self._scale(node, modules, inputs)
+            node.meta["scale"] = None if scale is None else normalise_scale(scale)
+
+    @staticmethod
+    def _scale(node: fx.Node, modules: dict[str, nn.Module], inputs: list[Scale]) -> Scale:
+        if node.op in ("placeholder", "get_attr"):
+            return None
+        if node.op == "output":
+            return inputs[0] if inputs else None
+        module = modules.get(node.target) if node.op == "call_module" else None
+        rule = None
+        if module is not None:
+            rule = MODULE_RULES.get(type(module))
+        elif node.op == "call_method":
+            rule = METHOD_RULES.get(node.target)
+        if rule is not None:
+            return rule(node, module, inputs)
+        if all(s is None for s in inputs):
+            return None  # float computations before the quantised region need no scale
+        target = getattr(node.target, "__name__", node.target)
+        what = type(module).__name__ if module is not None else f"{node.op} {target}"
+        raise UnsupportedOpError(f"Node '{node.name}' ({what}) reads quantised values but quantlib has no scale rule "
+                                 f"for it. Replace it by a supported op, keep it outside the quantised region, or add "
+                                 f"a rule to quantlib.editors.fake2true.scale_propagation.MODULE_RULES.")

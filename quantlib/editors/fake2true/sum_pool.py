@@ -1,0 +1,48 @@
+"""Average pools inside the quantised region become sum pools: integers sum exactly, and the division by the window
+size moves into the requantisation that follows (``meta['pool_divisor']``)."""
+
+from __future__ import annotations
+
+import torch.fx as fx
+from torch import nn
+
+from quantlib.editors.base import Applier, ApplicationPoint, Finder, Rewriter
+from quantlib.editors.fake2true.scale_propagation import pool_window
+from quantlib.modules.true_quant import SumPool2d
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class QuantisedAvgPoolFinder(Finder):
+    """Average pools whose input is on a grid."""
+
+    def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
+        modules = dict(gm.named_modules())
+        return [ApplicationPoint((n,), {"pool": n}) for n in gm.graph.nodes
+                if n.op == "call_module" and isinstance(modules[n.target], (nn.AvgPool2d, nn.AdaptiveAvgPool2d))
+                and n.args[0].meta.get("scale") is not None]
+
+
+class SumPoolApplier(Applier):
+    def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
+        node = point["pool"]
+        pool = gm.get_submodule(node.target)
+        divisor = pool_window(node, pool)
+        if isinstance(pool, nn.AdaptiveAvgPool2d):
+            h, w = node.args[0].meta["tensor_meta"].shape[-2:]
+            out_h, out_w = tuple(h if o is None else o for o in _pair(pool.output_size))
+            kernel = None if (out_h, out_w) == (1, 1) else (h // out_h, w // out_w)
+            summed = SumPool2d(kernel, kernel)
+        else:
+            kernel = _pair(pool.kernel_size)
+            summed = SumPool2d(kernel, _pair(pool.stride or pool.kernel_size), _pair(pool.padding), pool.ceil_mode)
+        gm.add_submodule(node.target, summed)
+        node.meta["scale"] = node.args[0].meta["scale"]
+        node.meta["pool_divisor"] = divisor
+
+
+class AvgPoolToSumPool(Rewriter):
+    def __init__(self) -> None:
+        super().__init__(QuantisedAvgPoolFinder(), SumPoolApplier())

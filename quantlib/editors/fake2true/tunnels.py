@@ -1,0 +1,161 @@
+"""Scale tunnels: from the exact fake-quantised model (real scales inside every module) to the integer model.
+
+1. ``TunnelInserter``: every Requant and true linear op forgets its scales (they become 1) and is wrapped in
+   ``ScaleTunnel(1 / eps_in)`` before and ``ScaleTunnel(eps_out)`` after: the values are unchanged.
+2. ``TunnelSimplifier``: tunnels in a row merge, tunnels move through ops that commute with scaling (max-pool,
+   flatten, sum-pool, integer adds of equally scaled inputs), and tunnels of factor 1 vanish. Between two layers the
+   ``eps`` of one meets the ``1 / eps`` of the next, so every tunnel inside the network cancels.
+3. ``TunnelRemover``: checks that tunnels are left only at the network's boundary (after an input, before an output).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from quantlib.editors.base import Editor
+from quantlib.editors.fake2true.requant_parameters import is_power_of_two
+from quantlib.errors import EditorError
+from quantlib.graphs.naming import unique_submodule_name
+from quantlib.modules.add import Add
+from quantlib.modules.true_quant import Requant, ScaleTunnel, SumPool2d, TrueConv2d, TrueLinear
+
+SCALE_COMMUTING_MODULES = (nn.MaxPool2d, SumPool2d, nn.ReLU)
+"""Ops f with f(a * x) = a * f(x) for a positive per-channel or per-tensor factor a."""
+RESHAPING_MODULES = (nn.Flatten,)
+RESHAPING_METHODS = ("view", "reshape", "flatten", "contiguous")
+"""Ops that commute with a per-tensor factor only (they move channels around)."""
+
+
+def _tunnel_of(gm: fx.GraphModule, node: fx.Node) -> ScaleTunnel | None:
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        if isinstance(module, ScaleTunnel):
+            return module
+    return None
+
+
+def _new_tunnel(gm: fx.GraphModule, factor: torch.Tensor, source: fx.Node) -> fx.Node:
+    """A ScaleTunnel node reading ``source``, placed right after it."""
+    parent = source.target.rpartition(".")[0] if source.op == "call_module" else ""
+    name = unique_submodule_name(gm, parent, "tunnel")
+    gm.add_submodule(name, ScaleTunnel(factor))
+    with gm.graph.inserting_after(source):
+        return gm.graph.call_module(name, (source,))
+
+
+def _tunnel_after(gm: fx.GraphModule, node: fx.Node, factor: torch.Tensor) -> None:
+    """Every reader of ``node`` reads ``node * factor`` instead."""
+    tunnel = _new_tunnel(gm, factor, node)
+    node.replace_all_uses_with(tunnel, delete_user_cb=lambda user: user is not tunnel)
+
+
+def _tunnel_before(gm: fx.GraphModule, node: fx.Node, factor: torch.Tensor) -> None:
+    """``node`` reads its first input times ``factor``."""
+    source = node.args[0]
+    node.replace_input_with(source, _new_tunnel(gm, factor, source))
+
+
+class TunnelInserter(Editor):
+    """Scales leave every integer op for tunnels around it."""
+
+    def requires(self, gm: fx.GraphModule) -> None:
+        for name, m in gm.named_modules():
+            if isinstance(m, (Requant, TrueConv2d, TrueLinear)):
+                scales = [m.eps_in] + ([m.eps_out] if isinstance(m, Requant) else [m.eps_w])
+                if not all(is_power_of_two(s) for s in scales):
+                    raise EditorError(f"Module '{name}' has scales that are not powers of two, so integer arithmetic "
+                                      f"cannot reproduce it exactly: map the scales to powers of two first.")
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        for node in list(gm.graph.nodes):
+            m = gm.get_submodule(node.target) if node.op == "call_module" else None
+            if isinstance(m, Requant):
+                before, after = 1.0 / m.eps_in, m.eps_out.clone()
+                m.eps_in = torch.ones_like(m.eps_in)
+                m.eps_out = torch.ones_like(m.eps_out)
+            elif isinstance(m, (TrueConv2d, TrueLinear)):
+                before = 1.0 / m.eps_in
+                after = (m.eps_in * m.eps_w).reshape(1, -1, *([1] * (m.weight.dim() - 2)))
+                m.eps_in = torch.ones_like(m.eps_in)
+                m.eps_w = torch.ones_like(m.eps_w)
+            else:
+                continue
+            _tunnel_before(gm, node, before)
+            _tunnel_after(gm, node, after)
+        return gm
+
+
+class TunnelSimplifier(Editor):
+    """Merges, moves and cancels tunnels until none can be simplified further."""
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        changed = True
+        while changed:
+            changed = False
+            for node in list(gm.graph.nodes):
+                if node.graph is not gm.graph:  # erased earlier in this sweep
+                    continue
+                changed |= self._simplify(gm, node)
+        gm.delete_all_unused_submodules()
+        return gm
+
+    def _simplify(self, gm: fx.GraphModule, node: fx.Node) -> bool:
+        tunnel = _tunnel_of(gm, node)
+        if tunnel is not None:
+            if bool((tunnel.factor == 1).all()):
+                node.replace_all_uses_with(node.args[0])
+                gm.graph.erase_node(node)
+                return True
+            users = list(node.users)
+            if users and all(_tunnel_of(gm, u) is not None for u in users):  # push into every reading tunnel
+                for user in users:
+                    user_tunnel = _tunnel_of(gm, user)
+                    user_tunnel.factor = user_tunnel.factor * tunnel.factor
+                    user.replace_input_with(node, node.args[0])
+                gm.graph.erase_node(node)
+                return True
+            return False
+        return self._move_through(gm, node)
+
+    @staticmethod
+    def _move_through(gm: fx.GraphModule, node: fx.Node) -> bool:
+        """``op(tunnel_a(x), ...)`` -> ``tunnel_a(op(x, ...))`` for ops that commute with the factor."""
+        inputs = [a for a in node.args if isinstance(a, fx.Node)]
+        if not inputs or any(_tunnel_of(gm, a) is None or len(a.users) != 1 for a in inputs):
+            return False
+        factors = [_tunnel_of(gm, a).factor for a in inputs]
+        per_tensor = all(f.numel() == 1 for f in factors)
+        m = gm.get_submodule(node.target) if node.op == "call_module" else None
+        commutes = (isinstance(m, SCALE_COMMUTING_MODULES) and len(inputs) == 1
+                    or isinstance(m, Add) and all(f.shape == factors[0].shape and bool((f == factors[0]).all())
+                                                  for f in factors)
+                    or per_tensor and (isinstance(m, RESHAPING_MODULES)
+                                       or node.op == "call_method" and node.target in RESHAPING_METHODS))
+        if not commutes:
+            return False
+        for a in inputs:
+            node.replace_input_with(a, a.args[0])
+            gm.graph.erase_node(a)
+        _tunnel_after(gm, node, factors[0])
+        return True
+
+
+class TunnelRemover(Editor):
+    """Checks that no float scaling is left inside the integer region: tunnels only after inputs, before outputs."""
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        return gm
+
+    def ensures(self, gm: fx.GraphModule) -> None:
+        for node in gm.graph.nodes:
+            if _tunnel_of(gm, node) is None:
+                continue
+            at_input = node.args[0].op == "placeholder"
+            at_output = all(u.op == "output" for u in node.users)
+            if not (at_input or at_output):
+                raise EditorError(f"Scale tunnel '{node.name}' (factor {node.meta.get('scale', '')}"
+                                  f"{_tunnel_of(gm, node).factor.flatten()[:4].tolist()}) is left inside the integer "
+                                  f"region, between '{node.args[0].name}' and {[u.name for u in node.users]}: an op "
+                                  f"there does not commute with scaling.")

@@ -1,0 +1,120 @@
+"""True-quantised modules: the integer operations a fake-quantised network becomes.
+
+Each module carries the scales (epsilons) of the values it reads and writes. In the *exact* fake-quantised model the
+scales are the real ones, and every tensor holds ``scale * integer``; integerisation sets every scale to 1 (moving the
+real ones into ``ScaleTunnel``s at the network's boundary), and the same modules then compute on integers. All
+arithmetic runs in float64, which holds every integer below 2**53 exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from quantlib.graphs.tracing import leaf_module
+
+
+def _as_buffer(value: torch.Tensor | float) -> torch.Tensor:
+    return torch.as_tensor(value, dtype=torch.float64).clone()
+
+
+@leaf_module
+class ScaleTunnel(nn.Module):
+    """Multiplies by a constant ``factor`` (a scale, or its inverse): where real values enter or leave integers."""
+
+    def __init__(self, factor: torch.Tensor | float) -> None:
+        super().__init__()
+        self.register_buffer("factor", _as_buffer(factor))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double() * self.factor
+
+
+@leaf_module
+class Requant(nn.Module):
+    """``eps_out * clip(floor((x / eps_in * mul + add) / 2**shift), lo, hi)``: the one integer op that ends every
+    layer. ``mul`` and ``add`` are integers (per channel or per tensor), ``shift`` an integer in [0, 31]."""
+
+    def __init__(self, mul: torch.Tensor, add: torch.Tensor, shift: int, lo: int, hi: int,
+                 eps_in: torch.Tensor | float = 1.0, eps_out: torch.Tensor | float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("mul", _as_buffer(mul))
+        self.register_buffer("add", _as_buffer(add))
+        self.register_buffer("eps_in", _as_buffer(eps_in))
+        self.register_buffer("eps_out", _as_buffer(eps_out))
+        self.shift, self.lo, self.hi = int(shift), int(lo), int(hi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        integer = x.double() / self.eps_in
+        y = torch.floor((integer * self.mul + self.add) / 2.0 ** self.shift).clamp_(self.lo, self.hi)
+        return y * self.eps_out
+
+    def extra_repr(self) -> str:
+        return f"shift={self.shift}, lo={self.lo}, hi={self.hi}"
+
+
+class _TrueLinearOp(nn.Module):
+    """Integer weights ``weight`` and bias ``bias`` (on the accumulator grid), with the real weight scale ``eps_w``
+    (one per output channel) and input scale ``eps_in``: output = eps_in * eps_w * (W x + B)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, eps_w: torch.Tensor,
+                 eps_in: torch.Tensor | float) -> None:
+        super().__init__()
+        self.register_buffer("weight", _as_buffer(weight))
+        self.register_buffer("bias", None if bias is None else _as_buffer(bias))
+        self.register_buffer("eps_w", _as_buffer(eps_w).reshape(-1))
+        self.register_buffer("eps_in", _as_buffer(eps_in))
+
+    def _scaled_weight(self) -> torch.Tensor:
+        return self.weight * self.eps_w.reshape(-1, *([1] * (self.weight.dim() - 1)))
+
+    def _scaled_bias(self) -> torch.Tensor | None:
+        return None if self.bias is None else self.bias * self.eps_w * self.eps_in
+
+
+@leaf_module
+class TrueConv2d(_TrueLinearOp):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, eps_w: torch.Tensor,
+                 eps_in: torch.Tensor | float, stride, padding, dilation, groups: int) -> None:
+        super().__init__(weight, bias, eps_w, eps_in)
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x.double(), self._scaled_weight(), self._scaled_bias(), self.stride, self.padding,
+                        self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return (f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, groups={self.groups}")
+
+
+@leaf_module
+class TrueLinear(_TrueLinearOp):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.double(), self._scaled_weight(), self._scaled_bias())
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}"
+
+
+@leaf_module
+class SumPool2d(nn.Module):
+    """The sum over each pooling window (an average pool without its division, which moves into the next requant).
+
+    ``kernel_size=None`` sums over the whole feature map (global pooling)."""
+
+    def __init__(self, kernel_size: tuple[int, int] | None, stride: tuple[int, int] | None = None,
+                 padding: tuple[int, int] = (0, 0), ceil_mode: bool = False) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.ceil_mode = kernel_size, stride, padding, ceil_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.double()
+        if self.kernel_size is None:
+            return x.sum(dim=(2, 3), keepdim=True)
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            count_include_pad=True, divisor_override=1)
+
+    def extra_repr(self) -> str:
+        return "global" if self.kernel_size is None else f"kernel_size={self.kernel_size}, stride={self.stride}"
