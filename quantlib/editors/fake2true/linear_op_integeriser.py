@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from quantlib.editors.base import Applier, ApplicationPoint, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
 from quantlib.errors import UnsupportedOpError
 from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.true_quant import TrueConv2d, TrueLinear
@@ -42,9 +42,9 @@ class TrueLinearOpApplier(Applier):
         if m.bias is not None:
             bias = torch.round(m.bias.detach().double() / (eps_in * eps_w))
             if bool((bias.abs() > INT32_MAX).any()):
-                raise UnsupportedOpError(f"Layer '{m.qualname}': its bias does not fit in int32 on the accumulator grid "
-                                         f"(scale {float(eps_in * eps_w.min()):.3g}); the input or weight scales are "
-                                         f"too fine for the bias.")
+                raise UnsupportedOpError(f"Layer '{m.qualname}': its bias does not fit in int32 on the accumulator "
+                                         f"grid (scale {float(eps_in * eps_w.min()):.3g}); the input or weight scales "
+                                         f"are too fine for the bias.")
         if isinstance(m, QConv2d):
             true = TrueConv2d(weight, bias, eps_w, eps_in, m.stride, m.padding, m.dilation, m.groups)
         else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from quantlib.editors.base import Applier, ApplicationPoint, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
 from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
 from quantlib.errors import EditorError, UnsupportedOpError
 from quantlib.graphs.naming import unique_submodule_name

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import Applier, ApplicationPoint, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
 from quantlib.editors.fake2true.scale_propagation import pool_window
 from quantlib.modules.true_quant import SumPool2d
 

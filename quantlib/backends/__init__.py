@@ -1,0 +1,1 @@
+"""Back ends: standard integer ONNX, and DIANA (DORY / HTVM)."""

@@ -1,0 +1,225 @@
+"""Standard integer ONNX (opset 13) from an integer GraphModule.
+
+Between layers tensors are int8 / uint8 (requantised activations) or int32 (accumulators); linear ops are
+ConvInteger / MatMulInteger, which accumulate exactly in int32 whatever the fan-in; requantisations compute in
+float64 (exact below 2**53): Cast -> Mul -> Add -> Div(2^shift) -> Floor -> Clip -> Cast. Only standard operators are
+used, so onnxruntime runs the file as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.checker
+import onnx.helper as oh
+import torch
+import torch.fx as fx
+from onnx import TensorProto
+from torch import nn
+
+from quantlib.backends.onnx.writer import save_atomically
+from quantlib.errors import ExportError
+from quantlib.graphs.tracing import annotate_shapes
+from quantlib.modules.add import Add
+from quantlib.modules.true_quant import Requant, ScaleTunnel, SumPool2d, TrueConv2d, TrueLinear
+
+OPSET = 13
+INT8, UINT8, INT32, INT64 = TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32, TensorProto.INT64
+DOUBLE, FLOAT = TensorProto.DOUBLE, TensorProto.FLOAT
+_NP = {INT8: np.int8, UINT8: np.uint8, INT32: np.int32, INT64: np.int64, DOUBLE: np.float64, FLOAT: np.float32}
+
+
+def integer_type(lo: int, hi: int) -> int:
+    """The narrowest ONNX integer type holding [lo, hi] among uint8, int8 and int32."""
+    if 0 <= lo and hi <= 255:
+        return UINT8
+    if -128 <= lo and hi <= 127:
+        return INT8
+    return INT32
+
+
+@dataclass
+class OnnxGraphBuilder:
+    """Accumulates nodes and initialisers; every tensor name is derived from the fx node that computes it."""
+
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    initializers: list[onnx.TensorProto] = field(default_factory=list)
+    types: dict[str, int] = field(default_factory=dict)
+
+    def const(self, name: str, value: np.ndarray | float | int, elem_type: int) -> str:
+        array = np.asarray(value, dtype=_NP[elem_type])
+        self.initializers.append(onnx.numpy_helper.from_array(array, name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], output: str, elem_type: int, **attrs) -> str:
+        self.nodes.append(oh.make_node(op_type, inputs, [output], name=output, **attrs))
+        self.types[output] = elem_type
+        return output
+
+    def cast(self, name: str, to: int, output: str) -> str:
+        return name if self.types[name] == to else self.op("Cast", [name], output, to, to=to)
+
+
+@dataclass(frozen=True)
+class IntegerOnnx:
+    """An exported model and, for every fx node that computes a layer, the name of its ONNX tensor."""
+
+    model: onnx.ModelProto
+    node_tensors: dict[str, str]
+
+
+def _channel_shape(t: torch.Tensor, dims: int) -> np.ndarray:
+    """A per-channel constant shaped to broadcast over an activation of ``dims`` dimensions ([C, 1, 1] for NCHW)."""
+    a = t.detach().double().numpy()
+    if a.size == 1:
+        return a.reshape(())
+    return a.reshape(-1, *([1] * (dims - 2)))
+
+
+def _requant(b: OnnxGraphBuilder, x: str, m: Requant, name: str, dims: int) -> str:
+    y = b.cast(x, DOUBLE, f"{name}.in")
+    if not bool((m.mul == 1).all()):
+        y = b.op("Mul", [y, b.const(f"{name}.mul", _channel_shape(m.mul, dims), DOUBLE)], f"{name}.scaled", DOUBLE)
+    if not bool((m.add == 0).all()):
+        y = b.op("Add", [y, b.const(f"{name}.add", _channel_shape(m.add, dims), DOUBLE)], f"{name}.shifted", DOUBLE)
+    if m.shift:
+        y = b.op("Div", [y, b.const(f"{name}.div", 2.0 ** m.shift, DOUBLE)], f"{name}.divided", DOUBLE)
+    y = b.op("Floor", [y], f"{name}.floor", DOUBLE)
+    y = b.op("Clip", [y, b.const(f"{name}.lo", m.lo, DOUBLE), b.const(f"{name}.hi", m.hi, DOUBLE)],
+             f"{name}.clip", DOUBLE)
+    return b.op("Cast", [y], name, integer_type(m.lo, m.hi), to=integer_type(m.lo, m.hi))
+
+
+def _eight_bit_input(b: OnnxGraphBuilder, x: str, node: fx.Node) -> str:
+    if b.types[x] not in (INT8, UINT8):
+        raise ExportError(f"Layer '{node.name}' reads '{node.args[0].name}', which is not an 8-bit tensor; standard "
+                          f"integer ONNX (ConvInteger / MatMulInteger) needs 8-bit activations: quantise its input "
+                          f"to at most 8 bits.")
+    return x
+
+
+def _int8_weights(m: TrueConv2d | TrueLinear, node: fx.Node) -> np.ndarray:
+    w = m.weight.detach().numpy()
+    if w.min() < -128 or w.max() > 127:
+        raise ExportError(f"Layer '{node.name}' has weights in [{w.min():.0f}, {w.max():.0f}], beyond int8: use at "
+                          f"most 8-bit weights for ONNX export.")
+    return w.astype(np.int8)
+
+
+def _add_bias(b: OnnxGraphBuilder, acc: str, m: TrueConv2d | TrueLinear, name: str, dims: int) -> str:
+    if m.bias is None:
+        return b.op("Identity", [acc], name, INT32)
+    bias = b.const(f"{name}.bias", _channel_shape(m.bias, dims).astype(np.int32), INT32)
+    return b.op("Add", [acc, bias], name, INT32)
+
+
+def _conv(b: OnnxGraphBuilder, x: str, m: TrueConv2d, name: str, node: fx.Node) -> str:
+    x = _eight_bit_input(b, x, node)
+    w = b.const(f"{name}.weight", _int8_weights(m, node), INT8)
+    zero_x = b.const(f"{name}.x_zero_point", 0, b.types[x])
+    zero_w = b.const(f"{name}.w_zero_point", 0, INT8)
+    pad = list(m.padding) if isinstance(m.padding, (tuple, list)) else [m.padding] * 2
+    if isinstance(m.padding, str):
+        raise ExportError(f"Layer '{node.name}' uses padding='{m.padding}'; give explicit padding for ONNX export.")
+    acc = b.op("ConvInteger", [x, w, zero_x, zero_w], f"{name}.acc", INT32, kernel_shape=list(m.weight.shape[2:]),
+               strides=list(m.stride), pads=pad + pad, dilations=list(m.dilation), group=m.groups)
+    return _add_bias(b, acc, m, name, 4)
+
+
+def _linear(b: OnnxGraphBuilder, x: str, m: TrueLinear, name: str, node: fx.Node) -> str:
+    x = _eight_bit_input(b, x, node)
+    w = b.const(f"{name}.weight", _int8_weights(m, node).T.copy(), INT8)
+    zero_x = b.const(f"{name}.x_zero_point", 0, b.types[x])
+    zero_w = b.const(f"{name}.w_zero_point", 0, INT8)
+    acc = b.op("MatMulInteger", [x, w, zero_x, zero_w], f"{name}.acc", INT32)
+    return _add_bias(b, acc, m, name, 2)
+
+
+def _sum_pool(b: OnnxGraphBuilder, x: str, m: SumPool2d, name: str, node: fx.Node) -> str:
+    if m.kernel_size is None:
+        x = b.cast(x, INT32, f"{name}.in")
+        return b.op("ReduceSum", [x, b.const(f"{name}.axes", [2, 3], INT64)], name, INT32, keepdims=1)
+    x = _eight_bit_input(b, x, node)
+    channels = node.args[0].meta["tensor_meta"].shape[1]
+    ones = b.const(f"{name}.ones", np.ones((channels, 1, *m.kernel_size), np.int8), INT8)
+    zero_x = b.const(f"{name}.x_zero_point", 0, b.types[x])
+    zero_w = b.const(f"{name}.w_zero_point", 0, INT8)
+    pad = list(m.padding)
+    return b.op("ConvInteger", [x, ones, zero_x, zero_w], name, INT32, kernel_shape=list(m.kernel_size),
+                strides=list(m.stride), pads=pad + pad, group=channels)
+
+
+def _emit(b: OnnxGraphBuilder, node: fx.Node, module: nn.Module | None, inputs: list[str]) -> str:
+    """The ONNX nodes computing ``node``; returns the name of its output tensor."""
+    name = node.name
+    dims = len(node.meta["tensor_meta"].shape)
+    if isinstance(module, ScaleTunnel):
+        x = b.cast(inputs[0], DOUBLE, f"{name}.in")
+        return b.op("Mul", [x, b.const(f"{name}.factor", _channel_shape(module.factor, dims), DOUBLE)], name, DOUBLE)
+    if isinstance(module, Requant):
+        return _requant(b, inputs[0], module, name, dims)
+    if isinstance(module, TrueConv2d):
+        return _conv(b, inputs[0], module, name, node)
+    if isinstance(module, TrueLinear):
+        return _linear(b, inputs[0], module, name, node)
+    if isinstance(module, SumPool2d):
+        return _sum_pool(b, inputs[0], module, name, node)
+    if isinstance(module, Add):
+        xs = [b.cast(x, INT32, f"{name}.in{i}") for i, x in enumerate(inputs)]
+        return b.op("Add", xs, name, INT32)
+    if isinstance(module, nn.MaxPool2d):
+        k, s, p = (v if isinstance(v, tuple) else (v, v) for v in (module.kernel_size, module.stride, module.padding))
+        return b.op("MaxPool", inputs[:1], name, b.types[inputs[0]], kernel_shape=list(k), strides=list(s),
+                    pads=list(p) * 2, ceil_mode=int(module.ceil_mode))
+    if isinstance(module, nn.Flatten) or node.op == "call_method" and node.target in ("view", "reshape", "flatten"):
+        shape = [0, *node.meta["tensor_meta"].shape[1:]]
+        return b.op("Reshape", [inputs[0], b.const(f"{name}.shape", shape, INT64)], name,
+                    b.types[inputs[0]])
+    what = type(module).__name__ if module is not None else f"{node.op} {node.target}"
+    raise ExportError(f"Node '{node.name}' ({what}) has no standard integer ONNX form; integer graphs hold "
+                      f"ScaleTunnel, Requant, TrueConv2d, TrueLinear, SumPool2d, Add, MaxPool2d and flattening.")
+
+
+def integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, name: str = "quantlib_integer") -> IntegerOnnx:
+    """Build (and check) the standard integer ONNX model of the integer GraphModule ``gm``."""
+    gm = copy.deepcopy(gm)  # shapes are written into a twin, not into the caller's graph
+    annotate_shapes(gm, example_input)
+    modules = dict(gm.named_modules())
+    b = OnnxGraphBuilder()
+    tensors: dict[fx.Node, str] = {}
+    graph_inputs, graph_outputs = [], []
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            shape = ["batch", *node.meta["tensor_meta"].shape[1:]]
+            graph_inputs.append(oh.make_tensor_value_info(node.name, FLOAT, shape))
+            b.types[node.name] = FLOAT
+            tensors[node] = node.name
+        elif node.op == "output":
+            results = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
+            for i, r in enumerate(results):
+                out = b.op("Identity", [tensors[r]], f"output_{i}", b.types[tensors[r]])
+                shape = ["batch", *r.meta["tensor_meta"].shape[1:]]
+                graph_outputs.append(oh.make_tensor_value_info(out, b.types[out], shape))
+        else:
+            module = modules.get(node.target) if node.op == "call_module" else None
+            inputs = [tensors[a] for a in node.args if isinstance(a, fx.Node)]
+            tensors[node] = _emit(b, node, module, inputs)
+    graph = oh.make_graph(b.nodes, name, graph_inputs, graph_outputs, b.initializers)
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", OPSET)], producer_name="quantlib",
+                          producer_version="0.1.0")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    layer_tensors = {n.name: t for n, t in tensors.items() if n.op == "call_module"}
+    return IntegerOnnx(model, layer_tensors)
+
+
+def export_integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, path: str | os.PathLike) -> IntegerOnnx:
+    """Write the standard integer ONNX of ``gm`` to ``path`` (atomically; identical bytes on every export)."""
+    exported = integer_onnx(gm, example_input, Path(path).stem)
+    save_atomically(exported.model, path)
+    return exported

@@ -1,0 +1,53 @@
+"""Running an exported integer ONNX in onnxruntime (graph optimisations off) and comparing it, layer by layer, with
+the integer GraphModule it was exported from."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnxruntime as ort
+import torch
+import torch.fx as fx
+
+from quantlib.backends.onnx.integer_export import IntegerOnnx
+from quantlib.verification import LayerComparison, compare, integer_layers, record
+
+
+def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray, extra_outputs: dict[str, int] | None = None
+                    ) -> dict[str, np.ndarray]:
+    """All graph outputs (plus ``extra_outputs``: tensor name -> element type) for input ``x``, unoptimised."""
+    model = copy.deepcopy(model)
+    for name, elem_type in (extra_outputs or {}).items():
+        model.graph.output.append(oh.make_tensor_value_info(name, elem_type, None))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x}), strict=True))
+
+
+def verify_onnxruntime(integer: fx.GraphModule, exported: IntegerOnnx, x: torch.Tensor) -> list[LayerComparison]:
+    """Per layer and per output: elements where onnxruntime's value differs from the integer GraphModule's."""
+    layers = [name for name in integer_layers(integer) if name in exported.node_tensors]
+    expected = record(integer, x, layers)
+    types = _infer_types(exported.model)
+    wanted = {exported.node_tensors[name]: types[exported.node_tensors[name]] for name in layers}
+    got = run_onnxruntime(exported.model, x.numpy().astype(np.float32), wanted)
+    comparisons = [compare(name, expected[name], torch.from_numpy(got[exported.node_tensors[name]]))
+                   for name in layers]
+    with torch.no_grad():
+        outputs = integer(x)
+    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    for i, out in enumerate(outputs):
+        comparisons.append(compare(f"output_{i}", out, torch.from_numpy(got[f"output_{i}"])))
+    return comparisons
+
+
+def _infer_types(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    types.update({o.name: o.type.tensor_type.elem_type for o in inferred.graph.output})
+    return types

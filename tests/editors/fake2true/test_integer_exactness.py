@@ -1,0 +1,168 @@
+"""Exact fake-quantised vs integer GraphModule vs onnxruntime: 0 mismatching elements at every layer."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from quantlib.backends.onnx import export_integer_onnx, verify_onnxruntime
+from quantlib.data import digits_loaders
+from quantlib.errors import EditorError, UnsupportedOpError
+from quantlib.modules.true_quant import Requant, ScaleTunnel
+from quantlib.training import train_epochs
+from quantlib.true_quantisation import pow2_integer_flow
+from quantlib.verification import compare_exact_and_integer, integer_layers, record
+from quantlib.zoo import ZOO, build, digits_cnn
+
+INTEGER_ZOO = sorted(set(ZOO) - {"functional_net"})  # functional_net holds a LeakyReLU: see the test below
+
+
+def _check_exact(flow, x, tmp_path, name):
+    exact_vs_int = compare_exact_and_integer(flow.exact, flow.integer, x)
+    exported = export_integer_onnx(flow.integer, x, tmp_path / f"{name}.onnx")
+    int_vs_ort = verify_onnxruntime(flow.integer, exported, x)
+    assert len(exact_vs_int) >= 3 and len(int_vs_ort) == len(exact_vs_int) + 1
+    assert [c for c in exact_vs_int if c.mismatches] == []
+    assert [c for c in int_vs_ort if c.mismatches] == []
+    assert sum(c.elements for c in exact_vs_int) > 0
+
+
+@pytest.mark.parametrize("name", INTEGER_ZOO)
+def test_zoo_models_are_integer_exact_at_every_layer_on_64_inputs(name, tmp_path):
+    g = torch.Generator().manual_seed(7)
+    model = build(name, seed=7)
+    calibration = [torch.randn(16, *ZOO[name].input_shape, generator=g) for _ in range(2)]
+    x = torch.randn(64, *ZOO[name].input_shape, generator=g)
+    _check_exact(pow2_integer_flow(model, x[:2], calibration), x, tmp_path, name)
+
+
+def test_digits_trained_model_is_integer_exact(tmp_path):
+    torch.manual_seed(0)
+    train, test = digits_loaders(seed=0)
+    model = train_epochs(digits_cnn(), train, epochs=5, lr=3e-3)
+    x = next(iter(test))[0][:64]
+    _check_exact(pow2_integer_flow(model, x[:2], [b for b, _ in list(train)[:4]]), x, tmp_path, "digits")
+
+
+def test_every_intermediate_of_the_integer_model_holds_integers():
+    model = build("resnet20", seed=3)
+    x = torch.randn(8, 3, 32, 32)
+    flow = pow2_integer_flow(model, x[:2], [x])
+    modules = dict(flow.integer.named_modules())
+    nodes = [n for n in flow.integer.graph.nodes if n.op == "call_module"
+             and not isinstance(modules[n.target], ScaleTunnel)]
+    values = record(flow.integer, x, [n.name for n in nodes])
+    assert len(values) == len(nodes) > 60
+    for name, v in values.items():
+        assert torch.equal(v, v.round()), name
+    tunnels = [n for n in flow.integer.graph.nodes if n.op == "call_module"
+               and isinstance(modules[n.target], ScaleTunnel)]
+    assert len(tunnels) == 2  # one after the input, one before the output
+
+
+def test_accumulator_beyond_2_pow_24_stays_exact(tmp_path):
+    """A 3x3 conv over 512 channels with saturated inputs and weights: |acc| > 2**24, and odd, so float32 cannot
+    hold it; the integer model, the exact model and onnxruntime must still agree."""
+    conv = nn.Conv2d(512, 4, 3, padding=1, bias=False)
+    model = nn.Sequential(conv, nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    with torch.no_grad():
+        conv.weight.fill_(-1.0)
+        conv.weight[1].fill_(1.0)
+        conv.weight[0, 0].fill_(-63 / 64)   # integer weight -63 (scale 1/64)
+    x = torch.full((2, 512, 4, 4), 2.0)     # input scale 1/32: integers 64
+    x[:, 0] = 63 / 32                       # integers 63 on channel 0
+    flow = pow2_integer_flow(model, x, [x, -x])
+    acc_node = next(n.name for n in flow.integer.graph.nodes if n.target == "0")
+    acc = record(flow.integer, -x, [acc_node])[acc_node]
+    centre = acc[0, 0, 1, 1]
+    assert centre == 9 * (63 * 63 + 511 * 64 * 64) and centre > 2 ** 24 and centre % 2 == 1
+    ints = torch.full((1, 512, 4, 4), -64.0)
+    ints[:, 0] = -63.0
+    float32_acc = nn.functional.conv2d(ints, flow.integer.get_submodule("0").weight.float(), padding=1)
+    assert float32_acc[0, 0, 1, 1].double() != centre  # float32 alone would have rounded it
+    _check_exact(flow, -x, tmp_path, "wide")
+
+
+def test_layer_with_leaky_relu_is_refused_naming_the_node():
+    x = torch.randn(2, 3, 32, 32)
+    with pytest.raises(UnsupportedOpError, match=r"Node 'leaky_relu_1' \(LeakyReLU\) reads quantised values"):
+        pow2_integer_flow(build("functional_net"), x, [x])
+
+
+def test_unknown_function_on_quantised_values_is_refused():
+    class Sig(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 1)
+
+        def forward(self, x):
+            return torch.sigmoid(self.conv(x))
+
+    x = torch.randn(2, 1, 4, 4)
+    with pytest.raises(UnsupportedOpError, match=r"Node 'sigmoid' \(call_function sigmoid\) reads quantised"):
+        pow2_integer_flow(Sig(), x, [x])
+
+
+def test_non_pow2_scales_cannot_be_integerised():
+    from quantlib.calibration import calibrate
+    from quantlib.editors.fake2true import integerise, to_exact
+    from quantlib.fake_quantisation import quantize
+
+    x = torch.randn(4, 3, 8, 8)
+    fake = calibrate(quantize(build("digits_cnn"), torch.randn(2, 1, 8, 8)), [torch.randn(4, 1, 8, 8)])
+    with pytest.raises(EditorError, match="not powers of two"):
+        integerise(to_exact(fake, x[:, :1]))
+
+
+def test_requants_use_shifts_only_with_pow2_scales():
+    x = torch.randn(4, 3, 32, 32)
+    flow = pow2_integer_flow(build("resnet20"), x, [x])
+    requants = [m for m in flow.integer.modules() if isinstance(m, Requant)]
+    assert requants and all(bool(((m.mul.log2() % 1) == 0).all()) for m in requants)
+    assert all(0 <= m.shift <= 31 for m in requants)
+    assert len(integer_layers(flow.integer)) == len([m for m in flow.integer.modules()
+                                                     if type(m).__name__ in ("Requant", "TrueConv2d", "TrueLinear")])
+
+
+def test_onnx_export_is_deterministic_standard_and_atomic(tmp_path):
+    import onnx
+
+    x = torch.randn(4, 1, 8, 8)
+    flow = pow2_integer_flow(build("digits_cnn"), x, [x])
+    a, b = tmp_path / "first" / "model.onnx", tmp_path / "second" / "model.onnx"
+    export_integer_onnx(flow.integer, x, a)
+    export_integer_onnx(flow.integer, x, b)
+    assert a.read_bytes() == b.read_bytes()
+    model = onnx.load(a)
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 13 and model.opset_import[0].domain == ""
+    ops = {n.op_type for n in model.graph.node}
+    assert ops <= {"Cast", "Mul", "Add", "Div", "Floor", "Clip", "ConvInteger", "MatMulInteger", "ReduceSum",
+                   "MaxPool", "Reshape", "Identity"}
+    assert "ConvInteger" in ops and "MatMulInteger" in ops
+    assert [p.name for p in a.parent.iterdir()] == ["model.onnx"]  # no temporary file left behind
+
+
+def test_failed_export_leaves_existing_file_untouched(tmp_path):
+    from quantlib.errors import ExportError
+    from quantlib.fake_quantisation import QuantisationSpec
+
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"previous export")
+    x = torch.randn(4, 1, 8, 8)
+    wide = QuantisationSpec.from_spec({"weights": {"qrange": {"bitwidth": 12, "signed": True}}})
+    flow = pow2_integer_flow(build("digits_cnn"), x, [x], wide)
+    with pytest.raises(ExportError, match=r"Layer 'features_0' has weights in \[.*\], beyond int8"):
+        export_integer_onnx(flow.integer, x, target)
+    assert target.read_bytes() == b"previous export"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_onnxruntime_output_matches_exact_model_output():
+    from quantlib.backends.onnx import integer_onnx, run_onnxruntime
+
+    x = torch.randn(16, 3, 32, 32)
+    flow = pow2_integer_flow(build("vgg11"), x[:2], [x])
+    got = run_onnxruntime(integer_onnx(flow.integer, x[:2]).model, x.numpy())["output_0"]
+    with torch.no_grad():
+        np.testing.assert_array_equal(got, flow.exact(x).numpy())
