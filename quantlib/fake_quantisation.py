@@ -51,8 +51,8 @@ def float_to_fake_editors(spec: QuantisationSpec) -> list[Editor]:
     return [
         ModuleWiseConverter([(ModuleFilter(types=(nn.Conv2d, nn.Linear)), spec.weights),
                              (ModuleFilter(types=(nn.ReLU, nn.ReLU6)), spec.relu)]),
-        Interposer(spec.activations),              # quantise network inputs and linear-op inputs off the grid
-        AddTreeHarmoniser(spec.activations, spec.activations),
+        AddTreeHarmoniser(spec.activations, spec.activations),  # adds quantise (and harmonise) their inputs
+        Interposer(spec.activations),              # quantise inputs, off-grid linear-op inputs, shared accumulators
         ActivationFuser(),                         # no quantiser fed only by a quantiser
     ]
 

@@ -11,6 +11,7 @@ touching this file.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,8 @@ from torch import nn
 from quantlib.errors import CalibrationError
 from quantlib.modules.specs import QuantiserSpec
 from quantlib.observers.tensor_observer import TensorObserver
+
+logger = logging.getLogger(__name__)
 
 QOp = Callable[["_QModule", torch.Tensor], torch.Tensor]
 _QOPS: dict[str, QOp] = {}
@@ -111,15 +114,23 @@ class _QModule(nn.Module):
     def set_clip_bounds(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Set the clipping bounds to the quantisation grid that covers [a, b] (per slice) with this module's range."""
         qrange = self.spec.qrange
-        tiny = torch.finfo(torch.float32).tiny
         if qrange.offset is None:  # learned offset: the grid spans [a, b] exactly, its zero rounded to an integer
-            scale = ((b - a) / (qrange.step * (qrange.n_levels - 1))).clamp_min(tiny)
+            scale = self._nonzero((b - a) / (qrange.step * (qrange.n_levels - 1)))
             self.set_scale(scale, zero=torch.round(a / scale))
         else:
             scale = b / qrange.max
             if qrange.min < 0:
                 scale = torch.maximum(scale, a / qrange.min)
-            self.set_scale(scale.clamp_min(tiny))
+            self.set_scale(self._nonzero(scale))
+
+    def _nonzero(self, scale: torch.Tensor) -> torch.Tensor:
+        """Slices that saw only zeros (a dead ReLU) get scale 1: any grid holds 0, and a tiny one would overflow the
+        integers of the layers that read it."""
+        dead = scale <= 0
+        if bool(dead.any()):
+            logger.warning("Module '%s' observed only zeros in %d of its %d slices; their scale is set to 1.",
+                           self.qualname, int(dead.sum()), dead.numel())
+        return torch.where(dead, torch.ones_like(scale), scale)
 
     def set_scale(self, scale: torch.Tensor, zero: torch.Tensor | None = None) -> None:
         """Put the grid on ``scale`` (per slice); a learned-offset grid starts at ``zero`` (default: the current)."""

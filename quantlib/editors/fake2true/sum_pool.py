@@ -8,6 +8,8 @@ from torch import nn
 
 from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
 from quantlib.editors.fake2true.scale_propagation import pool_window
+from quantlib.editors.float2fake.grid import is_quantiser
+from quantlib.errors import UnsupportedOpError
 from quantlib.modules.true_quant import SumPool2d
 
 
@@ -29,6 +31,12 @@ class SumPoolApplier(Applier):
     def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
         node = point["pool"]
         pool = gm.get_submodule(node.target)
+        modules = dict(gm.named_modules())
+        readers = [u for u in node.users if not is_quantiser(u, modules)]
+        if readers:
+            raise UnsupportedOpError(f"Average pool '{node.name}' is read by {[u.name for u in readers]} before any "
+                                     f"requantisation; an integer sum must be requantised first (the Interposer "
+                                     f"puts a quantiser after every average pool).")
         divisor = pool_window(node, pool)
         if isinstance(pool, nn.AdaptiveAvgPool2d):
             h, w = node.args[0].meta["tensor_meta"].shape[-2:]

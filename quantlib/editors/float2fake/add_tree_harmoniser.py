@@ -17,7 +17,8 @@ def _is_add(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 
 class HarmonisedAddApplier(Applier):
-    """Replace the tree by one QHarmonisedAdd, registered under the root add's name, reading the tree's inputs."""
+    """The root add node becomes one QHarmonisedAdd (same name, same node) reading the tree's inputs; the tree's inner
+    adds go. Keeping the root node keeps other trees that read it valid."""
 
     def __init__(self, input_spec: QuantiserSpec, output_spec: QuantiserSpec) -> None:
         self.input_spec = input_spec
@@ -26,13 +27,10 @@ class HarmonisedAddApplier(Applier):
     def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
         assert isinstance(point, OpTree)
         root = point.root
-        name = root.target
-        gm.add_submodule(name, QHarmonisedAdd(len(point.inputs), self.input_spec, self.output_spec, name))
-        with gm.graph.inserting_before(root):
-            harmonised = gm.graph.call_module(name, point.inputs)
-        harmonised.meta = dict(root.meta)
-        root.replace_all_uses_with(harmonised)
-        for node in point.nodes:  # root first, then its operands: each is unused once its reader is gone
+        gm.add_submodule(root.target, QHarmonisedAdd(len(point.inputs), self.input_spec, self.output_spec,
+                                                     root.target))
+        root.args = tuple(point.inputs)
+        for node in point.nodes[1:]:  # inner adds, parents before operands: each is unused once its reader is gone
             gm.graph.erase_node(node)
 
 

@@ -7,16 +7,23 @@ from torch import nn
 
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
+from quantlib.modules.qlinear import QConv2d, QLinear
 
 QUANTISER_TYPES = (QIdentity, QReLU, QHarmonisedAdd)
 """Modules whose output is fake-quantised."""
 
 GRID_PRESERVING_MODULES = (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten)
+GRID_LEAVING_MODULES = (QConv2d, QLinear, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+"""Ops whose outputs lie between the grid points of their inputs: accumulators and averages."""
 GRID_PRESERVING_METHODS = ("view", "reshape", "flatten", "contiguous")
 
 
 def is_quantiser(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_module" and isinstance(modules[node.target], QUANTISER_TYPES)
+
+
+def leaves_grid(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    return node.op == "call_module" and isinstance(modules[node.target], GRID_LEAVING_MODULES)
 
 
 def grid_source(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:

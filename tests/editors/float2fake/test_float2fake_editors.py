@@ -59,9 +59,9 @@ def _fake(model, *editors):
 
 
 def test_interposer_quantises_inputs_and_off_grid_producers_once():
-    gm = _fake(Net(), Interposer(S8))
+    gm = _fake(Net(), AddTreeHarmoniser(S8, S8), Interposer(S8))
     assert _calls(gm) == [("x_quantiser", "QIdentity"), ("conv1", "QConv2d"), ("relu", "QReLU"),
-                          ("conv2", "QConv2d"), ("add", "Add"), ("avgpool", "AdaptiveAvgPool2d"),
+                          ("conv2", "QConv2d"), ("add", "QHarmonisedAdd"), ("avgpool", "AdaptiveAvgPool2d"),
                           ("avgpool_quantiser", "QIdentity"), ("flatten", "Flatten"), ("head", "QLinear")]
     x = torch.randn(1, 3, 4, 4)
     assert torch.equal(gm(x), Net.__call__(gm, x))
@@ -81,6 +81,13 @@ def test_interposer_shares_one_quantiser_between_all_readers_of_an_accumulator()
     nodes = {n.name: n for n in gm.graph.nodes}
     assert [u.name for u in nodes["a"].users] == ["a_quantiser"]
     assert sorted(u.name for u in nodes["a_quantiser"].users) == ["add_1", "b"]
+
+
+def test_interposer_requantises_an_accumulator_read_by_a_pool():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Conv2d(2, 2, 1), nn.AvgPool2d(2))
+    gm = _fake(model, Interposer(S8))
+    assert [k for _, k in _calls(gm)] == ["QIdentity", "QConv2d", "QIdentity", "MaxPool2d", "QConv2d", "QIdentity",
+                                          "AvgPool2d"]
 
 
 def test_interposer_sees_through_max_pool_and_flatten():
@@ -104,7 +111,7 @@ def test_add_tree_becomes_one_harmonised_add_with_all_inputs():
 
 
 def test_activation_fuser_folds_relu_into_the_add_and_drops_redundant_quantisers():
-    gm = _fake(Net(), Interposer(S8), AddTreeHarmoniser(S8, S8))
+    gm = _fake(Net(), AddTreeHarmoniser(S8, S8), Interposer(S8))
 
     class AddThenReLU(nn.Module):
         def __init__(self):
