@@ -1,0 +1,66 @@
+"""Integer fidelity per zoo model: exact fake-quant vs integer GraphModule vs onnxruntime, at every layer.
+
+    python bench/fidelity.py [--inputs 64] [--threads 2]
+
+One JSON line per model: layers and elements compared; mismatching elements and the largest difference in LSB for
+exact fake-quant vs integer and for integer vs onnxruntime; and, for information, how far the power-of-two
+fake-quantised model (float32, bias not yet on the accumulator grid) is from the exact one at the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from quantlib.backends.onnx import export_integer_onnx, verify_onnxruntime
+from quantlib.true_quantisation import pow2_integer_flow
+from quantlib.verification import compare_exact_and_integer
+from quantlib.zoo import ZOO, build
+
+INTEGER_ZOO = [name for name in ZOO if name != "functional_net"]  # LeakyReLU has no integer form
+
+
+def fidelity(name: str, n_inputs: int, out_dir: Path) -> dict:
+    g = torch.Generator().manual_seed(0)
+    shape = ZOO[name].input_shape
+    calibration = [torch.randn(16, *shape, generator=g) for _ in range(2)]
+    x = torch.randn(n_inputs, *shape, generator=g)
+    start = time.perf_counter()
+    flow = pow2_integer_flow(build(name), x[:2], calibration)
+    exact_vs_int = compare_exact_and_integer(flow.exact, flow.integer, x)
+    exported = export_integer_onnx(flow.integer, x[:2], out_dir / f"{name}.onnx")
+    int_vs_ort = verify_onnxruntime(flow.integer, exported, x)
+    elapsed = time.perf_counter() - start
+    with torch.no_grad():
+        fake, exact = flow.fake(x).double(), flow.exact(x)
+    return {
+        "model": name, "inputs": n_inputs, "layers": len(exact_vs_int),
+        "elements": sum(c.elements for c in exact_vs_int),
+        "exact_vs_int_mismatches": sum(c.mismatches for c in exact_vs_int),
+        "exact_vs_int_max_lsb": max(c.max_abs_diff for c in exact_vs_int),
+        "int_vs_ort_mismatches": sum(c.mismatches for c in int_vs_ort),
+        "int_vs_ort_max_lsb": max(c.max_abs_diff for c in int_vs_ort),
+        "pow2_fake_vs_exact_output_rel": float((fake - exact).abs().max() / exact.abs().max()),
+        "pow2_fake_vs_exact_same_argmax": float((fake.argmax(1) == exact.argmax(1)).double().mean()),
+        "seconds": round(elapsed, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--inputs", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as out_dir:
+        for name in INTEGER_ZOO:
+            print(json.dumps(fidelity(name, args.inputs, Path(out_dir))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
