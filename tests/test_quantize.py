@@ -46,6 +46,12 @@ def test_fake_model_computes_in_float_until_calibrated(fake_zoo_model):
         assert (gm(x) - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
+def test_top_level_entry_points():
+    import quantlib
+
+    assert quantlib.quantize is quantize and quantlib.calibrate is calibrate
+
+
 def test_spec_errors_name_the_key():
     with pytest.raises(ValueError, match=r"key\(s\) \['bias'\] are not allowed"):
         QuantisationSpec.from_spec({"bias": {"qrange": {"bitwidth": 32}}})
