@@ -1,0 +1,100 @@
+"""DIANA's hardware rules (diana.md), checked per layer. Each broken rule is one Finding naming the layer, the rule
+and the fix, so that a user can answer "why did layer X not go to the analog core?" from the report alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+Core = Literal["analog", "digital"]
+Severity = Literal["error", "warning"]
+
+KERNEL_SIZES = (1, 3, 5, 7)
+STRIDES = (1, 2)
+SHIFT_RANGE = (0, 31)
+ADC_RANGE = (-32, 31)
+CHANNEL_MULTIPLE = 4
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One broken rule of one layer."""
+
+    layer: str
+    rule: str
+    message: str
+    fix: str
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        return f"{self.layer}: [{self.rule}] {self.message} Fix: {self.fix}"
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def conv_findings(layer: str, conv: nn.Conv2d, core: Core) -> list[Finding]:
+    """Every DIANA rule that ``conv`` breaks on ``core``."""
+    findings = []
+    kh, kw = _pair(conv.kernel_size)
+    if kh != kw or kh not in KERNEL_SIZES:
+        findings.append(Finding(layer, "kernel-size", f"kernel {kh}x{kw} is not one of 1x1, 3x3, 5x5, 7x7.",
+                                "use a square kernel of size 1, 3, 5 or 7."))
+    stride = _pair(conv.stride)
+    if stride[0] != stride[1] or stride[0] not in STRIDES:
+        findings.append(Finding(layer, "stride", f"stride {stride} is not 1 or 2.",
+                                "use stride 1 or 2 (a larger stride: stride 2 and a pooling layer)."))
+    if _pair(conv.dilation) != (1, 1):
+        findings.append(Finding(layer, "dilation", f"dilation {_pair(conv.dilation)} is not 1.",
+                                "use dilation 1 (a larger kernel covers the same field)."))
+    padding = conv.padding
+    same = (kh // 2, kw // 2)
+    if isinstance(padding, str) or _pair(padding) != same or conv.padding_mode != "zeros":
+        findings.append(Finding(layer, "padding", f"padding {padding!r} ({conv.padding_mode}) is not the symmetric "
+                                f"'same' zero padding {same}.", f"use padding={same[0]} with zeros."))
+    if core == "analog" and conv.groups != 1:
+        findings.append(Finding(layer, "analog-groups", f"groups={conv.groups}: the analog core computes only dense "
+                                f"convolutions.", "keep this layer digital, or use groups=1."))
+    depthwise = conv.groups == conv.in_channels == conv.out_channels
+    if core == "digital" and conv.groups != 1 and not depthwise:
+        findings.append(Finding(layer, "digital-groups", f"groups={conv.groups} is neither 1 nor depthwise "
+                                f"(groups = in = out channels = {conv.in_channels}).",
+                                "use groups=1 or a depthwise convolution."))
+    findings += channel_findings(layer, conv.in_channels, conv.out_channels)
+    return findings
+
+
+def linear_findings(layer: str, linear: nn.Linear) -> list[Finding]:
+    """Every DIANA rule that ``linear`` (always digital) breaks."""
+    return channel_findings(layer, linear.in_features, linear.out_features)
+
+
+def channel_findings(layer: str, n_in: int, n_out: int) -> list[Finding]:
+    """Channel counts not divisible by 4: the tools downstream pad them, so this is a warning."""
+    odd = [f"{what} {n}" for what, n in (("input channels", n_in), ("output channels", n_out))
+           if n % CHANNEL_MULTIPLE]
+    if not odd:
+        return []
+    return [Finding(layer, "channels-multiple-of-4", f"{' and '.join(odd)} not divisible by {CHANNEL_MULTIPLE}.",
+                    "DORY pads the channels (memory and cycles are wasted); use multiples of 4 where you can.",
+                    "warning")]
+
+
+def shift_findings(layer: str, shift: int) -> list[Finding]:
+    """The requantisation shift must lie in [0, 31]."""
+    lo, hi = SHIFT_RANGE
+    if lo <= shift <= hi:
+        return []
+    return [Finding(layer, "shift-range", f"requantisation shift {shift} is outside [{lo}, {hi}].",
+                    "retrain with the power-of-two stage, or rescale the layer's output quantiser.")]
+
+
+def analog_eligibility(layer: str, module: nn.Module) -> list[Finding]:
+    """Why ``module`` cannot run on the analog core (empty: it can)."""
+    if not isinstance(module, nn.Conv2d):
+        return [Finding(layer, "analog-op", f"{type(module).__name__} layers run on the digital core only.",
+                        "keep it digital.")]
+    return [f for f in conv_findings(layer, module, "analog") if f.severity == "error"]
