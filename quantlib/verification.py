@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
+
+from quantlib.modules.true_quant import Requant, TrueConv2d, TrueLinear
+
+CHUNK = 16
+"""Inputs per batch when comparing whole networks layer by layer (memory grows with it)."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,24 @@ def compare(layer: str, expected: torch.Tensor, got: torch.Tensor) -> LayerCompa
     return LayerComparison(layer, expected.numel(), int((diff != 0).sum()), float(diff.max()) if diff.numel() else 0.0)
 
 
+def merge(a: LayerComparison, b: LayerComparison) -> LayerComparison:
+    """The comparison of one layer over two batches."""
+    return LayerComparison(a.layer, a.elements + b.elements, a.mismatches + b.mismatches,
+                           max(a.max_abs_diff, b.max_abs_diff))
+
+
+def compare_in_chunks(compare_batch: Callable[[torch.Tensor], list[LayerComparison]], x: torch.Tensor,
+                      chunk: int = CHUNK) -> list[LayerComparison]:
+    """``compare_batch`` over ``x`` in chunks of ``chunk`` inputs (bounded memory), merged layer by layer."""
+    total: list[LayerComparison] | None = None
+    for part in x.split(chunk):
+        result = compare_batch(part)
+        total = result if total is None else [merge(a, b) for a, b in zip(total, result, strict=True)]
+    return total or []
+
+
 def integer_layers(integer: fx.GraphModule) -> list[str]:
     """The nodes of an integer GraphModule that end a layer: requantisations and linear-op accumulators."""
-    from quantlib.modules.true_quant import Requant, TrueConv2d, TrueLinear
-
     modules = dict(integer.named_modules())
     return [n.name for n in integer.graph.nodes if n.op == "call_module"
             and isinstance(modules[n.target], (Requant, TrueConv2d, TrueLinear))]
@@ -62,7 +81,11 @@ def compare_exact_and_integer(exact: fx.GraphModule, integer: fx.GraphModule, x:
                               ) -> list[LayerComparison]:
     """Per layer, the exact fake-quantised values divided by their scale against the integer model's values."""
     layers = integer_layers(integer)
-    exact_values = record(exact, x, layers)
-    integer_values = record(integer, x, layers)
     scales = {n.name: n.meta["scale"] for n in exact.graph.nodes if n.name in layers}
-    return [compare(name, exact_values[name] / scales[name], integer_values[name]) for name in layers]
+
+    def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
+        exact_values = record(exact, part, layers)
+        integer_values = record(integer, part, layers)
+        return [compare(name, exact_values[name] / scales[name], integer_values[name]) for name in layers]
+
+    return compare_in_chunks(compare_batch, x)

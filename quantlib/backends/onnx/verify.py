@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 
 from quantlib.backends.onnx.integer_export import IntegerOnnx
-from quantlib.verification import LayerComparison, compare, integer_layers, record
+from quantlib.verification import LayerComparison, compare, compare_in_chunks, integer_layers, record
 
 
 def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray, extra_outputs: dict[str, int] | None = None
@@ -32,18 +32,22 @@ def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray, extra_outputs: dict[s
 def verify_onnxruntime(integer: fx.GraphModule, exported: IntegerOnnx, x: torch.Tensor) -> list[LayerComparison]:
     """Per layer and per output: elements where onnxruntime's value differs from the integer GraphModule's."""
     layers = [name for name in integer_layers(integer) if name in exported.node_tensors]
-    expected = record(integer, x, layers)
     types = _infer_types(exported.model)
     wanted = {exported.node_tensors[name]: types[exported.node_tensors[name]] for name in layers}
-    got = run_onnxruntime(exported.model, x.numpy().astype(np.float32), wanted)
-    comparisons = [compare(name, expected[name], torch.from_numpy(got[exported.node_tensors[name]]))
-                   for name in layers]
-    with torch.no_grad():
-        outputs = integer(x)
-    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-    for i, out in enumerate(outputs):
-        comparisons.append(compare(f"output_{i}", out, torch.from_numpy(got[f"output_{i}"])))
-    return comparisons
+
+    def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
+        expected = record(integer, part, layers)
+        got = run_onnxruntime(exported.model, part.numpy().astype(np.float32), wanted)
+        comparisons = [compare(name, expected[name], torch.from_numpy(got[exported.node_tensors[name]]))
+                       for name in layers]
+        with torch.no_grad():
+            outputs = integer(part)
+        outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        for i, out in enumerate(outputs):
+            comparisons.append(compare(f"output_{i}", out, torch.from_numpy(got[f"output_{i}"])))
+        return comparisons
+
+    return compare_in_chunks(compare_batch, x)
 
 
 def _infer_types(model: onnx.ModelProto) -> dict[str, int]:
