@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 
 import torch
+import torch.fx as fx
 from torch import nn
 from tqdm import tqdm
 
@@ -15,9 +16,18 @@ from quantlib.modules.qmodule import _QModule
 logger = logging.getLogger(__name__)
 
 
+def model_inputs(model: nn.Module, batch: torch.Tensor | tuple | list) -> tuple:
+    """The model's positional inputs in ``batch``: a tensor; or, from a tuple / list, as many leading elements as the
+    model takes (a GraphModule's placeholders; one for other modules), so that (input, target) pairs work too."""
+    if not isinstance(batch, (tuple, list)):
+        return (batch,)
+    n_inputs = sum(n.op == "placeholder" for n in model.graph.nodes) if isinstance(model, fx.GraphModule) else 1
+    return tuple(batch[:n_inputs])
+
+
 def calibrate(model: nn.Module, batches: Iterable, *, progress: bool = False) -> nn.Module:
-    """Observe ``batches`` (tensors, or (input, target) pairs) in eval mode, initialise every quantiser from what it
-    saw, harmonise every add; returns ``model``, now fake-quantised. Gradients are not tracked."""
+    """Observe ``batches`` (tensors, or tuples such as (input, target); see ``model_inputs``) in eval mode,
+    initialise every quantiser from what it saw, harmonise every add; returns ``model``, now fake-quantised."""
     quantisers = [m for m in model.modules() if isinstance(m, _QModule)]
     for q in quantisers:
         q.is_quantised = False
@@ -28,7 +38,7 @@ def calibrate(model: nn.Module, batches: Iterable, *, progress: bool = False) ->
     try:
         with torch.no_grad():
             for batch in tqdm(batches, desc="calibrating", disable=not progress, leave=False):
-                model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                model(*model_inputs(model, batch))
                 n += 1
     finally:
         for q in quantisers:

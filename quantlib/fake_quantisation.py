@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from quantlib.editors.base import ComposedEditor, Editor
@@ -19,6 +21,8 @@ from quantlib.editors.float2fake import (
     ModuleWiseConverter,
 )
 from quantlib.modules.specs import QuantiserSpec
+
+logger = logging.getLogger(__name__)
 
 
 def _spec(qrange: dict[str, Any], qop: str = "floor") -> QuantiserSpec:
@@ -66,4 +70,26 @@ def quantize(model: nn.Module,
     left untouched.
     """
     gm = canonicalise(model, example_input)
-    return ComposedEditor(float_to_fake_editors(QuantisationSpec.from_spec(spec)))(gm)
+    fake = ComposedEditor(float_to_fake_editors(QuantisationSpec.from_spec(spec)))(gm)
+    left = float_linear_ops(fake)
+    if left:
+        logger.warning("These linear ops have no quantised counterpart and stay in float, so the model cannot be "
+                       "integerised: %s.", ", ".join(left))
+    return fake
+
+
+FLOAT_LINEAR_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+                        nn.Linear)
+FLOAT_LINEAR_FUNCTIONS = (F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d)
+
+
+def float_linear_ops(gm: fx.GraphModule) -> list[str]:
+    """The nodes of ``gm`` that compute a linear op in float: '<node> (<op>)'."""
+    modules = dict(gm.named_modules())
+    left = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and type(modules[node.target]) in FLOAT_LINEAR_MODULES:
+            left.append(f"{node.name} ({type(modules[node.target]).__name__})")
+        elif node.op == "call_function" and node.target in FLOAT_LINEAR_FUNCTIONS:
+            left.append(f"{node.name} ({node.target.__name__})")
+    return left

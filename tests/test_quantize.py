@@ -93,3 +93,29 @@ def test_fake_quantised_model_trains_with_any_optimiser(trained_digits):
     assert all(float(r.clip_hi.grad.abs().sum()) > 0 for r in relus)  # PACT learns the ReLU clips
     assert not torch.equal(first_conv.weight, before)
     assert accuracy(gm, test) > 95.0
+
+
+def test_multi_input_models_calibrate_from_tuples():
+    class TwoIn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 3), nn.Linear(4, 3)
+
+        def forward(self, x, y):
+            return self.a(x) + self.b(y)
+
+    x, y = torch.randn(8, 4), torch.randn(8, 4)
+    gm = calibrate(quantize(TwoIn(), (x, y)), [(x, y)])
+    quantisers = [m for m in gm.modules() if isinstance(m, QIdentity)]
+    assert {q.qualname for q in quantisers} >= {"x_quantiser", "y_quantiser"}
+    assert all(q.is_quantised for q in quantisers)
+
+
+def test_linear_ops_without_a_quantised_form_are_reported(caplog):
+    import logging
+
+    model = nn.Sequential(nn.Conv1d(2, 2, 1), nn.Flatten(), nn.Linear(8, 2))
+    with caplog.at_level(logging.WARNING):
+        gm = quantize(model, torch.randn(1, 2, 4))
+    assert "stay in float, so the model cannot be integerised: _0 (Conv1d)" in caplog.text
+    assert isinstance(gm.get_submodule("2"), QLinear)

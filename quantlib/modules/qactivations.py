@@ -45,7 +45,8 @@ class QReLU(_QModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset = self.spec.qrange.offset
         if self.is_quantised and not self.is_observing and offset is not None and offset >= 0:
-            return self.call_op(x)  # an unsigned grid clips at 0 (and below the ceiling): it is the ReLU
+            # an unsigned grid clips at 0: it is the ReLU; only a ceiling (ReLU6) still needs its own clamp
+            return self.call_op(x if self.ceiling is None else torch.clamp(x, max=self.ceiling))
         x = torch.relu(x) if self.ceiling is None else torch.clamp(x, 0.0, self.ceiling)
         return self.quantise(x)
 

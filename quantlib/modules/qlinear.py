@@ -12,6 +12,12 @@ from quantlib.modules.qmodule import _QModule
 from quantlib.modules.specs import QuantiserSpec
 
 
+def _check_weight_granularity(spec: QuantiserSpec, name: str) -> None:
+    if spec.granularity.dims not in ((), (0,)):
+        raise ValueError(f"Layer '{name}': weights take one scale per tensor ('per-array') or per output channel "
+                         f"('per-outchannel_weights'), not per dimensions {spec.granularity.dims}.")
+
+
 def _output_scale(input_scale: torch.Tensor, weight_scale: torch.Tensor, out_dims: int) -> torch.Tensor:
     """input scale x weight scale, shaped [1, C, 1, ...] for per-channel weights so it broadcasts over the output."""
     weight_scale = weight_scale.detach()
@@ -29,6 +35,7 @@ class QConv2d(_QModule, nn.Conv2d):
                  name: str = "") -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode)
+        _check_weight_granularity(spec, name)
         self.init_quantiser(spec, name)
 
     @classmethod
@@ -54,6 +61,7 @@ class QLinear(_QModule, nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, spec: QuantiserSpec,
                  name: str = "") -> None:
         super().__init__(in_features, out_features, bias)
+        _check_weight_granularity(spec, name)
         self.init_quantiser(spec, name)
 
     @classmethod

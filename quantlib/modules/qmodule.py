@@ -124,12 +124,13 @@ class _QModule(nn.Module):
             self.set_scale(self._nonzero(scale))
 
     def _nonzero(self, scale: torch.Tensor) -> torch.Tensor:
-        """Slices that saw only zeros (a dead ReLU) get scale 1: any grid holds 0, and a tiny one would overflow the
-        integers of the layers that read it."""
+        """Slices whose observed range gives no positive scale (a dead ReLU saw only zeros) get scale 1: a tiny one
+        would overflow the integers of the layers that read it."""
         dead = scale <= 0
         if bool(dead.any()):
-            logger.warning("Module '%s' observed only zeros in %d of its %d slices; their scale is set to 1.",
-                           self.qualname, int(dead.sum()), dead.numel())
+            logger.warning("Module '%s': %d of its %d slices observed no range its grid can cover (only zeros, or "
+                           "only values its range excludes); their scale is set to 1.", self.qualname,
+                           int(dead.sum()), dead.numel())
         return torch.where(dead, torch.ones_like(scale), scale)
 
     def set_scale(self, scale: torch.Tensor, zero: torch.Tensor | None = None) -> None:

@@ -105,16 +105,16 @@ class SumPool2d(nn.Module):
     ``kernel_size=None`` sums over the whole feature map (global pooling)."""
 
     def __init__(self, kernel_size: tuple[int, int] | None, stride: tuple[int, int] | None = None,
-                 padding: tuple[int, int] = (0, 0), ceil_mode: bool = False) -> None:
+                 padding: tuple[int, int] = (0, 0)) -> None:
         super().__init__()
-        self.kernel_size, self.stride, self.padding, self.ceil_mode = kernel_size, stride, padding, ceil_mode
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.double()
         if self.kernel_size is None:
             return x.sum(dim=(2, 3), keepdim=True)
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                            count_include_pad=True, divisor_override=1)
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, count_include_pad=True,
+                            divisor_override=1)
 
     def extra_repr(self) -> str:
         return "global" if self.kernel_size is None else f"kernel_size={self.kernel_size}, stride={self.stride}"

@@ -93,6 +93,21 @@ def test_harmonised_add_puts_inputs_on_one_scale():
     assert s0 == s1 == pytest.approx(min(4.0 / 127, add.output_quantiser.scale.item()))
 
 
+def test_harmonised_scale_is_capped_by_the_output_scale():
+    add = QHarmonisedAdd(2, SIGNED8, SIGNED8, "add")
+    for q in add.modules():
+        if isinstance(q, _QModule):
+            q.start_observing()
+    add(torch.tensor([8.0, -8.0]), torch.tensor([-7.9, 8.0]))  # inputs up to 8, their sum only up to 0.1
+    for q in add.modules():
+        if isinstance(q, _QModule):
+            q.init_qhparams()
+    add.harmonise()
+    out = add.output_quantiser.scale.item()
+    assert out < 8.0 / 127
+    assert [q.scale.item() for q in add.input_quantisers] == pytest.approx([out, out])
+
+
 def test_new_qop_plugs_in_without_touching_the_base():
     _QModule.register_qop("half_up", lambda m, x: m.scale * torch.floor(x / m.scale + 0.5))
     q = _calibrated(QIdentity(QuantiserSpec.from_spec({"qrange": {"bitwidth": 8, "signed": True},
@@ -126,3 +141,9 @@ def test_ternary_and_learned_offset_ranges():
     a = _calibrated(QIdentity(QuantiserSpec.from_spec({"qrange": {"bitwidth": 2}})), torch.tensor([1.0, 4.0]))
     assert (a.zero.item(), a.scale.item()) == (1.0, 1.0)
     assert a(torch.tensor([0.0, 2.5, 9.0])).tolist() == [1.0, 2.0, 4.0]
+
+
+def test_weights_refuse_granularities_other_than_tensor_or_output_channel():
+    spec = QuantiserSpec.from_spec({"qrange": {"bitwidth": 8, "signed": True}, "granularity": (1,)})
+    with pytest.raises(ValueError, match=r"Layer 'c': weights take one scale per tensor .* not per dimensions \(1,\)"):
+        QConv2d.from_fp_module(nn.Conv2d(2, 2, 1), spec, "c")

@@ -173,10 +173,11 @@ def _emit(b: OnnxGraphBuilder, node: fx.Node, module: nn.Module | None, inputs: 
         xs = [b.cast(x, INT32, f"{name}.in{i}") for i, x in enumerate(inputs)]
         return b.op("Add", xs, name, INT32)
     if isinstance(module, nn.MaxPool2d):
-        k, s, p = (v if isinstance(v, tuple) else (v, v) for v in (module.kernel_size, module.stride, module.padding))
+        k, s, p, d = (v if isinstance(v, tuple) else (v, v)
+                      for v in (module.kernel_size, module.stride, module.padding, module.dilation))
         x = inputs[0] if b.types[inputs[0]] in (INT8, UINT8) else b.cast(inputs[0], DOUBLE, f"{name}.in")
         return b.op("MaxPool", [x], name, b.types[x], kernel_shape=list(k), strides=list(s), pads=list(p) * 2,
-                    ceil_mode=int(module.ceil_mode))
+                    dilations=list(d), ceil_mode=int(module.ceil_mode))
     if isinstance(module, nn.Flatten) or node.op == "call_method" and node.target in ("view", "reshape", "flatten"):
         shape = [0, *node.meta["tensor_meta"].shape[1:]]
         return b.op("Reshape", [inputs[0], b.const(f"{name}.shape", shape, INT64)], name,

@@ -16,9 +16,10 @@ from quantlib.backends.onnx.integer_export import IntegerOnnx
 from quantlib.verification import LayerComparison, compare, compare_in_chunks, integer_layers, record
 
 
-def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray, extra_outputs: dict[str, int] | None = None
-                    ) -> dict[str, np.ndarray]:
-    """All graph outputs (plus ``extra_outputs``: tensor name -> element type) for input ``x``, unoptimised."""
+def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray | tuple[np.ndarray, ...],
+                    extra_outputs: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """All graph outputs (plus ``extra_outputs``: tensor name -> element type) for input ``x`` (one array per graph
+    input), with graph optimisations off."""
     model = copy.deepcopy(model)
     for name, elem_type in (extra_outputs or {}).items():
         model.graph.output.append(oh.make_tensor_value_info(name, elem_type, None))
@@ -26,7 +27,9 @@ def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray, extra_outputs: dict[s
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x}), strict=True))
+    xs = x if isinstance(x, tuple) else (x,)
+    feeds = {i.name: a for i, a in zip(session.get_inputs(), xs, strict=True)}
+    return dict(zip(names, session.run(names, feeds), strict=True))
 
 
 def verify_onnxruntime(integer: fx.GraphModule, exported: IntegerOnnx, x: torch.Tensor) -> list[LayerComparison]:

@@ -11,7 +11,7 @@ from quantlib.editors.fake2true.linear_op_integeriser import LinearOpIntegeriser
 from quantlib.editors.fake2true.requantiser import AddSplitter, Requantiser
 from quantlib.editors.fake2true.scale_propagation import ScalePropagator
 from quantlib.editors.fake2true.sum_pool import AvgPoolToSumPool
-from quantlib.editors.fake2true.tunnels import TunnelInserter, TunnelRemover, TunnelSimplifier
+from quantlib.editors.fake2true.tunnels import TunnelChecker, TunnelInserter, TunnelSimplifier
 from quantlib.graphs.tracing import annotate_shapes
 
 
@@ -28,7 +28,7 @@ def exact_editors() -> list[Editor]:
 
 def integer_editors() -> list[Editor]:
     """Exact fake-quantised -> integer: scales leave the network through tunnels that cancel inside it."""
-    return [TunnelInserter(), TunnelSimplifier(), TunnelRemover()]
+    return [TunnelInserter(), TunnelSimplifier(), TunnelChecker()]
 
 
 def to_exact(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> fx.GraphModule:

@@ -36,6 +36,9 @@ class TrueLinearOpApplier(Applier):
     def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
         node = point["linear"]
         m = gm.get_submodule(node.target)
+        if isinstance(m, QConv2d) and m.padding_mode != "zeros":
+            raise UnsupportedOpError(f"Layer '{m.qualname}' pads with '{m.padding_mode}'; integer convolutions pad "
+                                     f"with zeros: use padding_mode='zeros'.")
         eps_in = node.args[0].meta["scale"]
         weight, eps_w = integer_weights(m)
         bias = None

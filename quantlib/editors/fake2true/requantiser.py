@@ -3,6 +3,8 @@ a requantised output: ``y = clip(floor((x * mul + add) / 2**shift), lo, hi)`` wi
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.fx as fx
 
@@ -30,10 +32,24 @@ def make_requant(quantiser: _QModule, in_scale: torch.Tensor | None, divisor: in
                                  f"fixed offset.")
     eps_out = quantiser.scale.detach().double()
     eps_out = eps_out.reshape(()) if eps_out.numel() == 1 else eps_out
+    lo, hi = _integer_bounds(quantiser, eps_out)
     if in_scale is None:  # real-valued input: the quantiser is floor(x / eps_out)
-        return Requant(torch.ones(()), torch.zeros(()), 0, qrange.min, qrange.max, eps_out, eps_out)
+        return Requant(torch.ones(()), torch.zeros(()), 0, lo, hi, eps_out, eps_out)
     mul, shift = requant_mul_shift(in_scale / (divisor * eps_out))
-    return Requant(mul, torch.zeros(()), shift, qrange.min, qrange.max, in_scale, eps_out)
+    return Requant(mul, torch.zeros(()), shift, lo, hi, in_scale, eps_out)
+
+
+def _integer_bounds(quantiser: _QModule, eps_out: torch.Tensor) -> tuple[int, int]:
+    """The integer clip of the quantiser's output: its range, cut at 0 by a ReLU and at ceiling / eps by a ReLU6."""
+    lo, hi = quantiser.spec.qrange.min, quantiser.spec.qrange.max
+    if isinstance(quantiser, QReLU):
+        lo = max(lo, 0)
+        if quantiser.ceiling is not None:
+            if eps_out.numel() != 1:
+                raise UnsupportedOpError(f"Quantiser '{quantiser.qualname}' has a ceiling and one scale per channel; "
+                                         f"integer requantisation needs one scale to clip at the ceiling.")
+            hi = min(hi, math.floor(quantiser.ceiling / float(eps_out)))
+    return lo, hi
 
 
 class ActivationQuantiserFinder(Finder):

@@ -65,8 +65,10 @@ def pool_window(node: fx.Node, m: nn.Module) -> int:
             raise UnsupportedOpError(f"Node '{node.name}' (AdaptiveAvgPool2d {h}x{w} -> {out}) has windows of "
                                      f"different sizes, which no single requantisation can divide.")
         return (h // out[0]) * (w // out[1])
-    if m.padding not in (0, (0, 0)) and not m.count_include_pad or m.divisor_override is not None:
-        raise UnsupportedOpError(f"Node '{node.name}' (AvgPool2d) divides its windows by different counts.")
+    if m.padding not in (0, (0, 0)) and not m.count_include_pad or m.divisor_override is not None or m.ceil_mode:
+        raise UnsupportedOpError(f"Node '{node.name}' (AvgPool2d) divides its windows by different counts "
+                                 f"(ceil_mode, padding excluded from the count, or a divisor override); use "
+                                 f"ceil_mode=False, count_include_pad=True and no divisor_override.")
     k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size, m.kernel_size)
     return math.prod(k)
 

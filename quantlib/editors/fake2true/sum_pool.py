@@ -45,7 +45,7 @@ class SumPoolApplier(Applier):
             summed = SumPool2d(kernel, kernel)
         else:
             kernel = _pair(pool.kernel_size)
-            summed = SumPool2d(kernel, _pair(pool.stride or pool.kernel_size), _pair(pool.padding), pool.ceil_mode)
+            summed = SumPool2d(kernel, _pair(pool.stride or pool.kernel_size), _pair(pool.padding))
         gm.add_submodule(node.target, summed)
         node.meta["scale"] = node.args[0].meta["scale"]
         node.meta["pool_divisor"] = divisor

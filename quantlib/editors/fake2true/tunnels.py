@@ -5,7 +5,7 @@
 2. ``TunnelSimplifier``: tunnels in a row merge, tunnels move through ops that commute with scaling (max-pool,
    flatten, sum-pool, integer adds of equally scaled inputs), and tunnels of factor 1 vanish. Between two layers the
    ``eps`` of one meets the ``1 / eps`` of the next, so every tunnel inside the network cancels.
-3. ``TunnelRemover``: checks that tunnels are left only at the network's boundary (after an input, before an output).
+3. ``TunnelChecker``: checks that tunnels are left only at the network's boundary (after an input, before an output).
 """
 
 from __future__ import annotations
@@ -108,15 +108,16 @@ class TunnelSimplifier(Editor):
                 node.replace_all_uses_with(node.args[0])
                 gm.graph.erase_node(node)
                 return True
-            users = list(node.users)
-            if users and all(_tunnel_of(gm, u) is not None for u in users):  # push into every reading tunnel
-                for user in users:
-                    user_tunnel = _tunnel_of(gm, user)
-                    user_tunnel.factor = user_tunnel.factor * tunnel.factor
-                    user.replace_input_with(node, node.args[0])
+            tunnel_users = [u for u in node.users if _tunnel_of(gm, u) is not None]
+            if not tunnel_users:
+                return False
+            for user in tunnel_users:  # merge into every reading tunnel; other readers keep this one
+                user_tunnel = _tunnel_of(gm, user)
+                user_tunnel.factor = user_tunnel.factor * tunnel.factor
+                user.replace_input_with(node, node.args[0])
+            if not node.users:
                 gm.graph.erase_node(node)
-                return True
-            return False
+            return True
         return self._move_through(gm, node)
 
     @staticmethod
@@ -142,7 +143,7 @@ class TunnelSimplifier(Editor):
         return True
 
 
-class TunnelRemover(Editor):
+class TunnelChecker(Editor):
     """Checks that no float scaling is left inside the integer region: tunnels only after inputs, before outputs."""
 
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:

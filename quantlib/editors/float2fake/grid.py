@@ -13,7 +13,8 @@ QUANTISER_TYPES = (QIdentity, QReLU, QHarmonisedAdd)
 """Modules whose output is fake-quantised."""
 
 GRID_PRESERVING_MODULES = (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten)
-GRID_LEAVING_MODULES = (QConv2d, QLinear, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+AVERAGING_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+GRID_LEAVING_MODULES = (QConv2d, QLinear, *AVERAGING_MODULES)
 """Ops whose outputs lie between the grid points of their inputs: accumulators and averages."""
 GRID_PRESERVING_METHODS = ("view", "reshape", "flatten", "contiguous")
 
@@ -22,8 +23,13 @@ def is_quantiser(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_module" and isinstance(modules[node.target], QUANTISER_TYPES)
 
 
-def leaves_grid(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    return node.op == "call_module" and isinstance(modules[node.target], GRID_LEAVING_MODULES)
+def needs_requantisation(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` leaves the grid and something other than a quantiser reads it. A linear op's accumulator may
+    be a network output (logits); an average may not (integer hardware sums, and only a requantisation divides)."""
+    if node.op != "call_module" or not isinstance(modules[node.target], GRID_LEAVING_MODULES):
+        return False
+    averages = isinstance(modules[node.target], AVERAGING_MODULES)
+    return any(not is_quantiser(u, modules) and (averages or u.op != "output") for u in node.users)
 
 
 def grid_source(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:
@@ -34,6 +40,3 @@ def grid_source(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:
     return node
 
 
-def is_on_grid(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """Whether ``node``'s values are fake-quantised (by a quantiser, possibly through grid-preserving ops)."""
-    return is_quantiser(grid_source(node, modules), modules)

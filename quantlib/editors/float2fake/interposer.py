@@ -1,7 +1,7 @@
 """Insert activation quantisers where integer hardware needs integers: at every network input, where a quantised
 linear op reads values that are not on a quantisation grid, and after every op that leaves the grid (a linear op's
-accumulator, an average) when anything but a quantiser or the network output reads it: hardware requantises every
-layer's result before any other op reads it.
+accumulator, an average) when anything but a quantiser reads it (a linear op may feed the output directly): hardware
+requantises every layer's result before any other op reads it.
 
 The quantiser goes right after the node that produces the off-grid values, and every reader of that node reads the
 quantiser instead: one integer tensor per value, as the hardware holds it.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.fx as fx
 
 from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
-from quantlib.editors.float2fake.grid import grid_source, is_quantiser, leaves_grid
+from quantlib.editors.float2fake.grid import grid_source, is_quantiser, needs_requantisation
 from quantlib.graphs.naming import unique_submodule_name
 from quantlib.modules.qactivations import QIdentity
 from quantlib.modules.qlinear import QConv2d, QLinear
@@ -35,8 +35,7 @@ class UnquantisedSourceFinder(Finder):
                 source = grid_source(node.args[0], modules)
                 if not is_quantiser(source, modules):
                     sources[source] = None
-            if leaves_grid(node, modules) and any(not is_quantiser(u, modules) and u.op != "output"
-                                                  for u in node.users):
+            if needs_requantisation(node, modules):
                 sources[node] = None
         return [ApplicationPoint((s,), {"source": s}) for s in sources]
 

@@ -44,3 +44,33 @@ def test_reader_after_inplace_op_is_redirected_and_reader_before_is_not():
     x = torch.tensor([[-1.0, 2.0]])
     before, after, _, _ = gm(x)
     assert before.tolist() == [[-2.0, 4.0]] and after.tolist() == [[1.0, 3.0]]
+
+
+def test_inplace_write_into_a_view_is_refused():
+    import pytest
+
+    from quantlib.errors import EditorError
+
+    class ViewWrite(nn.Module):
+        def forward(self, x):
+            y = x * 1.0
+            y[:, :2].relu_()
+            return y
+
+    with pytest.raises(EditorError, match=r"In-place op 'relu_' \(relu_\) writes into 'getitem', a view"):
+        FunctionaliseInplace()(trace(ViewWrite()))
+
+
+def test_inplace_method_without_out_of_place_twin_is_refused():
+    import pytest
+
+    from quantlib.errors import EditorError
+
+    class Fill(nn.Module):
+        def forward(self, x):
+            y = x * 1.0
+            y.fill_(0.0)
+            return y + x
+
+    with pytest.raises(EditorError, match="In-place method 'fill_' of node 'fill_' has no out-of-place form"):
+        FunctionaliseInplace()(trace(Fill()))

@@ -10,7 +10,7 @@ from torch import nn
 
 from quantlib.backends.onnx import integer_onnx, verify_onnxruntime
 from quantlib.true_quantisation import pow2_integer_flow
-from quantlib.verification import compare_exact_and_integer
+from quantlib.verification import compare, compare_exact_and_integer, record
 from quantlib.zoo import randomise_batchnorm
 
 
@@ -42,21 +42,23 @@ LAYER = st.fixed_dictionaries({
     "stride": st.sampled_from([1, 2]),
     "channels": st.sampled_from([2, 4, 8]),
     "bn": st.booleans(),
-    "relu": st.booleans(),
+    "act": st.sampled_from([None, "relu", "relu6"]),
 })
 
 
 @st.composite
-def nets_and_inputs(draw):
+def nets_and_inputs(draw, sizes: tuple[int, ...] = (6, 8, 12)):
     in_channels = draw(st.sampled_from([1, 3]))
-    size = draw(st.sampled_from([6, 8, 12]))
+    size = draw(st.sampled_from(sizes))
     layers = draw(st.lists(LAYER, min_size=1, max_size=4))
     seed = draw(st.integers(0, 2 ** 16))
     classes = draw(st.integers(2, 10))
     return in_channels, size, layers, seed, classes
 
 
-def build(in_channels: int, size: int, layers: list[dict], classes: int) -> nn.Module:
+def build(in_channels: int, size: int, layers: list[dict], classes: int, bias_free: bool = False) -> nn.Module:
+    """The net ``layers`` describe; ``bias_free`` drops every bias and BatchNorm (the fake-quantised model then needs
+    no bias rounding, and must equal the exact model)."""
     channels, body = in_channels, []
     for spec in layers:
         if spec["kind"] in ("maxpool", "avgpool"):
@@ -71,13 +73,19 @@ def build(in_channels: int, size: int, layers: list[dict], classes: int) -> nn.M
         out = channels if spec["kind"] == "depthwise" else spec["channels"]
         groups = channels if spec["kind"] == "depthwise" else 1
         body.append(nn.Conv2d(channels, out, spec["kernel"], stride, spec["kernel"] // 2, groups=groups,
-                              bias=not spec["bn"]))
-        if spec["bn"]:
+                              bias=not (spec["bn"] or bias_free)))
+        if spec["bn"] and not bias_free:
             body.append(nn.BatchNorm2d(out))
-        if spec["relu"]:
-            body.append(nn.ReLU())
+        if spec["act"] is not None:
+            body.append(nn.ReLU() if spec["act"] == "relu" else nn.ReLU6())
         channels, size = out, (size - 1) // stride + 1
-    return RandomNet(body, channels, classes)
+    net = RandomNet(body, channels, classes)
+    if bias_free:
+        net.head = nn.Linear(channels, classes, bias=False)
+        for m in net.modules():
+            if isinstance(m, Residual):
+                m.bn = nn.Identity()
+    return net
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -95,3 +103,27 @@ def test_random_nets_are_integer_exact_everywhere(case):
     int_vs_ort = verify_onnxruntime(flow.integer, integer_onnx(flow.integer, x[:1]), x)
     assert [(c.layer, c.mismatches) for c in exact_vs_int if c.mismatches] == []
     assert [(c.layer, c.mismatches) for c in int_vs_ort if c.mismatches] == []
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=nets_and_inputs(sizes=(8, 16)))
+def test_bias_free_fake_quantised_nets_equal_their_exact_twins(case):
+    """Without biases to round onto the accumulator grid, and with power-of-two pooling windows (a 6x6 average has no
+    exact integer form: its requantisation approximates 1/36 to 16 bits), the power-of-two fake-quantised model
+    already computes what the exact model computes at every quantiser: the requantisations are derived right."""
+    in_channels, size, layers, seed, classes = case
+    torch.manual_seed(seed)
+    net = build(in_channels, size, layers, classes, bias_free=True).eval()
+    note(repr(net))
+    g = torch.Generator().manual_seed(seed)
+    calibration = [torch.randn(8, in_channels, size, size, generator=g)]
+    x = torch.randn(4, in_channels, size, size, generator=g)
+    flow = pow2_integer_flow(net, x[:1], calibration)
+    modules = dict(flow.fake.named_modules())
+    shared = [n.name for n in flow.fake.graph.nodes if n.op == "call_module"
+              and type(modules[n.target]).__name__ in ("QIdentity", "QReLU")]
+    fake, exact = record(flow.fake, x, shared), record(flow.exact, x, shared)
+    assert shared
+    assert [(n, c.mismatches) for n in shared if (c := compare(n, fake[n], exact[n])).mismatches] == []
+    with torch.no_grad():
+        assert torch.equal(flow.fake(x).double(), flow.exact(x))
