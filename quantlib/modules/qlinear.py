@@ -18,6 +18,12 @@ def _check_weight_granularity(spec: QuantiserSpec, name: str) -> None:
                          f"('per-outchannel_weights'), not per dimensions {spec.granularity.dims}.")
 
 
+def with_weights_of(q: nn.Module, module: nn.Module) -> nn.Module:
+    """``q`` holding a copy of ``module``'s parameters, on its device and in its training mode."""
+    q.load_state_dict(module.state_dict(), strict=False)
+    return q.to(module.weight.device).train(module.training)
+
+
 def _output_scale(input_scale: torch.Tensor, weight_scale: torch.Tensor, out_dims: int) -> torch.Tensor:
     """input scale x weight scale, shaped [1, C, 1, ...] for per-channel weights so it broadcasts over the output."""
     weight_scale = weight_scale.detach()
@@ -43,8 +49,7 @@ class QConv2d(_QModule, nn.Conv2d):
         """A QConv2d with ``conv``'s hyperparameters and a copy of its weights."""
         q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                 conv.groups, conv.bias is not None, conv.padding_mode, spec=spec, name=name)
-        q.load_state_dict(conv.state_dict(), strict=False)
-        return q.to(conv.weight.device).train(conv.training)
+        return with_weights_of(q, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.quantise(self.weight), self.bias)
@@ -68,8 +73,7 @@ class QLinear(_QModule, nn.Linear):
     def from_fp_module(cls, linear: nn.Linear, spec: QuantiserSpec, name: str = "") -> QLinear:
         """A QLinear with ``linear``'s shape and a copy of its weights."""
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, spec=spec, name=name)
-        q.load_state_dict(linear.state_dict(), strict=False)
-        return q.to(linear.weight.device).train(linear.training)
+        return with_weights_of(q, linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.quantise(self.weight), self.bias)

@@ -14,7 +14,7 @@ from torch import nn
 
 from quantlib.graphs.tracing import leaf_module
 from quantlib.modules.qactivations import QIdentity
-from quantlib.modules.qlinear import QConv2d
+from quantlib.modules.qlinear import QConv2d, with_weights_of
 from quantlib.modules.specs import QuantiserSpec
 
 ARRAY_ROWS = 1152
@@ -47,8 +47,7 @@ class AnalogConv2d(QConv2d):
                              f"dilation={conv.dilation}; it needs groups=1 and dilation=1.")
         q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                 conv.bias is not None, spec=spec, adc_spec=adc_spec, name=name)
-        q.load_state_dict(conv.state_dict(), strict=False)
-        return q.to(conv.weight.device).train(conv.training)
+        return with_weights_of(q, conv)
 
     @property
     def tile_size(self) -> int:
