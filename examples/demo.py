@@ -1,5 +1,6 @@
-"""quantlib demo on the bundled digits: train a small CNN, fake-quantise it to 8 bits, map its scales to powers of
-two, turn it into an integer network, export standard integer ONNX and check onnxruntime against it.
+"""quantlib demo on the bundled digits: train a small CNN, canonicalise it editor by editor (checking that each
+stage computes what the float model computes), fake-quantise it to 8 bits, map its scales to powers of two, turn it
+into an integer network, export standard integer ONNX and check onnxruntime against it.
 
     python examples/demo.py [--epochs 15] [--out out/demo]
 """
@@ -16,8 +17,10 @@ import torch
 from quantlib.backends.onnx import export_integer_onnx, run_onnxruntime, verify_onnxruntime
 from quantlib.calibration import calibrate
 from quantlib.data import digits_loaders
+from quantlib.editors.canonicalise import canonicalisation_editors
 from quantlib.editors.fake2true import integerise, to_exact
 from quantlib.fake_quantisation import quantize
+from quantlib.graphs import trace
 from quantlib.scales import clip_scales_pow2
 from quantlib.training import accuracy, train_epochs
 from quantlib.zoo import digits_cnn
@@ -32,6 +35,24 @@ def onnxruntime_accuracy(model, loader) -> float:
     return 100.0 * correct / total
 
 
+def show_canonicalisation(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """Trace, then apply the canonicalisation editors one by one, printing each stage and its float-equivalence."""
+    with torch.no_grad():
+        reference = model(x)
+    gm = trace(model)
+    print(f"\n{'canonicalisation stage':24s} nodes  functional  max rel. diff to float")
+    print(f"{'trace':24s} {len(gm.graph.nodes):5d}  {_functional(gm):10d}")
+    for editor in canonicalisation_editors():
+        gm = editor(gm)
+        with torch.no_grad():
+            diff = float((gm(x) - reference).abs().max() / reference.abs().max())
+        print(f"{editor!r:24s} {len(gm.graph.nodes):5d}  {_functional(gm):10d}  {diff:.1e}")
+
+
+def _functional(gm: torch.fx.GraphModule) -> int:
+    return sum(n.op in ("call_function", "call_method") for n in gm.graph.nodes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=15)
@@ -44,6 +65,7 @@ def main() -> None:
     train, test = digits_loaders(seed=0)
     print(f"digits: {len(train.dataset)} training and {len(test.dataset)} test images (scikit-learn's load_digits)")
     model = train_epochs(digits_cnn(), train, args.epochs, lr=3e-3)
+    show_canonicalisation(model, next(iter(test))[0])
     x = next(iter(test))[0][:2]
     rows = [("float", accuracy(model, test))]
 
