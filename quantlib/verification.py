@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from quantlib.modules.true_quant import Requant, TrueConv2d, TrueLinear
+from quantlib.modules.true_quant import TrueQuantModule
 
 CHUNK = 16
 """Inputs per batch when comparing whole networks layer by layer (memory grows with it)."""
@@ -74,7 +74,7 @@ def integer_layers(integer: fx.GraphModule) -> list[str]:
     """The nodes of an integer GraphModule that end a layer: requantisations and linear-op accumulators."""
     modules = dict(integer.named_modules())
     return [n.name for n in integer.graph.nodes if n.op == "call_module"
-            and isinstance(modules[n.target], (Requant, TrueConv2d, TrueLinear))]
+            and isinstance(modules[n.target], TrueQuantModule)]
 
 
 def compare_exact_and_integer(exact: fx.GraphModule, integer: fx.GraphModule, x: torch.Tensor

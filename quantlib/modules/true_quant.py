@@ -8,6 +8,8 @@ arithmetic runs in float64, which holds every integer below 2**53 exactly.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +19,23 @@ from quantlib.graphs.tracing import leaf_module
 
 def _as_buffer(value: torch.Tensor | float) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64).clone()
+
+
+class TrueQuantModule(nn.Module, ABC):
+    """An integer op that carries the real scales of its input and output (1 once integerised)."""
+
+    @abstractmethod
+    def output_scale(self) -> torch.Tensor:
+        """The real value of one integer unit of the output, broadcastable against it."""
+
+    @abstractmethod
+    def drop_scales(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Set every scale to 1, so that the module computes on integers; return the factors that must now multiply
+        its input (1 / input scale) and its output (output scale) for the values to stay as they were."""
+
+    @abstractmethod
+    def scales(self) -> list[torch.Tensor]:
+        """Every scale the module holds (all must be powers of two for integerisation to be exact)."""
 
 
 @leaf_module
@@ -32,7 +51,7 @@ class ScaleTunnel(nn.Module):
 
 
 @leaf_module
-class Requant(nn.Module):
+class Requant(TrueQuantModule):
     """``eps_out * clip(floor((x / eps_in * mul + add) / 2**shift), lo, hi)``: the one integer op that ends every
     layer. ``mul`` and ``add`` are integers (per channel or per tensor), ``shift`` an integer in [0, 31]."""
 
@@ -50,11 +69,22 @@ class Requant(nn.Module):
         y = torch.floor((integer * self.mul + self.add) / 2.0 ** self.shift).clamp_(self.lo, self.hi)
         return y * self.eps_out
 
+    def output_scale(self) -> torch.Tensor:
+        return self.eps_out
+
+    def drop_scales(self) -> tuple[torch.Tensor, torch.Tensor]:
+        before, after = 1.0 / self.eps_in, self.eps_out.clone()
+        self.eps_in, self.eps_out = torch.ones_like(self.eps_in), torch.ones_like(self.eps_out)
+        return before, after
+
+    def scales(self) -> list[torch.Tensor]:
+        return [self.eps_in, self.eps_out]
+
     def extra_repr(self) -> str:
         return f"shift={self.shift}, lo={self.lo}, hi={self.hi}"
 
 
-class _TrueLinearOp(nn.Module):
+class _TrueLinearOp(TrueQuantModule):
     """Integer weights ``weight`` and bias ``bias`` (on the accumulator grid), with the real weight scale ``eps_w``
     (one per output channel) and input scale ``eps_in``: output = eps_in * eps_w * (W x + B)."""
 
@@ -65,6 +95,17 @@ class _TrueLinearOp(nn.Module):
         self.register_buffer("bias", None if bias is None else _as_buffer(bias))
         self.register_buffer("eps_w", _as_buffer(eps_w).reshape(-1))
         self.register_buffer("eps_in", _as_buffer(eps_in))
+
+    def output_scale(self) -> torch.Tensor:
+        return self.eps_in * self.eps_w.reshape(1, -1, *([1] * (self.weight.dim() - 2)))
+
+    def drop_scales(self) -> tuple[torch.Tensor, torch.Tensor]:
+        before, after = 1.0 / self.eps_in, self.output_scale()
+        self.eps_in, self.eps_w = torch.ones_like(self.eps_in), torch.ones_like(self.eps_w)
+        return before, after
+
+    def scales(self) -> list[torch.Tensor]:
+        return [self.eps_in, self.eps_w]
 
     def _scaled_weight(self) -> torch.Tensor:
         return self.weight * self.eps_w.reshape(-1, *([1] * (self.weight.dim() - 1)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,21 +119,28 @@ def _add_bias(b: OnnxGraphBuilder, acc: str, m: TrueConv2d | TrueLinear, name: s
     return b.op("Add", [acc, bias], name, INT32)
 
 
-def _conv(b: OnnxGraphBuilder, x: str, m: TrueConv2d, name: str, node: fx.Node) -> str:
-    x = _eight_bit_input(b, x, node)
-    w = b.const(f"{name}.weight", _int8_weights(m, node), INT8)
-    zero_x = b.const(f"{name}.x_zero_point", 0, b.types[x])
-    zero_w = b.const(f"{name}.w_zero_point", 0, INT8)
-    pad = list(m.padding) if isinstance(m.padding, (tuple, list)) else [m.padding] * 2
+def _conv(b: OnnxGraphBuilder, node: fx.Node, m: TrueConv2d, inputs: list[str]) -> str:
+    x = _eight_bit_input(b, inputs[0], node)
     if isinstance(m.padding, str):
         raise ExportError(f"Layer '{node.name}' uses padding='{m.padding}'; give explicit padding for ONNX export.")
-    acc = b.op("ConvInteger", [x, w, zero_x, zero_w], f"{name}.acc", INT32, kernel_shape=list(m.weight.shape[2:]),
-               strides=list(m.stride), pads=pad + pad, dilations=list(m.dilation), group=m.groups)
-    return _add_bias(b, acc, m, name, 4)
+    acc = conv_integer(b, x, _int8_weights(m, node), f"{node.name}.acc", m.stride, m.padding, m.dilation, m.groups)
+    return _add_bias(b, acc, m, node.name, 4)
 
 
-def _linear(b: OnnxGraphBuilder, x: str, m: TrueLinear, name: str, node: fx.Node) -> str:
-    x = _eight_bit_input(b, x, node)
+def conv_integer(b: OnnxGraphBuilder, x: str, weight: np.ndarray, name: str, stride, padding, dilation=(1, 1),
+                 groups: int = 1) -> str:
+    """An exact int32 ConvInteger of the 8-bit tensor ``x`` with int8 ``weight``; returns the accumulator's name."""
+    w = b.const(f"{name}.weight", weight.astype(np.int8), INT8)
+    zero_x = b.const(f"{name}.x_zero_point", 0, b.types[x])
+    zero_w = b.const(f"{name}.w_zero_point", 0, INT8)
+    pad = list(padding) if isinstance(padding, (tuple, list)) else [padding] * 2
+    return b.op("ConvInteger", [x, w, zero_x, zero_w], name, INT32, kernel_shape=list(weight.shape[2:]),
+                strides=list(stride), pads=pad + pad, dilations=list(dilation), group=groups)
+
+
+def _linear(b: OnnxGraphBuilder, node: fx.Node, m: TrueLinear, inputs: list[str]) -> str:
+    name = node.name
+    x = _eight_bit_input(b, inputs[0], node)
     w = b.const(f"{name}.weight", _int8_weights(m, node).T.copy(), INT8)
     zero_x = b.const(f"{name}.x_zero_point", 0, b.types[x])
     zero_w = b.const(f"{name}.w_zero_point", 0, INT8)
@@ -140,51 +148,65 @@ def _linear(b: OnnxGraphBuilder, x: str, m: TrueLinear, name: str, node: fx.Node
     return _add_bias(b, acc, m, name, 2)
 
 
-def _sum_pool(b: OnnxGraphBuilder, x: str, m: SumPool2d, name: str, node: fx.Node) -> str:
+def _sum_pool(b: OnnxGraphBuilder, node: fx.Node, m: SumPool2d, inputs: list[str]) -> str:
+    name = node.name
     if m.kernel_size is None:
-        x = b.cast(x, INT32, f"{name}.in")
+        x = b.cast(inputs[0], INT32, f"{name}.in")
         return b.op("ReduceSum", [x, b.const(f"{name}.axes", [2, 3], INT64)], name, INT32, keepdims=1)
-    x = _eight_bit_input(b, x, node)
+    x = _eight_bit_input(b, inputs[0], node)
     channels = node.args[0].meta["tensor_meta"].shape[1]
-    ones = b.const(f"{name}.ones", np.ones((channels, 1, *m.kernel_size), np.int8), INT8)
-    zero_x = b.const(f"{name}.x_zero_point", 0, b.types[x])
-    zero_w = b.const(f"{name}.w_zero_point", 0, INT8)
-    pad = list(m.padding)
-    return b.op("ConvInteger", [x, ones, zero_x, zero_w], name, INT32, kernel_shape=list(m.kernel_size),
-                strides=list(m.stride), pads=pad + pad, group=channels)
+    ones = np.ones((channels, 1, *m.kernel_size), np.int8)
+    return conv_integer(b, x, ones, name, m.stride, m.padding, groups=channels)
+
+
+def _tunnel(b: OnnxGraphBuilder, node: fx.Node, m: ScaleTunnel, inputs: list[str]) -> str:
+    x = b.cast(inputs[0], DOUBLE, f"{node.name}.in")
+    factor = _channel_shape(m.factor, len(node.meta["tensor_meta"].shape))
+    return b.op("Mul", [x, b.const(f"{node.name}.factor", factor, DOUBLE)], node.name, DOUBLE)
+
+
+def _add(b: OnnxGraphBuilder, node: fx.Node, m: Add, inputs: list[str]) -> str:
+    return b.op("Add", [b.cast(x, INT32, f"{node.name}.in{i}") for i, x in enumerate(inputs)], node.name, INT32)
+
+
+def _max_pool(b: OnnxGraphBuilder, node: fx.Node, m: nn.MaxPool2d, inputs: list[str]) -> str:
+    k, s, p, d = (v if isinstance(v, tuple) else (v, v) for v in (m.kernel_size, m.stride, m.padding, m.dilation))
+    x = inputs[0] if b.types[inputs[0]] in (INT8, UINT8) else b.cast(inputs[0], DOUBLE, f"{node.name}.in")
+    return b.op("MaxPool", [x], node.name, b.types[x], kernel_shape=list(k), strides=list(s), pads=list(p) * 2,
+                dilations=list(d), ceil_mode=int(m.ceil_mode))
+
+
+def _reshape(b: OnnxGraphBuilder, node: fx.Node, m: nn.Module | None, inputs: list[str]) -> str:
+    shape = [0, *node.meta["tensor_meta"].shape[1:]]
+    return b.op("Reshape", [inputs[0], b.const(f"{node.name}.shape", shape, INT64)], node.name, b.types[inputs[0]])
+
+
+Emitter = Callable[[OnnxGraphBuilder, fx.Node, nn.Module | None, list[str]], str]
+
+EMITTERS: dict[type[nn.Module], Emitter] = {
+    ScaleTunnel: _tunnel,
+    Requant: lambda b, node, m, inputs: _requant(b, inputs[0], m, node.name, len(node.meta["tensor_meta"].shape)),
+    TrueConv2d: _conv,
+    TrueLinear: _linear,
+    SumPool2d: _sum_pool,
+    Add: _add,
+    nn.MaxPool2d: _max_pool,
+    nn.Flatten: _reshape,
+}
+"""How each module of an integer graph becomes ONNX nodes; a back end adds the emitters of its own modules."""
+RESHAPING_METHODS = ("view", "reshape", "flatten")
 
 
 def _emit(b: OnnxGraphBuilder, node: fx.Node, module: nn.Module | None, inputs: list[str]) -> str:
     """The ONNX nodes computing ``node``; returns the name of its output tensor."""
-    name = node.name
-    dims = len(node.meta["tensor_meta"].shape)
-    if isinstance(module, ScaleTunnel):
-        x = b.cast(inputs[0], DOUBLE, f"{name}.in")
-        return b.op("Mul", [x, b.const(f"{name}.factor", _channel_shape(module.factor, dims), DOUBLE)], name, DOUBLE)
-    if isinstance(module, Requant):
-        return _requant(b, inputs[0], module, name, dims)
-    if isinstance(module, TrueConv2d):
-        return _conv(b, inputs[0], module, name, node)
-    if isinstance(module, TrueLinear):
-        return _linear(b, inputs[0], module, name, node)
-    if isinstance(module, SumPool2d):
-        return _sum_pool(b, inputs[0], module, name, node)
-    if isinstance(module, Add):
-        xs = [b.cast(x, INT32, f"{name}.in{i}") for i, x in enumerate(inputs)]
-        return b.op("Add", xs, name, INT32)
-    if isinstance(module, nn.MaxPool2d):
-        k, s, p, d = (v if isinstance(v, tuple) else (v, v)
-                      for v in (module.kernel_size, module.stride, module.padding, module.dilation))
-        x = inputs[0] if b.types[inputs[0]] in (INT8, UINT8) else b.cast(inputs[0], DOUBLE, f"{name}.in")
-        return b.op("MaxPool", [x], name, b.types[x], kernel_shape=list(k), strides=list(s), pads=list(p) * 2,
-                    dilations=list(d), ceil_mode=int(module.ceil_mode))
-    if isinstance(module, nn.Flatten) or node.op == "call_method" and node.target in ("view", "reshape", "flatten"):
-        shape = [0, *node.meta["tensor_meta"].shape[1:]]
-        return b.op("Reshape", [inputs[0], b.const(f"{name}.shape", shape, INT64)], name,
-                    b.types[inputs[0]])
-    what = type(module).__name__ if module is not None else f"{node.op} {node.target}"
-    raise ExportError(f"Node '{node.name}' ({what}) has no standard integer ONNX form; integer graphs hold "
-                      f"ScaleTunnel, Requant, TrueConv2d, TrueLinear, SumPool2d, Add, MaxPool2d and flattening.")
+    emitter = EMITTERS.get(type(module)) if module is not None else None
+    if emitter is None and node.op == "call_method" and node.target in RESHAPING_METHODS:
+        emitter = _reshape
+    if emitter is None:
+        what = type(module).__name__ if module is not None else f"{node.op} {node.target}"
+        raise ExportError(f"Node '{node.name}' ({what}) has no standard integer ONNX form; integer graphs hold "
+                          f"{', '.join(t.__name__ for t in EMITTERS)} and flattening views.")
+    return emitter(b, node, module, inputs)
 
 
 def integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, name: str = "quantlib_integer") -> IntegerOnnx:

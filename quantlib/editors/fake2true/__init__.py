@@ -12,7 +12,10 @@ from quantlib.editors.fake2true.requantiser import AddSplitter, Requantiser
 from quantlib.editors.fake2true.scale_propagation import ScalePropagator
 from quantlib.editors.fake2true.sum_pool import AvgPoolToSumPool
 from quantlib.editors.fake2true.tunnels import TunnelChecker, TunnelInserter, TunnelSimplifier
+from quantlib.errors import UnsupportedOpError
 from quantlib.graphs.tracing import annotate_shapes
+from quantlib.modules.qadd import QHarmonisedAdd
+from quantlib.modules.qmodule import _QModule
 
 
 def exact_editors() -> list[Editor]:
@@ -31,11 +34,20 @@ def integer_editors() -> list[Editor]:
     return [TunnelInserter(), TunnelSimplifier(), TunnelChecker()]
 
 
-def to_exact(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> fx.GraphModule:
-    """The exact fake-quantised twin of a calibrated fake-quantised ``gm`` whose scales are powers of two."""
+def to_exact(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tensor, ...],
+             editors: list[Editor] | None = None) -> fx.GraphModule:
+    """The exact fake-quantised twin of a calibrated fake-quantised ``gm`` whose scales are powers of two.
+
+    ``editors`` replaces ``exact_editors()`` for a back end with quantised modules of its own."""
     gm = ComposedEditor([])(gm)  # a copy that carries shapes; ``gm`` stays untouched
     annotate_shapes(gm, example_input)
-    return ComposedEditor(exact_editors())(gm)
+    exact = ComposedEditor(exact_editors() if editors is None else editors)(gm)
+    left = [f"{n.name} ({type(exact.get_submodule(n.target)).__name__})" for n in exact.graph.nodes
+            if n.op == "call_module" and isinstance(exact.get_submodule(n.target), (_QModule, QHarmonisedAdd))]
+    if left:
+        raise UnsupportedOpError(f"No editor turned these fake-quantised modules into integer ops: {', '.join(left)}. "
+                                 f"A back end with modules of its own passes its editors to to_exact(editors=...).")
+    return exact
 
 
 def integerise(exact: fx.GraphModule) -> fx.GraphModule:

@@ -18,7 +18,7 @@ class QuantisedLinearOpFinder(Finder):
     def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
         modules = dict(gm.named_modules())
         return [ApplicationPoint((n,), {"linear": n}) for n in gm.graph.nodes
-                if n.op == "call_module" and isinstance(modules[n.target], (QConv2d, QLinear))]
+                if n.op == "call_module" and type(modules[n.target]) in (QConv2d, QLinear)]
 
 
 def integer_weights(m: QConv2d | QLinear) -> tuple[torch.Tensor, torch.Tensor]:

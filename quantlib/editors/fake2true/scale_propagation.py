@@ -20,7 +20,7 @@ from quantlib.errors import UnsupportedOpError
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qlinear import QConv2d, QLinear
-from quantlib.modules.true_quant import Requant, ScaleTunnel, SumPool2d, TrueConv2d, TrueLinear
+from quantlib.modules.true_quant import ScaleTunnel, SumPool2d, TrueQuantModule
 
 Scale = torch.Tensor | None
 ModuleRule = Callable[[fx.Node, nn.Module, list[Scale]], Scale]
@@ -77,10 +77,6 @@ def _avg_pool(node: fx.Node, m: nn.Module, inputs: list[Scale]) -> Scale:
     return None if inputs[0] is None else inputs[0] / pool_window(node, m)
 
 
-def _true_linear(node: fx.Node, m: TrueConv2d | TrueLinear, inputs: list[Scale]) -> Scale:
-    return m.eps_in * m.eps_w.reshape(1, -1, *([1] * (m.weight.dim() - 2)))
-
-
 MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
     QIdentity: _own_scale,
     QReLU: _own_scale,
@@ -92,13 +88,11 @@ MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
     nn.Flatten: _flatten,
     nn.AvgPool2d: _avg_pool,
     nn.AdaptiveAvgPool2d: _avg_pool,
-    Requant: lambda node, m, inputs: m.eps_out,
     ScaleTunnel: lambda node, m, inputs: None if inputs[0] is None else inputs[0] * m.factor,
-    TrueConv2d: _true_linear,
-    TrueLinear: _true_linear,
     SumPool2d: _same_as_input,
 }
-"""The scale rule of every module type the canonical (fake- or true-quantised) graph can hold."""
+"""The scale rule of every module type the canonical (fake- or true-quantised) graph can hold; true-quantised modules
+(Requant, TrueConv2d, ...) state their output scale themselves. A back end adds the rules of its own modules."""
 
 METHOD_RULES: dict[str, ModuleRule] = {"view": _flatten, "reshape": _flatten, "flatten": _flatten,
                                        "contiguous": _same_as_input}
@@ -128,6 +122,8 @@ class ScalePropagator(Annotator):
             return inputs[0] if inputs else None
         module = modules.get(node.target) if node.op == "call_module" else None
         rule = None
+        if isinstance(module, TrueQuantModule):
+            return module.output_scale()
         if module is not None:
             rule = MODULE_RULES.get(type(module))
         elif node.op == "call_method":

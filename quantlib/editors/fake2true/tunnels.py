@@ -19,7 +19,7 @@ from quantlib.editors.fake2true.requant_parameters import is_power_of_two
 from quantlib.errors import EditorError
 from quantlib.graphs.naming import unique_submodule_name
 from quantlib.modules.add import Add
-from quantlib.modules.true_quant import Requant, ScaleTunnel, SumPool2d, TrueConv2d, TrueLinear
+from quantlib.modules.true_quant import ScaleTunnel, SumPool2d, TrueQuantModule
 
 SCALE_COMMUTING_MODULES = (nn.MaxPool2d, SumPool2d, nn.ReLU)
 """Ops f with f(a * x) = a * f(x) for a positive per-channel or per-tensor factor a."""
@@ -62,28 +62,17 @@ class TunnelInserter(Editor):
 
     def requires(self, gm: fx.GraphModule) -> None:
         for name, m in gm.named_modules():
-            if isinstance(m, (Requant, TrueConv2d, TrueLinear)):
-                scales = [m.eps_in] + ([m.eps_out] if isinstance(m, Requant) else [m.eps_w])
-                if not all(is_power_of_two(s) for s in scales):
-                    raise EditorError(f"Module '{name}' has scales that are not powers of two, so integer arithmetic "
-                                      f"cannot reproduce it exactly: map the scales to powers of two first.")
+            if isinstance(m, TrueQuantModule) and not all(is_power_of_two(s) for s in m.scales()):
+                raise EditorError(f"Module '{name}' has scales that are not powers of two, so integer arithmetic "
+                                  f"cannot reproduce it exactly: map the scales to powers of two first.")
 
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
         for node in list(gm.graph.nodes):
             m = gm.get_submodule(node.target) if node.op == "call_module" else None
-            if isinstance(m, Requant):
-                before, after = 1.0 / m.eps_in, m.eps_out.clone()
-                m.eps_in = torch.ones_like(m.eps_in)
-                m.eps_out = torch.ones_like(m.eps_out)
-            elif isinstance(m, (TrueConv2d, TrueLinear)):
-                before = 1.0 / m.eps_in
-                after = (m.eps_in * m.eps_w).reshape(1, -1, *([1] * (m.weight.dim() - 2)))
-                m.eps_in = torch.ones_like(m.eps_in)
-                m.eps_w = torch.ones_like(m.eps_w)
-            else:
-                continue
-            _tunnel_before(gm, node, before)
-            _tunnel_after(gm, node, after)
+            if isinstance(m, TrueQuantModule):
+                before, after = m.drop_scales()
+                _tunnel_before(gm, node, before)
+                _tunnel_after(gm, node, after)
         return gm
 
 
