@@ -17,7 +17,8 @@ from torch import nn
 from quantlib.graphs.tracing import leaf_module
 
 
-def _as_buffer(value: torch.Tensor | float) -> torch.Tensor:
+def float64_buffer(value: torch.Tensor | float) -> torch.Tensor:
+    """A float64 copy of ``value``, to register as a buffer."""
     return torch.as_tensor(value, dtype=torch.float64).clone()
 
 
@@ -44,7 +45,7 @@ class ScaleTunnel(nn.Module):
 
     def __init__(self, factor: torch.Tensor | float) -> None:
         super().__init__()
-        self.register_buffer("factor", _as_buffer(factor))
+        self.register_buffer("factor", float64_buffer(factor))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.double() * self.factor
@@ -58,10 +59,10 @@ class Requant(TrueQuantModule):
     def __init__(self, mul: torch.Tensor, add: torch.Tensor, shift: int, lo: int, hi: int,
                  eps_in: torch.Tensor | float = 1.0, eps_out: torch.Tensor | float = 1.0) -> None:
         super().__init__()
-        self.register_buffer("mul", _as_buffer(mul))
-        self.register_buffer("add", _as_buffer(add))
-        self.register_buffer("eps_in", _as_buffer(eps_in))
-        self.register_buffer("eps_out", _as_buffer(eps_out))
+        self.register_buffer("mul", float64_buffer(mul))
+        self.register_buffer("add", float64_buffer(add))
+        self.register_buffer("eps_in", float64_buffer(eps_in))
+        self.register_buffer("eps_out", float64_buffer(eps_out))
         self.shift, self.lo, self.hi = int(shift), int(lo), int(hi)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,10 +92,10 @@ class _TrueLinearOp(TrueQuantModule):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, eps_w: torch.Tensor,
                  eps_in: torch.Tensor | float) -> None:
         super().__init__()
-        self.register_buffer("weight", _as_buffer(weight))
-        self.register_buffer("bias", None if bias is None else _as_buffer(bias))
-        self.register_buffer("eps_w", _as_buffer(eps_w).reshape(-1))
-        self.register_buffer("eps_in", _as_buffer(eps_in))
+        self.register_buffer("weight", float64_buffer(weight))
+        self.register_buffer("bias", None if bias is None else float64_buffer(bias))
+        self.register_buffer("eps_w", float64_buffer(eps_w).reshape(-1))
+        self.register_buffer("eps_in", float64_buffer(eps_in))
 
     def output_scale(self) -> torch.Tensor:
         return self.eps_in * self.eps_w.reshape(1, -1, *([1] * (self.weight.dim() - 2)))

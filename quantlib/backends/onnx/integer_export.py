@@ -96,7 +96,8 @@ def _requant(b: OnnxGraphBuilder, x: str, m: Requant, name: str, dims: int) -> s
     return b.op("Cast", [y], name, integer_type(m.lo, m.hi), to=integer_type(m.lo, m.hi))
 
 
-def _eight_bit_input(b: OnnxGraphBuilder, x: str, node: fx.Node) -> str:
+def eight_bit_input(b: OnnxGraphBuilder, x: str, node: fx.Node) -> str:
+    """``x``, checked to be an 8-bit tensor as ConvInteger / MatMulInteger need (ExportError naming ``node``)."""
     if b.types[x] not in (INT8, UINT8):
         raise ExportError(f"Layer '{node.name}' reads '{node.args[0].name}', which is not an 8-bit tensor; standard "
                           f"integer ONNX (ConvInteger / MatMulInteger) needs 8-bit activations: quantise its input "
@@ -120,7 +121,7 @@ def _add_bias(b: OnnxGraphBuilder, acc: str, m: TrueConv2d | TrueLinear, name: s
 
 
 def _conv(b: OnnxGraphBuilder, node: fx.Node, m: TrueConv2d, inputs: list[str]) -> str:
-    x = _eight_bit_input(b, inputs[0], node)
+    x = eight_bit_input(b, inputs[0], node)
     if isinstance(m.padding, str):
         raise ExportError(f"Layer '{node.name}' uses padding='{m.padding}'; give explicit padding for ONNX export.")
     acc = conv_integer(b, x, _int8_weights(m, node), f"{node.name}.acc", m.stride, m.padding, m.dilation, m.groups)
@@ -140,7 +141,7 @@ def conv_integer(b: OnnxGraphBuilder, x: str, weight: np.ndarray, name: str, str
 
 def _linear(b: OnnxGraphBuilder, node: fx.Node, m: TrueLinear, inputs: list[str]) -> str:
     name = node.name
-    x = _eight_bit_input(b, inputs[0], node)
+    x = eight_bit_input(b, inputs[0], node)
     w = b.const(f"{name}.weight", _int8_weights(m, node).T.copy(), INT8)
     zero_x = b.const(f"{name}.x_zero_point", 0, b.types[x])
     zero_w = b.const(f"{name}.w_zero_point", 0, INT8)
@@ -153,7 +154,7 @@ def _sum_pool(b: OnnxGraphBuilder, node: fx.Node, m: SumPool2d, inputs: list[str
     if m.kernel_size is None:
         x = b.cast(inputs[0], INT32, f"{name}.in")
         return b.op("ReduceSum", [x, b.const(f"{name}.axes", [2, 3], INT64)], name, INT32, keepdims=1)
-    x = _eight_bit_input(b, inputs[0], node)
+    x = eight_bit_input(b, inputs[0], node)
     channels = node.args[0].meta["tensor_meta"].shape[1]
     ones = np.ones((channels, 1, *m.kernel_size), np.int8)
     return conv_integer(b, x, ones, name, m.stride, m.padding, groups=channels)

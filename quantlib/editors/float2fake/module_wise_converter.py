@@ -23,7 +23,8 @@ FLOAT_TO_QUANTISED: dict[type[nn.Module], QuantisedFactory] = {
 }
 """The float module types the converter knows, and how each becomes quantised (exact type match)."""
 
-ConversionRule = tuple[ModuleFilter, QuantiserSpec]
+ConversionRule = tuple[ModuleFilter, QuantiserSpec] | tuple[ModuleFilter, QuantiserSpec, QuantisedFactory]
+"""(filter, spec), or (filter, spec, factory) to build a quantised module other than the type's default."""
 
 
 class ConvertibleModuleFinder(Finder):
@@ -39,12 +40,16 @@ class ConvertibleModuleFinder(Finder):
         for node in gm.graph.nodes:
             if node.op != "call_module" or type(modules[node.target]) not in self.conversions:
                 continue
-            if self.spec_for(node.target, modules[node.target]) is not None:
+            if self.rule_for(node.target, modules[node.target]) is not None:
                 points.append(ApplicationPoint((node,), {"module": node}))
         return points
 
-    def spec_for(self, name: str, module: nn.Module) -> QuantiserSpec | None:
-        return next((spec for selects, spec in self.rules if selects(name, module)), None)
+    def rule_for(self, name: str, module: nn.Module) -> tuple[QuantiserSpec, QuantisedFactory] | None:
+        """The spec and the factory of the first rule that selects the module, or None."""
+        for selects, spec, *factory in self.rules:
+            if selects(name, module):
+                return spec, factory[0] if factory else self.conversions[type(module)]
+        return None
 
 
 class QuantisedModuleApplier(Applier):
@@ -56,14 +61,15 @@ class QuantisedModuleApplier(Applier):
     def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
         name = point["module"].target
         module = gm.get_submodule(name)
-        spec = self.finder.spec_for(name, module)
-        gm.add_submodule(name, self.finder.conversions[type(module)](module, spec, name))
+        spec, factory = self.finder.rule_for(name, module)
+        gm.add_submodule(name, factory(module, spec, name))
 
 
 class ModuleWiseConverter(Rewriter):
     """Every module selected by a rule becomes its quantised counterpart with that rule's spec.
 
-    ``rules`` is a list of (ModuleFilter, QuantiserSpec); for each module the first rule that selects it applies.
+    ``rules`` is a list of (ModuleFilter, QuantiserSpec[, factory]); for each module the first rule that selects it
+    applies, building the module with its factory (default: ``conversions`` by the module's type).
     """
 
     def __init__(self, rules: Sequence[ConversionRule],

@@ -1,0 +1,100 @@
+"""Analog convolutions on the way to integers: their scale rule, the editor that makes them TrueAnalogConv2d, their
+standard-ONNX form (the ADC written out per tile), and the exact-model pipeline of a network that holds them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from quantlib.backends.diana.analog_conv import AnalogConv2d
+from quantlib.backends.diana.true_analog_conv import ADC_HI, ADC_LO, TrueAnalogConv2d
+from quantlib.backends.onnx.integer_export import (
+    DOUBLE,
+    EMITTERS,
+    INT64,
+    OnnxGraphBuilder,
+    conv_integer,
+    eight_bit_input,
+)
+from quantlib.editors.base import ApplicationPoint, Applier, Editor, Finder, Rewriter
+from quantlib.editors.fake2true import exact_editors
+from quantlib.editors.fake2true.linear_op_integeriser import LinearOpIntegeriser, integer_weights
+from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
+from quantlib.editors.fake2true.scale_propagation import MODULE_RULES
+from quantlib.errors import UnsupportedOpError
+
+
+def _analog_scale(node: fx.Node, m: AnalogConv2d, inputs: list) -> torch.Tensor:
+    if inputs[0] is None or inputs[0].numel() != 1:
+        raise UnsupportedOpError(f"Analog layer '{node.name}' must read one quantised tensor with a single scale.")
+    return m.adc.scale.detach().double()
+
+
+MODULE_RULES[AnalogConv2d] = _analog_scale
+
+
+class AnalogConvFinder(Finder):
+    def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
+        modules = dict(gm.named_modules())
+        return [ApplicationPoint((n,), {"conv": n}) for n in gm.graph.nodes
+                if n.op == "call_module" and isinstance(modules[n.target], AnalogConv2d)]
+
+
+class TrueAnalogConvApplier(Applier):
+    """Ternary integer weights; the ADC's division becomes ``mul / 2**shift`` of the integer partial sums."""
+
+    def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
+        node = point["conv"]
+        m: AnalogConv2d = gm.get_submodule(node.target)
+        eps_in = node.args[0].meta["scale"]
+        weight, eps_w = integer_weights(m)
+        if bool((eps_w != eps_w[0]).any()):
+            raise UnsupportedOpError(f"Analog layer '{m.qualname}' has one weight scale per channel; the analog "
+                                     f"array takes one per layer.")
+        eps_adc = m.adc.scale.detach().double().reshape(())
+        mul, shift = requant_mul_shift(eps_in * eps_w[0] / eps_adc)
+        bias = None if m.bias is None else torch.round(m.bias.detach().double() / eps_adc)
+        gm.add_submodule(node.target, TrueAnalogConv2d(weight, bias, m.tiles(), mul, shift, eps_in, eps_adc,
+                                                       m.stride, m.padding))
+
+
+class AnalogConvIntegeriser(Rewriter):
+    """Every AnalogConv2d becomes a TrueAnalogConv2d."""
+
+    def __init__(self) -> None:
+        super().__init__(AnalogConvFinder(), TrueAnalogConvApplier())
+
+
+def diana_exact_editors() -> list[Editor]:
+    """The generic exact-model pipeline with analog convolutions integerised before the digital linear ops."""
+    editors = exact_editors()
+    position = next(i for i, e in enumerate(editors) if isinstance(e, LinearOpIntegeriser))
+    return editors[:position] + [AnalogConvIntegeriser()] + editors[position:]
+
+
+def _emit_analog(b: OnnxGraphBuilder, node: fx.Node, m: TrueAnalogConv2d, inputs: list[str]) -> str:
+    """Per tile: Slice -> ConvInteger -> Cast -> Mul -> Div(2^shift) -> Floor -> Clip(-32, 31); tiles added."""
+    name = node.name
+    x = eight_bit_input(b, inputs[0], node)
+    weight = m.weight.detach().numpy()
+    total = None
+    for i, (start, stop) in enumerate(m.tiles):
+        tag = f"{name}.tile{i}"
+        sliced = b.op("Slice", [x, b.const(f"{tag}.starts", [start], INT64), b.const(f"{tag}.ends", [stop], INT64),
+                                b.const(f"{tag}.axes", [1], INT64)], f"{tag}.in", b.types[x])
+        acc = conv_integer(b, sliced, weight[:, start:stop], f"{tag}.acc", m.stride, m.padding)
+        y = b.cast(acc, DOUBLE, f"{tag}.double")
+        y = b.op("Mul", [y, b.const(f"{tag}.mul", m.adc_mul.numpy(), DOUBLE)], f"{tag}.scaled", DOUBLE)
+        y = b.op("Div", [y, b.const(f"{tag}.div", 2.0 ** m.adc_shift, DOUBLE)], f"{tag}.divided", DOUBLE)
+        y = b.op("Floor", [y], f"{tag}.floor", DOUBLE)
+        y = b.op("Clip", [y, b.const(f"{tag}.lo", ADC_LO, DOUBLE), b.const(f"{tag}.hi", ADC_HI, DOUBLE)],
+                 f"{tag}.adc", DOUBLE)
+        total = y if total is None else b.op("Add", [total, y], f"{tag}.sum", DOUBLE)
+    if m.bias is None:
+        return b.op("Identity", [total], name, DOUBLE)
+    bias = b.const(f"{name}.bias", m.bias.numpy().reshape(-1, 1, 1).astype(np.float64), DOUBLE)
+    return b.op("Add", [total, bias], name, DOUBLE)
+
+
+EMITTERS[TrueAnalogConv2d] = _emit_analog

@@ -1,0 +1,84 @@
+"""Networks with analog convolutions: exact fake-quant vs integer vs onnxruntime agree at every layer, and a
+bias-free power-of-two fake-quantised network already equals its exact twin."""
+
+import pytest
+import torch
+from torch import nn
+
+from quantlib.backends.diana.analog_conv import TERNARY_SPEC, AnalogConv2d
+from quantlib.backends.diana.analog_integerisation import diana_exact_editors
+from quantlib.backends.diana.true_analog_conv import TrueAnalogConv2d
+from quantlib.backends.onnx import export_integer_onnx, verify_onnxruntime
+from quantlib.calibration import calibrate
+from quantlib.editors.base import ComposedEditor
+from quantlib.editors.canonicalise import canonicalise
+from quantlib.editors.fake2true import integerise, to_exact
+from quantlib.editors.float2fake import (
+    ActivationFuser,
+    AddTreeHarmoniser,
+    Interposer,
+    ModuleFilter,
+    ModuleWiseConverter,
+)
+from quantlib.errors import UnsupportedOpError
+from quantlib.fake_quantisation import QuantisationSpec
+from quantlib.scales import clip_scales_pow2
+from quantlib.verification import compare, compare_exact_and_integer, record
+
+
+def mixed_net(in_channels: int = 300, bias: bool = True) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, in_channels, 3, padding=1, bias=bias), nn.ReLU(),        # digital
+        nn.Conv2d(in_channels, 16, 3, padding=1, bias=bias), nn.ReLU(),       # analog: 3 tiles of 128 channels
+        nn.Conv2d(16, 16, 1, bias=bias), nn.ReLU(),                            # analog: one tile
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10, bias=bias))  # digital
+
+
+def fake_quantise(model: nn.Module, x: torch.Tensor, analog: tuple[str, ...]) -> torch.fx.GraphModule:
+    spec = QuantisationSpec()
+    editors = [
+        ModuleWiseConverter([(ModuleFilter(names=analog), TERNARY_SPEC, AnalogConv2d.from_fp_module),
+                             (ModuleFilter(types=(nn.Conv2d, nn.Linear)), spec.weights),
+                             (ModuleFilter(types=(nn.ReLU,)), spec.relu)]),
+        AddTreeHarmoniser(spec.activations, spec.activations), Interposer(spec.activations), ActivationFuser(),
+    ]
+    fake = ComposedEditor(editors)(canonicalise(model, x))
+    return clip_scales_pow2(calibrate(fake, [x]))
+
+
+def test_mixed_analog_digital_network_is_integer_exact(tmp_path):
+    x = torch.rand(8, 3, 8, 8)
+    fake = fake_quantise(mixed_net(), x, ("2", "4"))
+    assert [type(fake.get_submodule(t)).__name__ for t in ("0", "2", "4")] == ["QConv2d", "AnalogConv2d",
+                                                                                "AnalogConv2d"]
+    assert len(fake.get_submodule("2").tiles()) == 3
+    exact = to_exact(fake, x[:2], diana_exact_editors())
+    assert isinstance(exact.get_submodule("2"), TrueAnalogConv2d)
+    integer = integerise(exact)
+    exact_vs_int = compare_exact_and_integer(exact, integer, x)
+    assert [c.layer for c in exact_vs_int if c.layer in ("_2", "_4")] == ["_2", "_4"]
+    assert [c for c in exact_vs_int if c.mismatches] == []
+    int_vs_ort = verify_onnxruntime(integer, export_integer_onnx(integer, x[:2], tmp_path / "mixed.onnx"), x)
+    assert [c for c in int_vs_ort if c.mismatches] == []
+    bias = integer.get_submodule("2").bias.abs().max()
+    adc = record(integer, x, ["_2"])["_2"]
+    assert adc.abs().max() <= 3 * 32 + bias  # three tiles of 6-bit ADC codes, plus the bias
+
+
+def test_bias_free_fake_analog_network_equals_its_exact_twin():
+    x = torch.rand(8, 3, 8, 8)
+    fake = fake_quantise(mixed_net(bias=False), x, ("2", "4"))
+    exact = to_exact(fake, x[:2], diana_exact_editors())
+    names = ["_2", "_4"]
+    fake_values, exact_values = record(fake, x, names), record(exact, x, names)
+    for name in names:
+        assert compare(name, fake_values[name], exact_values[name]).mismatches == 0
+
+
+def test_generic_pipeline_names_an_analog_layer_it_cannot_integerise():
+    x = torch.rand(4, 3, 8, 8)
+    fake = fake_quantise(mixed_net(16), x, ("2",))
+    with pytest.raises(UnsupportedOpError, match=r"No editor turned these fake-quantised modules into integer ops: "
+                                                 r"_2 \(AnalogConv2d\)"):
+        to_exact(fake, x[:2])
