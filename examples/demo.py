@@ -21,7 +21,7 @@ from quantlib.editors.canonicalise import canonicalisation_editors
 from quantlib.editors.fake2true import integerise, to_exact
 from quantlib.fake_quantisation import quantize
 from quantlib.graphs import trace
-from quantlib.scales import clip_scales_pow2
+from quantlib.scales import clip_scales_pow2, quantise_biases
 from quantlib.training import accuracy, train_epochs
 from quantlib.zoo import digits_cnn
 
@@ -71,7 +71,7 @@ def main() -> None:
 
     fake = calibrate(quantize(model, x), [b for b, _ in list(train)[:8]])
     rows.append(("8-bit fake-quantised", accuracy(fake, test)))
-    clip_scales_pow2(fake)
+    quantise_biases(clip_scales_pow2(fake), x)
     rows.append(("power-of-two scales", accuracy(fake, test)))
     exact = to_exact(fake, x)
     rows.append(("exact (requantisers)", accuracy(exact, test)))

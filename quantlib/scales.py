@@ -1,11 +1,16 @@
-"""Mapping the scales of a fake-quantised model to powers of two, so that every requantisation is a shift."""
+"""Mapping the scales of a fake-quantised model to powers of two, so that every requantisation is a shift; and
+putting biases on their accumulators' grids, so that the fake-quantised model computes what integers compute."""
 
 from __future__ import annotations
 
 import torch
+import torch.fx as fx
 from torch import nn
 
+from quantlib.editors.fake2true.scale_propagation import ScalePropagator
+from quantlib.graphs.tracing import annotate_shapes
 from quantlib.modules.qadd import QHarmonisedAdd
+from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.qmodule import _QModule
 from quantlib.quantizers import pow2_ceil, pow2_round
 
@@ -27,3 +32,18 @@ def clip_scales_pow2(model: nn.Module) -> nn.Module:
     for add in (m for m in model.modules() if isinstance(m, QHarmonisedAdd)):
         add.harmonise()
     return model
+
+
+def quantise_biases(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> fx.GraphModule:
+    """From now on every quantised Conv2d / Linear rounds its bias onto its accumulator's grid (input scale x weight
+    scale, straight-through in training), as the integer model holds it. Call again after scales change; returns
+    ``gm``, whose nodes now also carry their shapes and scales."""
+    annotate_shapes(gm, example_input)
+    ScalePropagator().annotate(gm)
+    for node in gm.graph.nodes:
+        module = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if isinstance(module, (QConv2d, QLinear)) and module.bias is not None:
+            scale = node.meta["scale"].reshape(-1).expand(module.out_features if isinstance(module, QLinear)
+                                                          else module.out_channels)
+            module.bias_scale = scale.to(module.bias.dtype).clone()
+    return gm

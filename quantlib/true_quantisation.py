@@ -14,14 +14,14 @@ from torch import nn
 from quantlib.calibration import calibrate
 from quantlib.editors.fake2true import integerise, to_exact
 from quantlib.fake_quantisation import QuantisationSpec, quantize
-from quantlib.scales import clip_scales_pow2
+from quantlib.scales import clip_scales_pow2, quantise_biases
 
 
 @dataclass(frozen=True)
 class IntegerFlow:
     """The three models of the power-of-two path; ``exact`` and ``integer`` agree element for element."""
 
-    fake: fx.GraphModule     # fake-quantised, power-of-two scales (what QAT trains)
+    fake: fx.GraphModule     # fake-quantised, power-of-two scales, biases on their grids (what QAT trains)
     exact: fx.GraphModule    # requantisations in place: computes scale * (what ``integer`` computes)
     integer: fx.GraphModule  # real input -> integers -> real output
 
@@ -31,5 +31,6 @@ def pow2_integer_flow(model: nn.Module, example_input: torch.Tensor, calibration
     """Quantise ``model`` per ``spec``, calibrate on ``calibration``, map every scale to a power of two, and build
     the exact fake-quantised and integer models. ``model`` is left untouched."""
     fake = clip_scales_pow2(calibrate(quantize(model, example_input, spec), calibration))
+    quantise_biases(fake, example_input)
     exact = to_exact(fake, example_input)
     return IntegerFlow(fake, exact, integerise(exact))

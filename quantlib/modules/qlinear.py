@@ -24,6 +24,14 @@ def with_weights_of(q: nn.Module, module: nn.Module) -> nn.Module:
     return q.to(module.weight.device).train(module.training)
 
 
+def quantised_bias(module: QConv2d | QLinear) -> torch.Tensor | None:
+    """The bias on the accumulator's grid once ``bias_scale`` is set (rounded, straight-through), else as it is."""
+    bias, scale = module.bias, module.bias_scale
+    if bias is None or scale.numel() == 0:
+        return bias
+    return bias + (torch.round(bias / scale) * scale - bias).detach()
+
+
 def _output_scale(input_scale: torch.Tensor, weight_scale: torch.Tensor, out_dims: int) -> torch.Tensor:
     """input scale x weight scale, shaped [1, C, 1, ...] for per-channel weights so it broadcasts over the output."""
     weight_scale = weight_scale.detach()
@@ -43,6 +51,9 @@ class QConv2d(_QModule, nn.Conv2d):
                          padding_mode)
         _check_weight_granularity(spec, name)
         self.init_quantiser(spec, name)
+        self.register_buffer("bias_scale", torch.empty(0))  # set by quantise_biases: input x weight scale
+
+    RESIZABLE_STATE = (*_QModule.RESIZABLE_STATE, "bias_scale")
 
     @classmethod
     def from_fp_module(cls, conv: nn.Conv2d, spec: QuantiserSpec, name: str = "") -> QConv2d:
@@ -52,7 +63,7 @@ class QConv2d(_QModule, nn.Conv2d):
         return with_weights_of(q, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.quantise(self.weight), self.bias)
+        return self._conv_forward(x, self.quantise(self.weight), quantised_bias(self))
 
     def get_output_scale(self, input_scales: list[torch.Tensor]) -> torch.Tensor:
         """Scale of the accumulator: input scale x weight scale (per output channel)."""
@@ -68,6 +79,9 @@ class QLinear(_QModule, nn.Linear):
         super().__init__(in_features, out_features, bias)
         _check_weight_granularity(spec, name)
         self.init_quantiser(spec, name)
+        self.register_buffer("bias_scale", torch.empty(0))  # set by quantise_biases: input x weight scale
+
+    RESIZABLE_STATE = (*_QModule.RESIZABLE_STATE, "bias_scale")
 
     @classmethod
     def from_fp_module(cls, linear: nn.Linear, spec: QuantiserSpec, name: str = "") -> QLinear:
@@ -76,7 +90,7 @@ class QLinear(_QModule, nn.Linear):
         return with_weights_of(q, linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.quantise(self.weight), self.bias)
+        return F.linear(x, self.quantise(self.weight), quantised_bias(self))
 
     def get_output_scale(self, input_scales: list[torch.Tensor]) -> torch.Tensor:
         """Scale of the accumulator: input scale x weight scale (per output feature)."""

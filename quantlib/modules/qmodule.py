@@ -31,6 +31,9 @@ _QOPS: dict[str, QOp] = {}
 class _QModule(nn.Module):
     """Mixin base of every quantised module; subclasses call ``init_quantiser`` in their constructor."""
 
+    RESIZABLE_STATE: tuple[str, ...] = ("clip_lo", "clip_hi")
+    """Parameters and buffers whose shape is set at initialisation (per-channel), so loading may resize them."""
+
     def init_quantiser(self, spec: QuantiserSpec, name: str = "") -> None:
         """Set up the quantiser state from ``spec``; ``name`` is the module's path in the model, used in messages."""
         if spec.qop not in _QOPS:
@@ -166,10 +169,13 @@ class _QModule(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
-        for name in ("clip_lo", "clip_hi"):  # bounds change shape at initialisation (per-channel granularity)
+        for name in self.RESIZABLE_STATE:
             key = prefix + name
             if key in state_dict and hasattr(self, name) and state_dict[key].shape != getattr(self, name).shape:
-                self._replace_parameter(name, torch.zeros_like(state_dict[key]))
+                if name in self._buffers:
+                    self._buffers[name] = torch.zeros_like(state_dict[key])
+                else:
+                    self._replace_parameter(name, torch.zeros_like(state_dict[key]))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

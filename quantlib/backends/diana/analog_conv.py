@@ -14,7 +14,7 @@ from torch import nn
 
 from quantlib.graphs.tracing import leaf_module
 from quantlib.modules.qactivations import QIdentity
-from quantlib.modules.qlinear import QConv2d, with_weights_of
+from quantlib.modules.qlinear import QConv2d, quantised_bias, with_weights_of
 from quantlib.modules.specs import QuantiserSpec
 
 ARRAY_ROWS = 1152
@@ -70,7 +70,8 @@ class AnalogConv2d(QConv2d):
                 partial = partial + torch.randn_like(partial) * (self.noise_sigma * full_scale)
             converted = self.adc(partial)
             total = converted if total is None else total + converted
-        return total if self.bias is None else total + self.bias.reshape(1, -1, 1, 1)
+        bias = quantised_bias(self)
+        return total if bias is None else total + bias.reshape(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, tiles={len(self.tiles())}x{self.tile_size}, noise_sigma={self.noise_sigma}"

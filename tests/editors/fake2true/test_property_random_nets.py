@@ -56,9 +56,8 @@ def nets_and_inputs(draw, sizes: tuple[int, ...] = (6, 8, 12)):
     return in_channels, size, layers, seed, classes
 
 
-def build(in_channels: int, size: int, layers: list[dict], classes: int, bias_free: bool = False) -> nn.Module:
-    """The net ``layers`` describe; ``bias_free`` drops every bias and BatchNorm (the fake-quantised model then needs
-    no bias rounding, and must equal the exact model)."""
+def build(in_channels: int, size: int, layers: list[dict], classes: int) -> nn.Module:
+    """The net ``layers`` describe."""
     channels, body = in_channels, []
     for spec in layers:
         if spec["kind"] in ("maxpool", "avgpool"):
@@ -73,19 +72,13 @@ def build(in_channels: int, size: int, layers: list[dict], classes: int, bias_fr
         out = channels if spec["kind"] == "depthwise" else spec["channels"]
         groups = channels if spec["kind"] == "depthwise" else 1
         body.append(nn.Conv2d(channels, out, spec["kernel"], stride, spec["kernel"] // 2, groups=groups,
-                              bias=not (spec["bn"] or bias_free)))
-        if spec["bn"] and not bias_free:
+                              bias=not spec["bn"]))
+        if spec["bn"]:
             body.append(nn.BatchNorm2d(out))
         if spec["act"] is not None:
             body.append(nn.ReLU() if spec["act"] == "relu" else nn.ReLU6())
         channels, size = out, (size - 1) // stride + 1
-    net = RandomNet(body, channels, classes)
-    if bias_free:
-        net.head = nn.Linear(channels, classes, bias=False)
-        for m in net.modules():
-            if isinstance(m, Residual):
-                m.bn = nn.Identity()
-    return net
+    return RandomNet(body, channels, classes)
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -107,13 +100,13 @@ def test_random_nets_are_integer_exact_everywhere(case):
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=nets_and_inputs(sizes=(8, 16)))
-def test_bias_free_fake_quantised_nets_equal_their_exact_twins(case):
-    """Without biases to round onto the accumulator grid, and with power-of-two pooling windows (a 6x6 average has no
-    exact integer form: its requantisation approximates 1/36 to 16 bits), the power-of-two fake-quantised model
+def test_pow2_fake_quantised_nets_equal_their_exact_twins(case):
+    """With biases on their accumulators' grids (quantise_biases) and power-of-two pooling windows (a 6x6 average has
+    no exact integer form: its requantisation approximates 1/36 to 16 bits), the power-of-two fake-quantised model
     already computes what the exact model computes at every quantiser: the requantisations are derived right."""
     in_channels, size, layers, seed, classes = case
     torch.manual_seed(seed)
-    net = build(in_channels, size, layers, classes, bias_free=True).eval()
+    net = randomise_batchnorm(build(in_channels, size, layers, classes), seed).eval()
     note(repr(net))
     g = torch.Generator().manual_seed(seed)
     calibration = [torch.randn(8, in_channels, size, size, generator=g)]
