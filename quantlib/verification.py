@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from quantlib.modules.true_quant import TrueQuantModule
+from quantlib.modules.true_quant import Requant, TrueQuantModule
 
 CHUNK = 16
 """Inputs per batch when comparing whole networks layer by layer (memory grows with it)."""
@@ -75,6 +75,21 @@ def integer_layers(integer: fx.GraphModule) -> list[str]:
     modules = dict(integer.named_modules())
     return [n.name for n in integer.graph.nodes if n.op == "call_module"
             and isinstance(modules[n.target], TrueQuantModule)]
+
+
+def compare_fake_and_exact(fake: fx.GraphModule, exact: fx.GraphModule, x: torch.Tensor) -> list[LayerComparison]:
+    """Per layer the fake-quantised model's quantiser outputs against the exact model's requantisations (same node
+    names), in units of the layer's scale."""
+    requants = {n.name: n.meta["scale"] for n in exact.graph.nodes
+                if n.op == "call_module" and isinstance(exact.get_submodule(n.target), Requant)}
+    layers = [n.name for n in fake.graph.nodes if n.name in requants]
+
+    def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
+        fake_values, exact_values = record(fake, part, layers), record(exact, part, layers)
+        return [compare(name, fake_values[name] / requants[name], exact_values[name] / requants[name])
+                for name in layers]
+
+    return compare_in_chunks(compare_batch, x)
 
 
 def compare_exact_and_integer(exact: fx.GraphModule, integer: fx.GraphModule, x: torch.Tensor

@@ -11,13 +11,18 @@ from quantlib.errors import EditorError, UnsupportedOpError
 from quantlib.modules.true_quant import Requant, ScaleTunnel
 from quantlib.training import train_epochs
 from quantlib.true_quantisation import pow2_integer_flow
-from quantlib.verification import compare_exact_and_integer, record
+from quantlib.verification import compare_exact_and_integer, compare_fake_and_exact, record
 from quantlib.zoo import ZOO, build, digits_cnn
 
 INTEGER_ZOO = sorted(set(ZOO) - {"functional_net"})  # functional_net holds a LeakyReLU: see the test below
 
 
-def _check_exact(flow, x, tmp_path, name):
+def _check_exact(flow, x, tmp_path, name, fake_too=True):
+    """exact == integer == onnxruntime at every layer; and, where the float32 fake model's accumulators stay below
+    2**24 (``fake_too``), fake == exact at every quantiser."""
+    if fake_too:
+        fake_vs_exact = compare_fake_and_exact(flow.fake, flow.exact, x)
+        assert fake_vs_exact and [c for c in fake_vs_exact if c.mismatches] == []
     exact_vs_int = compare_exact_and_integer(flow.exact, flow.integer, x)
     exported = export_integer_onnx(flow.integer, x, tmp_path / f"{name}.onnx")
     int_vs_ort = verify_onnxruntime(flow.integer, exported, x)
@@ -81,7 +86,7 @@ def test_accumulator_beyond_2_pow_24_stays_exact(tmp_path):
     ints[:, 0] = -63.0
     float32_acc = nn.functional.conv2d(ints, flow.integer.get_submodule("0").weight.float(), padding=1)
     assert float32_acc[0, 0, 1, 1].double() != centre  # float32 alone would have rounded it
-    _check_exact(flow, -x, tmp_path, "wide")
+    _check_exact(flow, -x, tmp_path, "wide", fake_too=False)  # float32 cannot hold this accumulator
 
 
 def test_layer_with_leaky_relu_is_refused_naming_the_node():
