@@ -51,8 +51,23 @@ class ScaleTunnel(nn.Module):
         return x.double() * self.factor
 
 
+class InOutScaled(TrueQuantModule):
+    """A true-quantised op whose scales are those of its input (``eps_in``) and of its output (``eps_out``)."""
+
+    def output_scale(self) -> torch.Tensor:
+        return self.eps_out
+
+    def drop_scales(self) -> tuple[torch.Tensor, torch.Tensor]:
+        before, after = 1.0 / self.eps_in, self.eps_out.clone()
+        self.eps_in, self.eps_out = torch.ones_like(self.eps_in), torch.ones_like(self.eps_out)
+        return before, after
+
+    def scales(self) -> list[torch.Tensor]:
+        return [self.eps_in, self.eps_out]
+
+
 @leaf_module
-class Requant(TrueQuantModule):
+class Requant(InOutScaled):
     """``eps_out * clip(floor((x / eps_in * mul + add) / 2**shift), lo, hi)``: the one integer op that ends every
     layer. ``mul`` and ``add`` are integers (per channel or per tensor), ``shift`` an integer in [0, 31]."""
 
@@ -69,17 +84,6 @@ class Requant(TrueQuantModule):
         integer = x.double() / self.eps_in
         y = torch.floor((integer * self.mul + self.add) / 2.0 ** self.shift).clamp_(self.lo, self.hi)
         return y * self.eps_out
-
-    def output_scale(self) -> torch.Tensor:
-        return self.eps_out
-
-    def drop_scales(self) -> tuple[torch.Tensor, torch.Tensor]:
-        before, after = 1.0 / self.eps_in, self.eps_out.clone()
-        self.eps_in, self.eps_out = torch.ones_like(self.eps_in), torch.ones_like(self.eps_out)
-        return before, after
-
-    def scales(self) -> list[torch.Tensor]:
-        return [self.eps_in, self.eps_out]
 
     def extra_repr(self) -> str:
         return f"shift={self.shift}, lo={self.lo}, hi={self.hi}"

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from quantlib.graphs.tracing import leaf_module
-from quantlib.modules.true_quant import TrueQuantModule, float64_buffer
+from quantlib.modules.true_quant import InOutScaled, float64_buffer
 
 ADC_LO, ADC_HI = -32, 31
 
 
 @leaf_module
-class TrueAnalogConv2d(TrueQuantModule):
+class TrueAnalogConv2d(InOutScaled):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, tiles: list[tuple[int, int]],
                  adc_mul: torch.Tensor, adc_shift: int, eps_in: torch.Tensor, eps_out: torch.Tensor,
                  stride, padding) -> None:
@@ -36,17 +36,6 @@ class TrueAnalogConv2d(TrueQuantModule):
         if self.bias is not None:
             total = total + self.bias.reshape(1, -1, 1, 1)
         return total * self.eps_out
-
-    def output_scale(self) -> torch.Tensor:
-        return self.eps_out
-
-    def drop_scales(self) -> tuple[torch.Tensor, torch.Tensor]:
-        before, after = 1.0 / self.eps_in, self.eps_out.clone()
-        self.eps_in, self.eps_out = torch.ones_like(self.eps_in), torch.ones_like(self.eps_out)
-        return before, after
-
-    def scales(self) -> list[torch.Tensor]:
-        return [self.eps_in, self.eps_out]
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, tiles={len(self.tiles)}, adc_shift={self.adc_shift}"

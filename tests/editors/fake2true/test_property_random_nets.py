@@ -10,7 +10,7 @@ from torch import nn
 
 from quantlib.backends.onnx import integer_onnx, verify_onnxruntime
 from quantlib.true_quantisation import pow2_integer_flow
-from quantlib.verification import compare, compare_exact_and_integer, record
+from quantlib.verification import compare_exact_and_integer, compare_fake_and_exact
 from quantlib.zoo import randomise_batchnorm
 
 
@@ -81,9 +81,8 @@ def build(in_channels: int, size: int, layers: list[dict], classes: int) -> nn.M
     return RandomNet(body, channels, classes)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=nets_and_inputs())
-def test_random_nets_are_integer_exact_everywhere(case):
+def flow_of(case: tuple) -> tuple:
+    """The power-of-two integer flow of the drawn net (seeded weights and BatchNorms), and 4 test inputs."""
     in_channels, size, layers, seed, classes = case
     torch.manual_seed(seed)
     net = randomise_batchnorm(build(in_channels, size, layers, classes), seed).eval()
@@ -91,7 +90,13 @@ def test_random_nets_are_integer_exact_everywhere(case):
     g = torch.Generator().manual_seed(seed)
     calibration = [torch.randn(8, in_channels, size, size, generator=g)]
     x = torch.randn(4, in_channels, size, size, generator=g)
-    flow = pow2_integer_flow(net, x[:1], calibration)
+    return pow2_integer_flow(net, x[:1], calibration), x
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=nets_and_inputs())
+def test_random_nets_are_integer_exact_everywhere(case):
+    flow, x = flow_of(case)
     exact_vs_int = compare_exact_and_integer(flow.exact, flow.integer, x)
     int_vs_ort = verify_onnxruntime(flow.integer, integer_onnx(flow.integer, x[:1]), x)
     assert [(c.layer, c.mismatches) for c in exact_vs_int if c.mismatches] == []
@@ -104,19 +109,9 @@ def test_pow2_fake_quantised_nets_equal_their_exact_twins(case):
     """With biases on their accumulators' grids (quantise_biases) and power-of-two pooling windows (a 6x6 average has
     no exact integer form: its requantisation approximates 1/36 to 16 bits), the power-of-two fake-quantised model
     already computes what the exact model computes at every quantiser: the requantisations are derived right."""
-    in_channels, size, layers, seed, classes = case
-    torch.manual_seed(seed)
-    net = randomise_batchnorm(build(in_channels, size, layers, classes), seed).eval()
-    note(repr(net))
-    g = torch.Generator().manual_seed(seed)
-    calibration = [torch.randn(8, in_channels, size, size, generator=g)]
-    x = torch.randn(4, in_channels, size, size, generator=g)
-    flow = pow2_integer_flow(net, x[:1], calibration)
-    modules = dict(flow.fake.named_modules())
-    shared = [n.name for n in flow.fake.graph.nodes if n.op == "call_module"
-              and type(modules[n.target]).__name__ in ("QIdentity", "QReLU")]
-    fake, exact = record(flow.fake, x, shared), record(flow.exact, x, shared)
-    assert shared
-    assert [(n, c.mismatches) for n in shared if (c := compare(n, fake[n], exact[n])).mismatches] == []
+    flow, x = flow_of(case)
+    fake_vs_exact = compare_fake_and_exact(flow.fake, flow.exact, x)
+    assert fake_vs_exact
+    assert [(c.layer, c.mismatches) for c in fake_vs_exact if c.mismatches] == []
     with torch.no_grad():
         assert torch.equal(flow.fake(x).double(), flow.exact(x))
