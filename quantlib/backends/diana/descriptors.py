@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import difflib
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import yaml
 
+from quantlib.atomic_files import write_atomically
 from quantlib.backends.diana.hardware_rules import Core, Finding
 from quantlib.errors import QuantlibError
 
@@ -70,14 +70,4 @@ def write_template(path: str | os.PathLike, layers: Mapping[str, tuple[Core, lis
         for finding in findings:
             lines.append(f"# {finding}")
         lines.append(f"{name}: {core.upper()}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, "\n".join(lines) + "\n")

@@ -1,0 +1,49 @@
+"""The text files that go beside a DORY network: golden activations and the network config (dory-onnx.md).
+
+Golden file: one header line starting with '#', then one integer per line followed by a comma, in HWC order:
+
+    # layer3 (shape [16, 16, 16]),
+    12,
+    0,
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from quantlib.atomic_files import write_atomically
+from quantlib.errors import ExportError
+
+
+def golden_text(layer: str, values: torch.Tensor) -> str:
+    """The golden-file text of one activation: ``values`` is [C, H, W] (or [1, C, H, W]) of integers."""
+    if values.dim() == 4 and values.shape[0] == 1:
+        values = values[0]
+    if values.dim() != 3:
+        raise ExportError(f"Golden values of '{layer}' must be one C x H x W activation, got shape "
+                          f"{tuple(values.shape)}.")
+    if not torch.equal(values, values.round()):
+        raise ExportError(f"Golden values of '{layer}' are not integers; write the integer model's activations.")
+    hwc = values.permute(1, 2, 0).reshape(-1).long().tolist()
+    shape = list(values.shape)
+    return "\n".join([f"# {layer} (shape {shape}),", *(f"{v}," for v in hwc)]) + "\n"
+
+
+def write_golden(path: str | os.PathLike, layer: str, values: torch.Tensor) -> Path:
+    """Write the golden file of one activation (atomically)."""
+    return write_atomically(path, golden_text(layer, values))
+
+
+def dory_config(onnx_file: str, input_bits: int, input_signed: bool, input_scale: float) -> dict:
+    """DORY's network config for a network whose integer input has ``input_bits`` bits (real = integer x scale)."""
+    return {"onnx_file": onnx_file, "BNRelu_bits": 32, "code reserved space": 310000, "n_inputs": 1,
+            "input_bits": input_bits, "input_signed": input_signed, "input_scale": input_scale}
+
+
+def write_config(path: str | os.PathLike, config: dict) -> Path:
+    """Write ``config`` as indented JSON (atomically)."""
+    return write_atomically(path, json.dumps(config, indent=2) + "\n")

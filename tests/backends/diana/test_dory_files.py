@@ -1,0 +1,35 @@
+import json
+
+import pytest
+import torch
+
+from quantlib.backends.diana.dory_files import dory_config, golden_text, write_config, write_golden
+from quantlib.errors import ExportError
+
+
+def test_golden_text_is_hwc_with_header_and_trailing_commas():
+    values = torch.arange(12.0).reshape(1, 3, 2, 2)  # C=3, H=2, W=2
+    text = golden_text("layer3", values)
+    lines = text.splitlines()
+    assert lines[0] == "# layer3 (shape [3, 2, 2]),"
+    # HWC: pixel (0,0) channels 0,1,2 -> values 0, 4, 8; pixel (0,1) -> 1, 5, 9; ...
+    assert lines[1:] == ["0,", "4,", "8,", "1,", "5,", "9,", "2,", "6,", "10,", "3,", "7,", "11,"]
+    assert text.endswith("11,\n")
+
+
+def test_golden_values_must_be_one_integer_activation():
+    with pytest.raises(ExportError, match=r"Golden values of 'l' are not integers"):
+        golden_text("l", torch.full((1, 2, 2), 0.5))
+    with pytest.raises(ExportError, match=r"must be one C x H x W activation, got shape \(2, 3\)"):
+        golden_text("l", torch.zeros(2, 3))
+
+
+def test_files_are_written_atomically(tmp_path):
+    write_golden(tmp_path / "out_layer0.txt", "conv", torch.zeros(1, 1, 1))
+    config = dory_config("net_QL_DORY.onnx", 8, True, 2.0 ** -5)
+    write_config(tmp_path / "config.json", config)
+    assert json.loads((tmp_path / "config.json").read_text()) == {
+        "onnx_file": "net_QL_DORY.onnx", "BNRelu_bits": 32, "code reserved space": 310000, "n_inputs": 1,
+        "input_bits": 8, "input_signed": True, "input_scale": 0.03125}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "out_layer0.txt"]
+    assert (tmp_path / "out_layer0.txt").read_text() == "# conv (shape [1, 1, 1]),\n0,\n"
