@@ -125,3 +125,24 @@ class OpTreeFinder(Finder):
             ops.append(node)
             for arg in reversed([a for a in node.args if isinstance(a, fx.Node)]):
                 stack.append((arg, is_inner(arg)))
+
+
+class ModuleCallFinder(Finder):
+    """Every call of a module of one of ``types`` (only those exact types with ``exact``) for which ``where`` holds,
+    each as a one-node application point whose node plays ``role``."""
+
+    def __init__(self, types: tuple[type[nn.Module], ...], role: str, *, exact: bool = False,
+                 where: Callable[[fx.Node], bool] | None = None) -> None:
+        self.types, self.role, self.exact, self.where = types, role, exact, where
+
+    def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
+        modules = dict(gm.named_modules())
+        points = []
+        for node in gm.graph.nodes:
+            if node.op != "call_module":
+                continue
+            module = modules[node.target]
+            matches = type(module) in self.types if self.exact else isinstance(module, self.types)
+            if matches and (self.where is None or self.where(node)):
+                points.append(ApplicationPoint((node,), {self.role: node}))
+        return points

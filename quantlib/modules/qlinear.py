@@ -40,8 +40,21 @@ def _output_scale(input_scale: torch.Tensor, weight_scale: torch.Tensor, out_dim
     return input_scale * weight_scale
 
 
+class _QLinearOp(_QModule):
+    """What quantised Conv2d and Linear share: weight granularity per tensor or per output channel, and a bias
+    that ``quantise_biases`` may put on the accumulator's grid (``bias_scale``; empty: float bias)."""
+
+    RESIZABLE_STATE = (*_QModule.RESIZABLE_STATE, "bias_scale")
+
+    def init_linear_quantiser(self, spec: QuantiserSpec, name: str) -> None:
+        """``init_quantiser`` for a linear op's weights, plus an unset ``bias_scale``."""
+        _check_weight_granularity(spec, name)
+        self.init_quantiser(spec, name)
+        self.register_buffer("bias_scale", torch.empty(0))
+
+
 @leaf_module
-class QConv2d(_QModule, nn.Conv2d):
+class QConv2d(_QLinearOp, nn.Conv2d):
     """A Conv2d whose weights are fake-quantised."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
@@ -49,11 +62,7 @@ class QConv2d(_QModule, nn.Conv2d):
                  name: str = "") -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode)
-        _check_weight_granularity(spec, name)
-        self.init_quantiser(spec, name)
-        self.register_buffer("bias_scale", torch.empty(0))  # set by quantise_biases: input x weight scale
-
-    RESIZABLE_STATE = (*_QModule.RESIZABLE_STATE, "bias_scale")
+        self.init_linear_quantiser(spec, name)
 
     @classmethod
     def from_fp_module(cls, conv: nn.Conv2d, spec: QuantiserSpec, name: str = "") -> QConv2d:
@@ -71,17 +80,13 @@ class QConv2d(_QModule, nn.Conv2d):
 
 
 @leaf_module
-class QLinear(_QModule, nn.Linear):
+class QLinear(_QLinearOp, nn.Linear):
     """A Linear whose weights are fake-quantised."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, spec: QuantiserSpec,
                  name: str = "") -> None:
         super().__init__(in_features, out_features, bias)
-        _check_weight_granularity(spec, name)
-        self.init_quantiser(spec, name)
-        self.register_buffer("bias_scale", torch.empty(0))  # set by quantise_biases: input x weight scale
-
-    RESIZABLE_STATE = (*_QModule.RESIZABLE_STATE, "bias_scale")
+        self.init_linear_quantiser(spec, name)
 
     @classmethod
     def from_fp_module(cls, linear: nn.Linear, spec: QuantiserSpec, name: str = "") -> QLinear:

@@ -114,3 +114,16 @@ def test_deep_add_chain_is_one_tree_without_recursion_limit():
 
     [(ops, inputs)] = _trees(Deep())
     assert len(ops) == 3000 and len(inputs) == 3001
+
+
+def test_module_call_finder_matches_types_exactly_or_by_subclass_and_filters():
+    from quantlib.editors.patterns import ModuleCallFinder
+
+    class MyConv(nn.Conv2d):
+        pass
+
+    gm = trace(nn.Sequential(nn.Conv2d(1, 1, 1), MyConv(1, 1, 1), nn.ReLU()), leaf_modules=[MyConv])
+    names = lambda finder: [p["c"].name for p in finder.find(gm)]  # noqa: E731
+    assert names(ModuleCallFinder((nn.Conv2d,), "c")) == ["_0", "_1"]
+    assert names(ModuleCallFinder((nn.Conv2d,), "c", exact=True)) == ["_0"]
+    assert names(ModuleCallFinder((nn.Conv2d,), "c", where=lambda n: n.args[0].op == "placeholder")) == ["_0"]

@@ -17,11 +17,12 @@ from quantlib.backends.onnx.integer_export import (
     conv_integer,
     eight_bit_input,
 )
-from quantlib.editors.base import ApplicationPoint, Applier, Editor, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Editor, Rewriter
 from quantlib.editors.fake2true import exact_editors
 from quantlib.editors.fake2true.linear_op_integeriser import LinearOpIntegeriser, integer_weights
 from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
 from quantlib.editors.fake2true.scale_propagation import MODULE_RULES
+from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import UnsupportedOpError
 
 
@@ -32,13 +33,6 @@ def _analog_scale(node: fx.Node, m: AnalogConv2d, inputs: list) -> torch.Tensor:
 
 
 MODULE_RULES[AnalogConv2d] = _analog_scale
-
-
-class AnalogConvFinder(Finder):
-    def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
-        modules = dict(gm.named_modules())
-        return [ApplicationPoint((n,), {"conv": n}) for n in gm.graph.nodes
-                if n.op == "call_module" and isinstance(modules[n.target], AnalogConv2d)]
 
 
 class TrueAnalogConvApplier(Applier):
@@ -63,7 +57,7 @@ class AnalogConvIntegeriser(Rewriter):
     """Every AnalogConv2d becomes a TrueAnalogConv2d."""
 
     def __init__(self) -> None:
-        super().__init__(AnalogConvFinder(), TrueAnalogConvApplier())
+        super().__init__(ModuleCallFinder((AnalogConv2d,), "conv"), TrueAnalogConvApplier())
 
 
 def diana_exact_editors() -> list[Editor]:

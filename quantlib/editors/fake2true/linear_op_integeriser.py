@@ -6,19 +6,13 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
+from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import UnsupportedOpError
 from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.true_quant import TrueConv2d, TrueLinear
 
 INT32_MAX = 2 ** 31 - 1
-
-
-class QuantisedLinearOpFinder(Finder):
-    def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
-        modules = dict(gm.named_modules())
-        return [ApplicationPoint((n,), {"linear": n}) for n in gm.graph.nodes
-                if n.op == "call_module" and type(modules[n.target]) in (QConv2d, QLinear)]
 
 
 def integer_weights(m: QConv2d | QLinear) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,4 +51,4 @@ class TrueLinearOpApplier(Applier):
 
 class LinearOpIntegeriser(Rewriter):
     def __init__(self) -> None:
-        super().__init__(QuantisedLinearOpFinder(), TrueLinearOpApplier())
+        super().__init__(ModuleCallFinder((QConv2d, QLinear), "linear", exact=True), TrueLinearOpApplier())

@@ -8,8 +8,9 @@ import math
 import torch
 import torch.fx as fx
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
 from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
+from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import EditorError, UnsupportedOpError
 from quantlib.graphs.naming import unique_submodule_name
 from quantlib.modules.add import Add
@@ -52,13 +53,6 @@ def _integer_bounds(quantiser: _QModule, eps_out: torch.Tensor) -> tuple[int, in
     return lo, hi
 
 
-class ActivationQuantiserFinder(Finder):
-    def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
-        modules = dict(gm.named_modules())
-        return [ApplicationPoint((n,), {"quantiser": n}) for n in gm.graph.nodes
-                if n.op == "call_module" and isinstance(modules[n.target], (QIdentity, QReLU))]
-
-
 class RequantApplier(Applier):
     def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
         node = point["quantiser"]
@@ -72,14 +66,7 @@ class Requantiser(Rewriter):
     """Every QIdentity / QReLU becomes a Requant."""
 
     def __init__(self) -> None:
-        super().__init__(ActivationQuantiserFinder(), RequantApplier())
-
-
-class HarmonisedAddFinder(Finder):
-    def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
-        modules = dict(gm.named_modules())
-        return [ApplicationPoint((n,), {"add": n}) for n in gm.graph.nodes
-                if n.op == "call_module" and isinstance(modules[n.target], QHarmonisedAdd)]
+        super().__init__(ModuleCallFinder((QIdentity, QReLU), "quantiser"), RequantApplier())
 
 
 class AddSplitApplier(Applier):
@@ -119,4 +106,4 @@ class AddSplitter(Rewriter):
     """Every QHarmonisedAdd becomes per-input Requants, integer Adds and an output Requant."""
 
     def __init__(self) -> None:
-        super().__init__(HarmonisedAddFinder(), AddSplitApplier())
+        super().__init__(ModuleCallFinder((QHarmonisedAdd,), "add"), AddSplitApplier())

@@ -6,25 +6,16 @@ from __future__ import annotations
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
 from quantlib.editors.fake2true.scale_propagation import pool_window
 from quantlib.editors.float2fake.grid import is_quantiser
+from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import UnsupportedOpError
 from quantlib.modules.true_quant import SumPool2d
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-class QuantisedAvgPoolFinder(Finder):
-    """Average pools whose input is on a grid."""
-
-    def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
-        modules = dict(gm.named_modules())
-        return [ApplicationPoint((n,), {"pool": n}) for n in gm.graph.nodes
-                if n.op == "call_module" and isinstance(modules[n.target], (nn.AvgPool2d, nn.AdaptiveAvgPool2d))
-                and n.args[0].meta.get("scale") is not None]
 
 
 class SumPoolApplier(Applier):
@@ -53,4 +44,6 @@ class SumPoolApplier(Applier):
 
 class AvgPoolToSumPool(Rewriter):
     def __init__(self) -> None:
-        super().__init__(QuantisedAvgPoolFinder(), SumPoolApplier())
+        super().__init__(ModuleCallFinder((nn.AvgPool2d, nn.AdaptiveAvgPool2d), "pool",
+                                          where=lambda n: n.args[0].meta.get("scale") is not None),
+                         SumPoolApplier())
