@@ -25,10 +25,14 @@ def model_inputs(model: nn.Module, batch: torch.Tensor | tuple | list) -> tuple:
     return tuple(batch[:n_inputs])
 
 
-def calibrate(model: nn.Module, batches: Iterable, *, progress: bool = False) -> nn.Module:
+def calibrate(model: nn.Module, batches: Iterable, *, progress: bool = False,
+              quantisers: Iterable[_QModule] | None = None) -> nn.Module:
     """Observe ``batches`` (tensors, or tuples such as (input, target); see ``model_inputs``) in eval mode,
-    initialise every quantiser from what it saw, harmonise every add; returns ``model``, now fake-quantised."""
-    quantisers = [m for m in model.modules() if isinstance(m, _QModule)]
+    initialise every quantiser (or only ``quantisers``; the others keep their state) from what it saw, harmonise
+    every add; returns ``model``, now fake-quantised."""
+    if quantisers is None:
+        quantisers = [m for m in model.modules() if isinstance(m, _QModule)]
+    quantisers = list(quantisers)
     for q in quantisers:
         q.is_quantised = False
         q.start_observing()

@@ -50,13 +50,14 @@ class QuantisationSpec:
         return cls(**{k: QuantiserSpec.from_spec(v) for k, v in spec.items()})
 
 
-def float_to_fake_editors(spec: QuantisationSpec) -> list[Editor]:
-    """The float-to-fake pipeline for a canonical graph, in order."""
+def float_to_fake_editors(spec: QuantisationSpec, quantise_outputs: bool = False) -> list[Editor]:
+    """The float-to-fake pipeline for a canonical graph, in order; with ``quantise_outputs`` a linear op that is a
+    network output (logits) is requantised too."""
     return [
         ModuleWiseConverter([(ModuleFilter(types=(nn.Conv2d, nn.Linear)), spec.weights),
                              (ModuleFilter(types=(nn.ReLU, nn.ReLU6)), spec.relu)]),
         AddTreeHarmoniser(spec.activations, spec.activations),  # adds quantise (and harmonise) their inputs
-        Interposer(spec.activations),              # quantise inputs, off-grid linear-op inputs, shared accumulators
+        Interposer(spec.activations, quantise_outputs),  # quantise inputs, off-grid linear inputs, accumulators
         ActivationFuser(),                         # no quantiser fed only by a quantiser
     ]
 

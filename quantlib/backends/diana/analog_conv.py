@@ -18,8 +18,9 @@ from quantlib.modules.qlinear import QConv2d, quantised_bias, with_weights_of
 from quantlib.modules.specs import QuantiserSpec
 
 ARRAY_ROWS = 1152
-ADC_SPEC = QuantiserSpec.from_spec({"qrange": {"bitwidth": 6, "signed": True}, "qop": "floor"})
-TERNARY_SPEC = QuantiserSpec.from_spec({"qrange": "ternary", "qop": "ternary"})
+ADC_SPEC = QuantiserSpec.from_spec({"qrange": {"bitwidth": 6, "signed": True}, "qop": "floor", "init": "mse"})
+TERNARY_SPEC = QuantiserSpec.from_spec({"qrange": "ternary", "qop": "ternary", "init": "mse"})
+"""MSE-optimal initial clipping: min-max would put a ternary threshold at half the largest weight (most weights 0)."""
 
 
 def tile_channels(kernel_size: tuple[int, int]) -> int:

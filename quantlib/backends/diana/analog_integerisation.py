@@ -1,5 +1,6 @@
-"""Analog convolutions on the way to integers: their scale rule, the editor that makes them TrueAnalogConv2d, their
-standard-ONNX form (the ADC written out per tile), and the exact-model pipeline of a network that holds them."""
+"""Analog layers on the way to integers: the scale rules of analog convolutions and their BatchNorms, the editors that
+make them a TrueAnalogConv2d and fold the BatchNorm's affine into the next requantisation, their standard-ONNX form
+(the ADC written out per tile), and the exact-model pipeline of a network that holds them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
+from quantlib.backends.diana.analog_batchnorm import AnalogBatchNorm
 from quantlib.backends.diana.analog_conv import AnalogConv2d
 from quantlib.backends.diana.true_analog_conv import ADC_HI, ADC_LO, TrueAnalogConv2d
 from quantlib.backends.onnx.integer_export import (
@@ -24,6 +26,7 @@ from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
 from quantlib.editors.fake2true.scale_propagation import MODULE_RULES
 from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import UnsupportedOpError
+from quantlib.modules.true_quant import Requant
 
 
 def _analog_scale(node: fx.Node, m: AnalogConv2d, inputs: list) -> torch.Tensor:
@@ -32,7 +35,17 @@ def _analog_scale(node: fx.Node, m: AnalogConv2d, inputs: list) -> torch.Tensor:
     return m.adc.scale.detach().double()
 
 
+def _analog_batchnorm_scale(node: fx.Node, m: AnalogBatchNorm, inputs: list) -> torch.Tensor:
+    if not m.is_mapped:
+        return None  # a float BatchNorm: real values, which the next quantiser puts back on a grid
+    if inputs[0] is None or inputs[0].numel() != 1 or float(inputs[0]) != float(m.input_scale):
+        raise UnsupportedOpError(f"Analog BatchNorm '{node.name}' was mapped for input scale {float(m.input_scale)} "
+                                 f"but reads scale {inputs[0]}; run map_to_hw() again after changing scales.")
+    return torch.tensor(2.0 ** -m.integer_affine()[2], dtype=torch.float64)
+
+
 MODULE_RULES[AnalogConv2d] = _analog_scale
+MODULE_RULES[AnalogBatchNorm] = _analog_batchnorm_scale
 
 
 class TrueAnalogConvApplier(Applier):
@@ -60,11 +73,41 @@ class AnalogConvIntegeriser(Rewriter):
         super().__init__(ModuleCallFinder((AnalogConv2d,), "conv"), TrueAnalogConvApplier())
 
 
+class AffineIntoRequantApplier(Applier):
+    """``Requant(bn(acc))`` becomes one Requant of ``acc`` with ``mul' = mul_bn * mul`` and
+    ``add' = add_bn * mul + add``: DIANA's Mul -> Add -> Div after the ADC."""
+
+    def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
+        node = point["bn"]
+        readers = list(node.users)
+        requant = gm.get_submodule(readers[0].target) if len(readers) == 1 and readers[0].op == "call_module" \
+            else None
+        if not isinstance(requant, Requant):
+            raise UnsupportedOpError(f"Analog BatchNorm '{node.name}' must be read by one requantisation only, got "
+                                     f"{[r.name for r in readers]}.")
+        bn: AnalogBatchNorm = gm.get_submodule(node.target)
+        mul, add, _ = bn.integer_affine()
+        shape = (1, -1, 1, 1)
+        requant.add = requant.add + add.reshape(shape) * requant.mul
+        requant.mul = mul.reshape(shape) * requant.mul
+        requant.eps_in = bn.input_scale.double().reshape(()).clone()
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+
+
+class AnalogBatchNormFolder(Rewriter):
+    """No AnalogBatchNorm is left: each one's integer affine is in the requantisation that reads it."""
+
+    def __init__(self) -> None:
+        super().__init__(ModuleCallFinder((AnalogBatchNorm,), "bn"), AffineIntoRequantApplier())
+
+
 def diana_exact_editors() -> list[Editor]:
-    """The generic exact-model pipeline with analog convolutions integerised before the digital linear ops."""
+    """The generic exact-model pipeline with analog convolutions integerised before the digital linear ops, and
+    analog BatchNorms folded into their requantisations at the end."""
     editors = exact_editors()
     position = next(i for i, e in enumerate(editors) if isinstance(e, LinearOpIntegeriser))
-    return editors[:position] + [AnalogConvIntegeriser()] + editors[position:]
+    return editors[:position] + [AnalogConvIntegeriser()] + editors[position:] + [AnalogBatchNormFolder()]
 
 
 def _emit_analog(b: OnnxGraphBuilder, node: fx.Node, m: TrueAnalogConv2d, inputs: list[str]) -> str:

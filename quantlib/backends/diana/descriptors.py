@@ -41,23 +41,27 @@ def load_descriptors(path: str | os.PathLike, layers: Iterable[str]) -> dict[str
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise DescriptorError(f"Descriptor file '{path}' is not valid YAML{where}: "
                               f"{getattr(exc, 'problem', exc)}.") from exc
+    return parse_descriptors(data, layers, f"Descriptor file '{path}'")
+
+
+def parse_descriptors(data: object, layers: Iterable[str], source: str = "Descriptors") -> dict[str, Core]:
+    """The core of every layer ``data`` (a mapping layer name -> ANALOG / DIGITAL, or None) names; ``source`` says
+    where it came from in messages."""
     if data is None:
         return {}
     if not isinstance(data, Mapping):
-        raise DescriptorError(f"Descriptor file '{path}' must map layer names to ANALOG or DIGITAL, got a "
-                              f"{type(data).__name__}.")
+        raise DescriptorError(f"{source} must map layer names to ANALOG or DIGITAL, got a {type(data).__name__}.")
     known = list(layers)
     cores: dict[str, Core] = {}
     for name, value in data.items():
         if name not in known:
             close = difflib.get_close_matches(str(name), known, n=3)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise DescriptorError(f"Descriptor file '{path}' names layer '{name}', which the model does not have."
-                                  f"{hint} A template written by write_template() lists every layer.")
+            raise DescriptorError(f"{source} names layer '{name}', which the model does not have.{hint} A template "
+                                  f"written by DianaModule.describe() lists every layer.")
         core = CORES.get(str(value).upper()) if isinstance(value, str) else None
         if core is None:
-            raise DescriptorError(f"Descriptor file '{path}': layer '{name}' has core {value!r}; allowed: "
-                                  f"{' or '.join(CORES)}.")
+            raise DescriptorError(f"{source}: layer '{name}' has core {value!r}; allowed: {' or '.join(CORES)}.")
         cores[str(name)] = core
     return cores
 

@@ -32,27 +32,28 @@ class Finding:
         return f"{self.layer}: [{self.rule}] {self.message} Fix: {self.fix}"
 
 
-def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+def pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    """A kernel / stride / padding / dilation argument as a pair."""
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def conv_findings(layer: str, conv: nn.Conv2d, core: Core) -> list[Finding]:
     """Every DIANA rule that ``conv`` breaks on ``core``."""
     findings = []
-    kh, kw = _pair(conv.kernel_size)
+    kh, kw = pair(conv.kernel_size)
     if kh != kw or kh not in KERNEL_SIZES:
         findings.append(Finding(layer, "kernel-size", f"kernel {kh}x{kw} is not one of 1x1, 3x3, 5x5, 7x7.",
                                 "use a square kernel of size 1, 3, 5 or 7."))
-    stride = _pair(conv.stride)
+    stride = pair(conv.stride)
     if stride[0] != stride[1] or stride[0] not in STRIDES:
         findings.append(Finding(layer, "stride", f"stride {stride} is not 1 or 2.",
                                 "use stride 1 or 2 (a larger stride: stride 2 and a pooling layer)."))
-    if _pair(conv.dilation) != (1, 1):
-        findings.append(Finding(layer, "dilation", f"dilation {_pair(conv.dilation)} is not 1.",
+    if pair(conv.dilation) != (1, 1):
+        findings.append(Finding(layer, "dilation", f"dilation {pair(conv.dilation)} is not 1.",
                                 "use dilation 1 (a larger kernel covers the same field)."))
     padding = conv.padding
     same = (kh // 2, kw // 2)
-    if isinstance(padding, str) or _pair(padding) != same or conv.padding_mode != "zeros":
+    if isinstance(padding, str) or pair(padding) != same or conv.padding_mode != "zeros":
         findings.append(Finding(layer, "padding", f"padding {padding!r} ({conv.padding_mode}) is not the symmetric "
                                 f"'same' zero padding {same}.", f"use padding={same[0]} with zeros."))
     if core == "analog" and conv.groups != 1:
@@ -98,3 +99,9 @@ def analog_eligibility(layer: str, module: nn.Module) -> list[Finding]:
         return [Finding(layer, "analog-op", f"{type(module).__name__} layers run on the digital core only.",
                         "keep it digital.")]
     return [f for f in conv_findings(layer, module, "analog") if f.severity == "error"]
+
+
+def analog_input_findings(layer: str, reader_of: str) -> list[Finding]:
+    """The analog core reads 7-bit unsigned activations: the layer's input must come from a ReLU."""
+    return [Finding(layer, "analog-input", f"reads '{reader_of}', which may be negative; the analog core takes 7-bit "
+                    f"unsigned inputs (0..127).", "keep it digital, or put a ReLU before it.")]

@@ -210,8 +210,10 @@ def _emit(b: OnnxGraphBuilder, node: fx.Node, module: nn.Module | None, inputs: 
     return emitter(b, node, module, inputs)
 
 
-def integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, name: str = "quantlib_integer") -> IntegerOnnx:
-    """Build (and check) the standard integer ONNX model of the integer GraphModule ``gm``."""
+def integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, name: str = "quantlib_integer",
+                 input_range: tuple[int, int] | None = None) -> IntegerOnnx:
+    """Build (and check) the standard integer ONNX model of the integer GraphModule ``gm``. With ``input_range``
+    the inputs are integers in that range (held in float tensors), cast to the narrowest integer type."""
     gm = copy.deepcopy(gm)  # shapes are written into a twin, not into the caller's graph
     annotate_shapes(gm, example_input)
     modules = dict(gm.named_modules())
@@ -224,6 +226,9 @@ def integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, name: str = "q
             graph_inputs.append(oh.make_tensor_value_info(node.name, FLOAT, shape))
             b.types[node.name] = FLOAT
             tensors[node] = node.name
+            if input_range is not None:
+                to = integer_type(*input_range)
+                tensors[node] = b.op("Cast", [node.name], f"{node.name}.integer", to, to=to)
         elif node.op == "output":
             results = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
             for i, r in enumerate(results):

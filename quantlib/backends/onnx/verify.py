@@ -35,7 +35,7 @@ def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray | tuple[np.ndarray, ..
 def verify_onnxruntime(integer: fx.GraphModule, exported: IntegerOnnx, x: torch.Tensor) -> list[LayerComparison]:
     """Per layer and per output: elements where onnxruntime's value differs from the integer GraphModule's."""
     layers = [name for name in integer_layers(integer) if name in exported.node_tensors]
-    types = _infer_types(exported.model)
+    types = infer_types(exported.model)
     wanted = {exported.node_tensors[name]: types[exported.node_tensors[name]] for name in layers}
 
     def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
@@ -53,7 +53,7 @@ def verify_onnxruntime(integer: fx.GraphModule, exported: IntegerOnnx, x: torch.
     return compare_in_chunks(compare_batch, x)
 
 
-def _infer_types(model: onnx.ModelProto) -> dict[str, int]:
+def infer_types(model: onnx.ModelProto) -> dict[str, int]:
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
     types.update({o.name: o.type.tensor_type.elem_type for o in inferred.graph.output})

@@ -7,6 +7,7 @@ float64 and is cast back to the weight's dtype, so the folded layer matches the 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 
 import torch
 import torch.fx as fx
@@ -23,10 +24,14 @@ LINEAR_THEN_BATCHNORM = SequencePattern([module_role("linear", LINEAR_TYPES), mo
 
 
 class FoldableBatchNormFinder(Finder):
-    """Every Linear/Conv -> BatchNorm pair; refuses pairs that cannot be folded, naming both nodes and why."""
+    """Every Linear/Conv -> BatchNorm pair whose linear op is not in ``keep``; refuses pairs that cannot be folded,
+    naming both nodes and why."""
+
+    def __init__(self, keep: Collection[str] = ()) -> None:
+        self.keep = frozenset(keep)
 
     def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
-        points = SequenceFinder(LINEAR_THEN_BATCHNORM).find(gm)
+        points = [p for p in SequenceFinder(LINEAR_THEN_BATCHNORM).find(gm) if p["linear"].target not in self.keep]
         for point in points:
             linear, bn = point["linear"], point["bn"]
             if len(linear.users) > 1:
@@ -68,10 +73,11 @@ class FoldApplier(Applier):
 
 
 class FoldBatchNorm(Rewriter):
-    """No BatchNorm directly after a Conv or Linear is left in the graph."""
+    """No BatchNorm directly after a Conv or Linear is left in the graph, except after the linear modules named in
+    ``keep`` (a back end that applies those BatchNorms after the accumulator, as DIANA's analog core does)."""
 
-    def __init__(self) -> None:
-        super().__init__(FoldableBatchNormFinder(), FoldApplier())
+    def __init__(self, keep: Collection[str] = ()) -> None:
+        super().__init__(FoldableBatchNormFinder(keep), FoldApplier())
 
     def requires(self, gm: fx.GraphModule) -> None:
         calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")

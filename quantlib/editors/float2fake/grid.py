@@ -14,7 +14,10 @@ QUANTISER_TYPES = (QIdentity, QReLU, QHarmonisedAdd)
 
 GRID_PRESERVING_MODULES = (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten)
 AVERAGING_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
-GRID_LEAVING_MODULES = (QConv2d, QLinear, *AVERAGING_MODULES)
+LAYER_CONTINUING_MODULES = (nn.BatchNorm2d,)
+"""Modules that may read a linear op's accumulator directly: they are part of its layer (a BatchNorm kept unfolded is
+applied to the accumulator before the requantisation), and their output is off-grid like the accumulator."""
+GRID_LEAVING_MODULES = (QConv2d, QLinear, *AVERAGING_MODULES, *LAYER_CONTINUING_MODULES)
 """Ops whose outputs lie between the grid points of their inputs: accumulators and averages."""
 GRID_PRESERVING_METHODS = ("view", "reshape", "flatten", "contiguous")
 
@@ -23,13 +26,19 @@ def is_quantiser(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_module" and isinstance(modules[node.target], QUANTISER_TYPES)
 
 
-def needs_requantisation(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """Whether ``node`` leaves the grid and something other than a quantiser reads it. A linear op's accumulator may
-    be a network output (logits); an average may not (integer hardware sums, and only a requantisation divides)."""
+def continues_layer(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    return node.op == "call_module" and isinstance(modules[node.target], LAYER_CONTINUING_MODULES)
+
+
+def needs_requantisation(node: fx.Node, modules: dict[str, nn.Module], outputs: bool = False) -> bool:
+    """Whether ``node`` leaves the grid and something other than a quantiser (or a module continuing its layer) reads
+    it. A linear op's accumulator may be a network output (logits) unless ``outputs``; an average may not (integer
+    hardware sums, and only a requantisation divides)."""
     if node.op != "call_module" or not isinstance(modules[node.target], GRID_LEAVING_MODULES):
         return False
-    averages = isinstance(modules[node.target], AVERAGING_MODULES)
-    return any(not is_quantiser(u, modules) and (averages or u.op != "output") for u in node.users)
+    strict = outputs or isinstance(modules[node.target], AVERAGING_MODULES)
+    return any(not is_quantiser(u, modules) and not continues_layer(u, modules) and (strict or u.op != "output")
+               for u in node.users)
 
 
 def grid_source(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:

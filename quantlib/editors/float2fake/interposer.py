@@ -21,7 +21,10 @@ from quantlib.modules.specs import QuantiserSpec
 
 class UnquantisedSourceFinder(Finder):
     """Network inputs not read by a lone quantiser, producers of off-grid inputs of quantised linear ops, and
-    grid-leaving ops whose result other ops read unrequantised."""
+    grid-leaving ops whose result other ops (or, with ``outputs``, the network's output) read unrequantised."""
+
+    def __init__(self, outputs: bool = False) -> None:
+        self.outputs = outputs
 
     def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
         modules = dict(gm.named_modules())
@@ -35,7 +38,7 @@ class UnquantisedSourceFinder(Finder):
                 source = grid_source(node.args[0], modules)
                 if not is_quantiser(source, modules):
                     sources[source] = None
-            if needs_requantisation(node, modules):
+            if needs_requantisation(node, modules, self.outputs):
                 sources[node] = None
         return [ApplicationPoint((s,), {"source": s}) for s in sources]
 
@@ -60,7 +63,9 @@ class QuantiserInsertingApplier(Applier):
 
 
 class Interposer(Rewriter):
-    """After this editor every network input and every quantised linear op's input is fake-quantised."""
+    """After this editor every network input and every quantised linear op's input is fake-quantised; with
+    ``outputs``, so is every linear op's accumulator that is a network output (hardware that ends every layer with a
+    requantisation, the last one included)."""
 
-    def __init__(self, spec: QuantiserSpec) -> None:
-        super().__init__(UnquantisedSourceFinder(), QuantiserInsertingApplier(spec))
+    def __init__(self, spec: QuantiserSpec, outputs: bool = False) -> None:
+        super().__init__(UnquantisedSourceFinder(outputs), QuantiserInsertingApplier(spec))

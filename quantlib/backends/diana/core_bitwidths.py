@@ -1,0 +1,50 @@
+"""``map_scales``' edit: every layer moves to the bit-widths of its core. ReLUs output 7-bit unsigned integers (their
+clipping bound kept, so their scale doubles); analog layers get ternary weights and a 6-bit ADC per tile."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection
+
+import torch.fx as fx
+
+from quantlib.backends.diana.analog_conv import AnalogConv2d
+from quantlib.modules.qactivations import QReLU
+from quantlib.modules.qlinear import QConv2d
+from quantlib.modules.qmodule import _QModule
+from quantlib.modules.specs import QRange
+
+RELU_RANGE = QRange.from_spec({"bitwidth": 7, "signed": False})
+
+
+def to_core_bitwidths(gm: fx.GraphModule, analog_layers: Collection[str]) -> list[AnalogConv2d]:
+    """Edit ``gm`` in place: 7-bit ReLUs, and an AnalogConv2d (uncalibrated) for every layer in ``analog_layers``,
+    which must be QConv2d modules; returns the new analog convolutions."""
+    for module in gm.modules():
+        if isinstance(module, QReLU):
+            module.spec = dataclasses.replace(module.spec, qrange=RELU_RANGE)
+    analog = []
+    for name in analog_layers:
+        conv = gm.get_submodule(name)
+        if type(conv) is not QConv2d:
+            raise TypeError(f"Layer '{name}' is a {type(conv).__name__}, not a QConv2d: only digital convolutions "
+                            f"move to the analog core.")
+        new = AnalogConv2d.from_fp_module(conv, name=name)
+        new.is_quantised = False
+        gm.add_submodule(name, new)
+        analog.append(new)
+    gm.recompile()
+    return analog
+
+
+def init_ternary_weights(convs: Collection[AnalogConv2d]) -> None:
+    """Initialise each analog layer's ternary weight scale from its weights (no data needed)."""
+    for conv in convs:
+        conv.start_observing()
+        conv.quantise(conv.weight.detach())
+        conv.stop_observing()
+        conv.init_qhparams()
+
+
+def adc_quantisers(convs: Collection[AnalogConv2d]) -> list[_QModule]:
+    return [conv.adc for conv in convs]

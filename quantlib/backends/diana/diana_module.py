@@ -1,0 +1,253 @@
+"""``DianaModule``: the user's handle on a model on its way to DIANA. Its forward runs the model of the current stage,
+so any training loop retrains it; each stage of diana.md's recipe is a method, called in order:
+
+    dm = DianaModule.from_fp_model(model)      # 8-bit digital fake-quantised (BN folded, inputs and adds quantised)
+    dm.calibrate(batches)                      # observers -> clipping bounds; retrain
+    dm.map_scales(batches)                     # 7-bit ReLUs; analog layers: ternary weights + 6-bit ADC; retrain
+    dm.clip_scales_pow2()                      # every scale a power of two; retrain
+    dm.map_to_hw()                             # biases on their grids, analog BN as the chip's affine: exact from here
+    dm.integrize()                             # the integer model
+    dm.export("out", "net")                    # DORY ONNX, its executable twin, goldens, config, report
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from quantlib.backends.diana.analog_batchnorm import AnalogBatchNorm
+from quantlib.backends.diana.analog_batchnorm_keeper import AnalogBatchNormKeeper
+from quantlib.backends.diana.analog_integerisation import diana_exact_editors
+from quantlib.backends.diana.core_bitwidths import adc_quantisers, init_ternary_weights, to_core_bitwidths
+from quantlib.backends.diana.core_choice import AnalogPolicy, CoreChoice, Ineligible, choose_cores, layer_nodes
+from quantlib.backends.diana.descriptors import load_descriptors, parse_descriptors, write_template
+from quantlib.backends.diana.export import ExportResult, export_diana
+from quantlib.backends.diana.hardware_rules import Core
+from quantlib.backends.diana.report import LayerReport, layer_reports
+from quantlib.calibration import calibrate, model_inputs
+from quantlib.editors.base import ComposedEditor
+from quantlib.editors.canonicalise import FoldBatchNorm, canonicalise
+from quantlib.editors.fake2true import integerise, to_exact
+from quantlib.editors.fake2true.scale_propagation import ScalePropagator
+from quantlib.errors import QuantlibError
+from quantlib.fake_quantisation import QuantisationSpec, float_to_fake_editors
+from quantlib.graphs.tracing import annotate_shapes
+from quantlib.scales import clip_scales_pow2, quantise_biases
+from quantlib.verification import compare_fake_and_exact
+
+DIANA_8BIT = QuantisationSpec()
+"""The first stage: int8 floor weights, 8-bit unsigned PACT ReLUs, 8-bit signed floor activations (diana.md)."""
+
+
+class Stage(enum.IntEnum):
+    """The stages of the recipe, in order."""
+
+    QUANTISED = 0      # fake-quantised, 8-bit, digital; not calibrated
+    CALIBRATED = 1     # 8-bit scales from data
+    SCALES_MAPPED = 2  # every layer at its core's bit-widths
+    POW2 = 3           # every scale a power of two
+    HW_MAPPED = 4      # fake-quantised forward == integer model
+    INTEGER = 5        # the integer model runs
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+NEXT_STEP = {Stage.QUANTISED: "calibrate(batches)", Stage.CALIBRATED: "map_scales(batches)",
+             Stage.SCALES_MAPPED: "clip_scales_pow2()", Stage.POW2: "map_to_hw()", Stage.HW_MAPPED: "integrize()"}
+
+
+class StageError(QuantlibError):
+    """A stage was called before the stages it builds on."""
+
+
+class DianaModule(nn.Module):
+    """A model on its way to DIANA (see the module doc); build it with ``from_fp_model``."""
+
+    def __init__(self, gm: fx.GraphModule, choice: CoreChoice, reference_input: torch.Tensor | None) -> None:
+        super().__init__()
+        self.gm = gm
+        self.choice = choice
+        self.stage = Stage.QUANTISED
+        self.integer: fx.GraphModule | None = None
+        self.register_buffer("reference_input", torch.empty(0) if reference_input is None
+                             else reference_input[:1].detach().clone())
+
+    # -- building -------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_fp_model(cls, model: nn.Module, example_input: torch.Tensor | None = None,
+                      descriptors: str | os.PathLike | Mapping[str, str] | None = None,
+                      analog: AnalogPolicy = "none", ineligible: Ineligible = "digital") -> DianaModule:
+        """Trace and canonicalise ``model`` (left untouched), choose each layer's core (``descriptors``: a YAML file
+        or a mapping layer -> ANALOG / DIGITAL; else the ``analog`` policy), fold BatchNorms into digital layers, and
+        make it an 8-bit digital fake-quantised model with quantised inputs, outputs and harmonised adds."""
+        gm = canonicalise(model, example_input, fold_batchnorm=False)
+        cores = _descriptor_cores(descriptors, list(layer_nodes(gm)))
+        choice = choose_cores(gm, analog, cores, ineligible)
+        editors = [FoldBatchNorm(keep=choice.analog), AnalogBatchNormKeeper(choice.analog),
+                   *float_to_fake_editors(DIANA_8BIT, quantise_outputs=True)]
+        return cls(ComposedEditor(editors)(gm), choice, example_input)
+
+    # -- the stages -----------------------------------------------------------------------------------------------
+    def calibrate(self, batches: Iterable, *, progress: bool = False) -> DianaModule:
+        """Initialise every quantiser from ``batches`` (tensors or (input, target) pairs); again to re-calibrate."""
+        self._require(Stage.QUANTISED, "calibrate", allowed=(Stage.QUANTISED, Stage.CALIBRATED))
+        calibrate(self.gm, self._remembering_first_input(batches), progress=progress)
+        self.stage = Stage.CALIBRATED
+        return self
+
+    def map_scales(self, batches: Iterable | None = None, *, progress: bool = False) -> DianaModule:
+        """Move every layer to its core's bit-widths: 7-bit ReLUs; analog layers get ternary weights (initialised
+        from the weights) and 6-bit ADCs, calibrated on ``batches`` (needed when there are analog layers); nothing
+        else is re-calibrated."""
+        self._require(Stage.CALIBRATED, "map_scales")
+        if self.choice.analog and batches is None:
+            raise StageError(f"map_scales() needs calibration batches for the ADCs of the analog layers "
+                             f"{self.choice.analog}.")
+        analog = to_core_bitwidths(self.gm, self.choice.analog)
+        init_ternary_weights(analog)
+        if analog:
+            calibrate(self.gm, batches, progress=progress, quantisers=adc_quantisers(analog))
+        self.stage = Stage.SCALES_MAPPED
+        return self
+
+    def clip_scales_pow2(self) -> DianaModule:
+        """Round every scale to a power of two (round below 128 levels, ceil otherwise) and re-harmonise adds."""
+        self._require(Stage.SCALES_MAPPED, "clip_scales_pow2", allowed=(Stage.SCALES_MAPPED, Stage.POW2))
+        clip_scales_pow2(self.gm)
+        self.stage = Stage.POW2
+        return self
+
+    def map_to_hw(self, batches: Iterable | None = None) -> DianaModule:
+        """Put biases on their accumulators' grids and give analog BatchNorms their integer affine: from here the
+        fake-quantised forward is what the integer model computes. With ``batches``, check that element for element
+        at every layer (raises QuantlibError naming the layers that differ)."""
+        self._require(Stage.POW2, "map_to_hw")
+        self._map_to_hw()
+        if batches is not None:
+            x = torch.cat([model_inputs(self.gm, b)[0] for b in batches])
+            differing = [c for c in compare_fake_and_exact(self.gm, self._exact(), x) if c.mismatches]
+            if differing:
+                raise QuantlibError("After map_to_hw the fake-quantised model differs from the integer arithmetic at "
+                                    + ", ".join(f"'{c.layer}' ({c.mismatches} of {c.elements})" for c in differing)
+                                    + ". Please report this with the model.")
+        self.stage = Stage.HW_MAPPED
+        return self
+
+    def integrize(self) -> DianaModule:
+        """Build the integer model; from now on forward runs it (real input -> integers -> real output)."""
+        self._require(Stage.HW_MAPPED, "integrize")
+        self.integer = integerise(self._exact())
+        self.stage = Stage.INTEGER
+        return self
+
+    def export(self, out_dir: str | os.PathLike, name: str = "network", dialect: str = "dory",
+               sample: torch.Tensor | None = None) -> ExportResult:
+        """Write the DIANA deliverables (dory-onnx.md) into ``out_dir``, which appears complete or not at all.
+        ``sample``: the input of the golden files (default: the first calibration input)."""
+        self._require(Stage.INTEGER, "export")
+        sample = self._reference() if sample is None else sample[:1]
+        return export_diana(self.integer, self.report(), sample, out_dir, name, dialect)
+
+    # -- inspection -----------------------------------------------------------------------------------------------
+    @property
+    def cores(self) -> dict[str, Core]:
+        """The core of every layer."""
+        return dict(self.choice.cores)
+
+    def report(self) -> list[LayerReport]:
+        """Per layer: core, geometry, bits, scales as 2^k, requantisation and hardware-rule findings (scales and
+        shifts once the model is hardware-mapped)."""
+        exact = self._exact() if self.stage >= Stage.HW_MAPPED else None
+        return layer_reports(self.gm, exact, self.choice)
+
+    def describe(self, path: str | os.PathLike) -> Path:
+        """Write a descriptor template: every layer with its current core and, as comments, the rules it breaks."""
+        return write_template(path, {name: (core, self.choice.findings[name])
+                                     for name, core in self.choice.cores.items()})
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.stage is Stage.INTEGER:
+            return self.integer(*inputs).to(inputs[0].dtype)
+        return self.gm(*inputs)
+
+    # -- state ----------------------------------------------------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"stage": self.stage.label, "cores": self.cores}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Checked and applied by ``load_state_dict``."""
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """Load a DianaModule state dict of any stage into a module fresh from ``from_fp_model`` (same model, same
+        cores): the module is rebuilt to the saved stage, its values loaded, and an integer model re-derived."""
+        extra = state_dict.get("_extra_state")
+        if not isinstance(extra, Mapping) or "stage" not in extra:
+            raise QuantlibError("This state dict has no DianaModule stage ('_extra_state'); it was not written by "
+                                "DianaModule.state_dict().")
+        target = Stage[str(extra["stage"]).upper()]
+        if dict(extra["cores"]) != self.cores:
+            changed = sorted(k for k in set(extra["cores"]) | set(self.cores)
+                             if extra["cores"].get(k) != self.cores.get(k))
+            raise QuantlibError(f"The state dict was saved with other cores for layers {changed}; build the "
+                                f"DianaModule with the same descriptors / analog policy (saved: "
+                                f"{dict(extra['cores'])}).")
+        if self.stage > Stage.QUANTISED:
+            raise QuantlibError("load_state_dict needs a DianaModule fresh from from_fp_model().")
+        if target >= Stage.SCALES_MAPPED:
+            to_core_bitwidths(self.gm, self.choice.analog)
+        self.reference_input = state_dict["reference_input"].clone()
+        fake_state = {k: v for k, v in state_dict.items() if not k.startswith("integer.")}
+        result = super().load_state_dict(fake_state, strict, assign)
+        self.stage = min(target, Stage.HW_MAPPED)
+        if target is Stage.INTEGER:
+            self.integrize()
+        return result
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+    def _require(self, stage: Stage, method: str, allowed: tuple[Stage, ...] | None = None) -> None:
+        if self.stage in (allowed or (stage,)):
+            return
+        if self.stage < stage:
+            raise StageError(f"{method}() needs stage '{stage.label}', but the model is at '{self.stage.label}': call "
+                             f"{NEXT_STEP[self.stage]} first.")
+        raise StageError(f"{method}() belongs to stage '{stage.label}', which this model has passed (it is at "
+                         f"'{self.stage.label}'); build a new DianaModule to redo it.")
+
+    def _remembering_first_input(self, batches: Iterable) -> Iterable:
+        for batch in batches:
+            if self.reference_input.numel() == 0:
+                self.reference_input = model_inputs(self.gm, batch)[0][:1].detach().clone()
+            yield batch
+
+    def _reference(self) -> torch.Tensor:
+        return self.reference_input.to(next(self.gm.parameters()).dtype)
+
+    def _map_to_hw(self) -> None:
+        annotate_shapes(self.gm, self._reference())
+        ScalePropagator().annotate(self.gm)
+        for node in self.gm.graph.nodes:
+            module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
+            if isinstance(module, AnalogBatchNorm):
+                module.input_scale = node.args[0].meta["scale"].detach().float().reshape(()).clone()
+        quantise_biases(self.gm, self._reference())
+
+    def _exact(self) -> fx.GraphModule:
+        return to_exact(self.gm, self._reference(), diana_exact_editors())
+
+
+def _descriptor_cores(descriptors: str | os.PathLike | Mapping[str, str] | None, layers: list[str]
+                      ) -> dict[str, Core] | None:
+    if descriptors is None:
+        return None
+    if isinstance(descriptors, Mapping):
+        return parse_descriptors(descriptors, layers)
+    return load_descriptors(descriptors, layers)

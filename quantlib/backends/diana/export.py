@@ -1,0 +1,138 @@
+"""Writing a DIANA network's deliverables into one folder (dory-onnx.md): the DORY file, its executable twin, the
+golden activations (checked against onnxruntime on the twin), DORY's config and the JSON report. The folder is built
+under a temporary name and renamed into place, so it is complete or absent."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from quantlib.backends.diana.dory_conformance import check_dory_onnx
+from quantlib.backends.diana.dory_export import dory_onnx
+from quantlib.backends.diana.dory_files import dory_config, golden_text
+from quantlib.backends.diana.hardware_layers import HardwareGraph, hardware_layers
+from quantlib.backends.diana.report import LayerReport
+from quantlib.backends.diana.twin import DIALECTS, twin_onnx
+from quantlib.backends.onnx.verify import infer_types, run_onnxruntime
+from quantlib.errors import ExportError
+from quantlib.graphs.tracing import annotate_shapes
+from quantlib.verification import LayerComparison, compare, record
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote and how its golden values compare with onnxruntime on the twin."""
+
+    out_dir: Path
+    files: list[str]
+    comparisons: list[LayerComparison]  # per hardware layer: integer model vs onnxruntime on the twin
+    errors: list[str]                   # hardware-rule errors of the report (the files are written all the same)
+    seconds: float
+
+    @property
+    def mismatches(self) -> int:
+        return sum(c.mismatches for c in self.comparisons)
+
+
+def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: torch.Tensor,
+                 out_dir: str | os.PathLike, name: str, dialect: str = "dory") -> ExportResult:
+    """Export the integer DIANA graph ``integer`` into ``out_dir``; goldens are computed on ``sample`` (one input)."""
+    if dialect not in DIALECTS:
+        raise ExportError(f"Unknown dialect {dialect!r}; use one of {list(DIALECTS)}.")
+    if not name or "/" in name or name.startswith("."):
+        raise ExportError(f"Network name {name!r} must be a plain file-name stem such as 'resnet20'.")
+    start = time.perf_counter()
+    integer = _with_shapes(integer, sample)
+    hw = hardware_layers(integer)
+    dory = dory_onnx(integer, hw, name)
+    problems = check_dory_onnx(dory)
+    if problems:
+        raise ExportError("The DORY file would break DORY's rules:\n" + "\n".join(f"  {p}" for p in problems))
+    twin = twin_onnx(integer, hw, dialect, sample, f"{name}_twin")
+    goldens = _golden_values(integer, hw, sample)
+    twin_input = sample if dialect == "htvm" else goldens["input"]
+    comparisons = _compare_with_twin(twin, hw, goldens, twin_input)
+    rq = integer.get_submodule(hw.input_quantiser.target)
+    files = {
+        f"{name}_QL_DORY.onnx": dory.SerializeToString(deterministic=True),
+        f"{name}_QL_NOANNOTATION.onnx": twin.model.SerializeToString(deterministic=True),
+        "config.json": json.dumps(dory_config(f"{name}_QL_DORY.onnx", (rq.hi - rq.lo).bit_length(), rq.lo < 0,
+                                              float(rq.eps_out)), indent=2) + "\n",
+        "input.txt": golden_text("input", goldens["input"]),
+        **{f"out_layer{layer.index}.txt": golden_text(layer.name, _chw(goldens[layer.output.name]))
+           for layer in hw.layers},
+        f"{name}_report.json": json.dumps(_report_json(report, hw, dialect), indent=2) + "\n",
+    }
+    out = _write_folder(Path(out_dir), files)
+    errors = [f"{row.layer}: [{f['rule']}] {f['message']}" for row in report for f in row.findings
+              if f["severity"] == "error"]
+    seconds = time.perf_counter() - start
+    logger.info("Exported %d layers to %s in %.2f s (%d golden mismatches).", len(hw.layers), out, seconds,
+                sum(c.mismatches for c in comparisons))
+    return ExportResult(out, sorted(files), comparisons, errors, seconds)
+
+
+def _with_shapes(integer: fx.GraphModule, sample: torch.Tensor) -> fx.GraphModule:
+    twin = copy.deepcopy(integer)
+    annotate_shapes(twin, sample)
+    return twin
+
+
+def _chw(values: torch.Tensor) -> torch.Tensor:
+    """An activation as C x H x W: a linear layer's [1, C] output is [C, 1, 1] (DORY's 1x1 convolution)."""
+    return values.reshape(values.shape[1], 1, 1) if values.dim() == 2 else values[0]
+
+
+def _golden_values(integer: fx.GraphModule, hw: HardwareGraph, sample: torch.Tensor) -> dict[str, torch.Tensor]:
+    names = [hw.input_quantiser.name, *(layer.output.name for layer in hw.layers)]
+    values = record(integer, sample, names)
+    return {"input": values[hw.input_quantiser.name], **{n: values[n] for n in names[1:]}}
+
+
+def _compare_with_twin(twin, hw: HardwareGraph, goldens: dict[str, torch.Tensor], x: torch.Tensor
+                       ) -> list[LayerComparison]:
+    types = infer_types(twin.model)
+    tensors = {layer.output.name: twin.node_tensors[layer.output.name] for layer in hw.layers}
+    got = run_onnxruntime(twin.model, x.numpy().astype(np.float32), {t: types[t] for t in tensors.values()})
+    return [compare(layer.name, goldens[layer.output.name], torch.from_numpy(got[tensors[layer.output.name]]))
+            for layer in hw.layers]
+
+
+def _report_json(report: list[LayerReport], hw: HardwareGraph, dialect: str) -> dict:
+    return {"dialect": dialect, "layers": [dataclasses.asdict(row) for row in report],
+            "hardware_layers": [{"index": layer.index, "name": layer.name, "kind": layer.kind} for layer in hw.layers]}
+
+
+def _write_folder(out: Path, files: dict[str, str | bytes]) -> Path:
+    """Write ``files`` into a temporary folder beside ``out`` and rename it to ``out`` (replacing an old one)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        for file, data in files.items():
+            (tmp / file).write_bytes(data.encode() if isinstance(data, str) else data)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

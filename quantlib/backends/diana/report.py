@@ -1,0 +1,104 @@
+"""The per-layer report of a DIANA model: core, geometry, bits, every scale as a power of two, the requantisation,
+and the hardware rules each layer breaks. Before hardware mapping it holds the layers' cores and findings only."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from quantlib.backends.diana.core_choice import CoreChoice, layer_nodes
+from quantlib.backends.diana.hardware_layers import HardwareLayer, hardware_layers, requant_mul_add
+from quantlib.backends.diana.hardware_rules import Finding, pair, shift_findings
+from quantlib.modules.true_quant import Requant
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One row of the report; scales are exponents k of 2^k, shifts are right shifts ("x >> shift")."""
+
+    layer: str
+    kind: str
+    core: str
+    kernel: list[int] | None = None
+    stride: list[int] | None = None
+    bits: dict[str, int] = field(default_factory=dict)
+    scales: dict[str, int] = field(default_factory=dict)
+    requant: dict[str, object] = field(default_factory=dict)
+    findings: list[dict[str, str]] = field(default_factory=list)
+
+
+def _finding(f: Finding) -> dict[str, str]:
+    return {"rule": f.rule, "severity": f.severity, "message": f.message, "fix": f.fix}
+
+
+def _exponent(scale: torch.Tensor) -> int | list[int]:
+    k = torch.log2(scale.detach().double().reshape(-1)).round().long().tolist()
+    return k[0] if len(set(k)) == 1 else k
+
+
+def _bits(lo: int, hi: int) -> int:
+    return max(1, math.ceil(math.log2(hi - lo + 1)))
+
+
+def layer_reports(fake: fx.GraphModule, exact: fx.GraphModule | None, choice: CoreChoice) -> list[LayerReport]:
+    """The report of a DIANA model: from its exact graph once hardware-mapped, else from ``fake``'s layers."""
+    if exact is None:
+        modules = dict(fake.named_modules())
+        return [LayerReport(name, type(modules[name]).__name__, choice.cores[name],
+                            **_geometry(modules[name]), findings=[_finding(f) for f in choice.findings[name]])
+                for name in layer_nodes(fake) if name in choice.cores]
+    modules = dict(exact.named_modules())
+    return [_mapped_row(layer, modules, choice) for layer in hardware_layers(exact).layers]
+
+
+def _geometry(module: nn.Module) -> dict[str, list[int]]:
+    """Kernel and stride of a conv or pool (a true-quantised conv's kernel is its weight's shape)."""
+    if getattr(module, "stride", None) is None:
+        return {}
+    kernel = getattr(module, "kernel_size", None) or (module.weight.shape[2:] if hasattr(module, "weight") else None)
+    return {"kernel": list(pair(kernel)) if kernel is not None else None, "stride": list(pair(module.stride))}
+
+
+def _mapped_row(layer: HardwareLayer, modules: dict, choice: CoreChoice) -> LayerReport:
+    op = modules[layer.op.target]
+    core = choice.cores.get(layer.name, "digital")
+    findings = [_finding(f) for f in choice.findings.get(layer.name, [])]
+    row = LayerReport(layer.name, layer.kind, core, **_geometry(op), findings=findings)
+    if layer.requant is None:
+        return row
+    rq: Requant = modules[layer.requant.target]
+    bits = {"output": _bits(rq.lo, rq.hi)}
+    scales = {"output": _exponent(rq.eps_out)}
+    if layer.kind in ("conv", "linear"):
+        bits["weights"] = 8
+        scales.update(input=_exponent(op.eps_in), weights=_exponent(op.eps_w))
+    elif layer.kind == "analog_conv":
+        bits.update(weights=2, adc=6)
+        scales.update(input=_exponent(op.eps_in), adc=_exponent(op.eps_out))
+    channels = layer.op.meta["tensor_meta"].shape[1] if "tensor_meta" in layer.op.meta else rq.mul.numel()
+    mul, add = requant_mul_add(op, rq, channels)
+    requant = {"mul": _values(mul), "add": _values(add), "shift": rq.shift, "clip": [rq.lo, rq.hi]}
+    if layer.kind == "analog_conv":
+        requant["adc_shift"] = op.adc_shift
+        findings += [_finding(f) for f in shift_findings(layer.name, op.adc_shift)]
+        findings += _affine_findings(layer.name, rq)
+    findings += [_finding(f) for f in shift_findings(layer.name, rq.shift)]
+    return dataclasses.replace(row, bits=bits, scales=scales, requant=requant, findings=findings)
+
+
+def _values(t: torch.Tensor) -> int | list[int]:
+    v = t.detach().double().reshape(-1).long().tolist()
+    return v[0] if len(set(v)) == 1 else v
+
+
+def _affine_findings(layer: str, rq: Requant) -> list[dict[str, str]]:
+    """The analog BatchNorm's affine runs on 8 bits: mul in [-128, 127] (ADD is the 32-bit requant add)."""
+    if bool((rq.mul.abs() <= 128).all()):
+        return []
+    return [_finding(Finding(layer, "affine-range", f"the post-ADC multiplier reaches {int(rq.mul.abs().max())}, "
+                             f"beyond 8 bits.", "lower the output scale's resolution, or keep the layer digital."))]
