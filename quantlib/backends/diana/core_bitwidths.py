@@ -1,5 +1,8 @@
 """``map_scales``' edit: every layer moves to the bit-widths of its core. ReLUs output 7-bit unsigned integers (their
-clipping bound kept, so their scale doubles); analog layers get ternary weights and a 6-bit ADC per tile."""
+clipping bound kept, so their scale doubles); analog layers get ternary weights and a 6-bit ADC per tile.
+
+DIANA's ReLU clips at the top of its 7-bit range only, so a ReLU6 loses its ceiling here: its calibrated clipping
+bound (observed on values already clamped at 6) takes the ceiling's place."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ def to_core_bitwidths(gm: fx.GraphModule, analog_layers: Collection[str]) -> lis
     for module in gm.modules():
         if isinstance(module, QReLU):
             module.spec = dataclasses.replace(module.spec, qrange=RELU_RANGE)
+            module.ceiling = None
     analog = []
     for name in analog_layers:
         conv = gm.get_submodule(name)

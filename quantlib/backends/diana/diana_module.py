@@ -24,6 +24,7 @@ from torch import nn
 
 from quantlib.backends.diana.analog_batchnorm import AnalogBatchNorm
 from quantlib.backends.diana.analog_batchnorm_keeper import AnalogBatchNormKeeper
+from quantlib.backends.diana.analog_conv import AnalogConv2d
 from quantlib.backends.diana.analog_integerisation import diana_exact_editors
 from quantlib.backends.diana.core_bitwidths import adc_quantisers, init_ternary_weights, to_core_bitwidths
 from quantlib.backends.diana.core_choice import AnalogPolicy, CoreChoice, Ineligible, choose_cores, layer_nodes
@@ -134,7 +135,10 @@ class DianaModule(nn.Module):
         self._map_to_hw()
         if batches is not None:
             x = torch.cat([model_inputs(self.gm, b)[0] for b in batches])
+            was_training = self.gm.training
+            self.gm.eval()  # no analog noise
             differing = [c for c in compare_fake_and_exact(self.gm, self._exact(), x) if c.mismatches]
+            self.gm.train(was_training)
             if differing:
                 raise QuantlibError("After map_to_hw the fake-quantised model differs from the integer arithmetic at "
                                     + ", ".join(f"'{c.layer}' ({c.mismatches} of {c.elements})" for c in differing)
@@ -156,6 +160,18 @@ class DianaModule(nn.Module):
         self._require(Stage.INTEGER, "export")
         sample = self._reference() if sample is None else sample[:1]
         return export_diana(self.integer, self.report(), sample, out_dir, name, dialect)
+
+    def set_analog_noise(self, sigma: float) -> DianaModule:
+        """Noise-aware training: in training mode only, every analog tile's partial sum gets Gaussian noise of
+        ``sigma`` x its ADC's full scale (never in eval mode, so never in exactness checks or exports); 0: off."""
+        if sigma < 0:
+            raise ValueError(f"Analog noise sigma must be >= 0, got {sigma}.")
+        self._require(Stage.SCALES_MAPPED, "set_analog_noise",
+                      allowed=(Stage.SCALES_MAPPED, Stage.POW2, Stage.HW_MAPPED, Stage.INTEGER))
+        for module in self.gm.modules():
+            if isinstance(module, AnalogConv2d):
+                module.noise_sigma = float(sigma)
+        return self
 
     # -- inspection -----------------------------------------------------------------------------------------------
     @property

@@ -25,6 +25,7 @@ from quantlib.backends.diana.dory_files import dory_config, golden_text
 from quantlib.backends.diana.hardware_layers import HardwareGraph, hardware_layers
 from quantlib.backends.diana.report import LayerReport
 from quantlib.backends.diana.twin import DIALECTS, twin_onnx
+from quantlib.backends.onnx.integer_export import IntegerOnnx
 from quantlib.backends.onnx.verify import infer_types, run_onnxruntime
 from quantlib.errors import ExportError
 from quantlib.graphs.tracing import annotate_shapes
@@ -75,7 +76,7 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
         "input.txt": golden_text("input", goldens["input"]),
         **{f"out_layer{layer.index}.txt": golden_text(layer.name, _chw(goldens[layer.output.name]))
            for layer in hw.layers},
-        f"{name}_report.json": json.dumps(_report_json(report, hw, dialect), indent=2) + "\n",
+        f"{name}_report.json": json.dumps(_report_json(report, hw, twin, dialect), indent=2) + "\n",
     }
     out = _write_folder(Path(out_dir), files)
     errors = [f"{row.layer}: [{f['rule']}] {f['message']}" for row in report for f in row.findings
@@ -112,9 +113,12 @@ def _compare_with_twin(twin, hw: HardwareGraph, goldens: dict[str, torch.Tensor]
             for layer in hw.layers]
 
 
-def _report_json(report: list[LayerReport], hw: HardwareGraph, dialect: str) -> dict:
+def _report_json(report: list[LayerReport], hw: HardwareGraph, twin: IntegerOnnx, dialect: str) -> dict:
+    """The report rows, and per hardware layer its golden file and the twin's tensor that holds its output."""
     return {"dialect": dialect, "layers": [dataclasses.asdict(row) for row in report],
-            "hardware_layers": [{"index": layer.index, "name": layer.name, "kind": layer.kind} for layer in hw.layers]}
+            "hardware_layers": [{"index": layer.index, "name": layer.name, "kind": layer.kind,
+                                 "golden": f"out_layer{layer.index}.txt",
+                                 "twin_tensor": twin.node_tensors[layer.output.name]} for layer in hw.layers]}
 
 
 def _write_folder(out: Path, files: dict[str, str | bytes]) -> Path:

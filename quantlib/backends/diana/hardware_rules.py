@@ -52,7 +52,8 @@ def conv_findings(layer: str, conv: nn.Conv2d, core: Core) -> list[Finding]:
         findings.append(Finding(layer, "dilation", f"dilation {pair(conv.dilation)} is not 1.",
                                 "use dilation 1 (a larger kernel covers the same field)."))
     padding = conv.padding
-    same = (kh // 2, kw // 2)
+    dh, dw = pair(conv.dilation)
+    same = (dh * (kh // 2), dw * (kw // 2))  # output size = input size / stride
     if isinstance(padding, str) or pair(padding) != same or conv.padding_mode != "zeros":
         findings.append(Finding(layer, "padding", f"padding {padding!r} ({conv.padding_mode}) is not the symmetric "
                                 f"'same' zero padding {same}.", f"use padding={same[0]} with zeros."))

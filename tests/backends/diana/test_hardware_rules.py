@@ -18,7 +18,9 @@ def test_each_broken_rule_is_one_finding_naming_layer_and_fix():
     assert _rules(findings) == ["kernel-size"]
     assert str(findings[0]).startswith("layer1.0.conv1: [kernel-size] kernel 2x2 is not one of 1x1, 3x3, 5x5, 7x7.")
     assert "Fix: use a square kernel" in str(findings[0])
-    assert _rules(conv_findings("d", nn.Conv2d(16, 16, 3, padding=2, dilation=2), "digital")) == ["dilation",
+    # padding 2 is 'same' for a dilated 3x3: only the dilation is broken; padding 1 breaks both rules
+    assert _rules(conv_findings("d", nn.Conv2d(16, 16, 3, padding=2, dilation=2), "digital")) == ["dilation"]
+    assert _rules(conv_findings("d", nn.Conv2d(16, 16, 3, padding=1, dilation=2), "digital")) == ["dilation",
                                                                                                     "padding"]
     assert _rules(conv_findings("s", nn.Conv2d(16, 16, 3, stride=3, padding=1), "digital")) == ["stride"]
     grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
