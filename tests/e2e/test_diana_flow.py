@@ -38,7 +38,7 @@ def flow(request, tmp_path_factory):
     dm.calibrate([x[:8], x[8:]])
     dm.map_scales([x]).clip_scales_pow2().map_to_hw()
     fake = dm.gm
-    exact = dm._exact()
+    exact = dm.exact_model()
     dm.integrize()
     out = tmp_path_factory.mktemp(f"{name}-{analog}") / "export"
     result = dm.export(out, name)
@@ -80,6 +80,9 @@ def test_twin_equals_integer_model_at_every_hardware_layer(flow):
                           {t: types[t] for t in tensors})
     for tensor, node in zip(tensors, outputs, strict=True):
         assert np.array_equal(got[tensor].astype(np.float64), expected[node].numpy()), node
+    verified = dm.export(out.parent / "verified", name, verify_on=x)
+    assert verified.mismatches == 0 and sum(c.elements for c in verified.comparisons) == sum(
+        expected[node].numel() for node in outputs)
 
 
 def test_export_writes_conforming_dory_file_and_goldens_equal_to_onnxruntime(flow):
@@ -100,5 +103,7 @@ def test_export_writes_conforming_dory_file_and_goldens_equal_to_onnxruntime(flo
     assert np.array_equal(flat, values[last.output.name].reshape(-1).numpy())
     config = json.loads((out / "config.json").read_text())
     assert config["onnx_file"] == f"{name}_QL_DORY.onnx" and config["input_bits"] == 8 and config["input_signed"]
+    input_quantiser = dm.gm.get_submodule(hw.input_quantiser.target)
+    assert config["input_scale"] == input_quantiser.scale.item() and config["input_scale"] < 1
     report = json.loads((out / f"{name}_report.json").read_text())
     assert [row["layer"] for row in report["layers"]] == [la.name for la in hw.layers]

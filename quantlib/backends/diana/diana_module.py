@@ -137,7 +137,7 @@ class DianaModule(nn.Module):
             x = torch.cat([model_inputs(self.gm, b)[0] for b in batches])
             was_training = self.gm.training
             self.gm.eval()  # no analog noise
-            differing = [c for c in compare_fake_and_exact(self.gm, self._exact(), x) if c.mismatches]
+            differing = [c for c in compare_fake_and_exact(self.gm, self.exact_model(), x) if c.mismatches]
             self.gm.train(was_training)
             if differing:
                 raise QuantlibError("After map_to_hw the fake-quantised model differs from the integer arithmetic at "
@@ -149,17 +149,18 @@ class DianaModule(nn.Module):
     def integrize(self) -> DianaModule:
         """Build the integer model; from now on forward runs it (real input -> integers -> real output)."""
         self._require(Stage.HW_MAPPED, "integrize")
-        self.integer = integerise(self._exact())
+        self.integer = integerise(self.exact_model())
         self.stage = Stage.INTEGER
         return self
 
     def export(self, out_dir: str | os.PathLike, name: str = "network", dialect: str = "dory",
-               sample: torch.Tensor | None = None) -> ExportResult:
+               sample: torch.Tensor | None = None, verify_on: torch.Tensor | None = None) -> ExportResult:
         """Write the DIANA deliverables (dory-onnx.md) into ``out_dir``, which appears complete or not at all.
-        ``sample``: the input of the golden files (default: the first calibration input)."""
+        ``sample``: the input of the golden files (default: the first calibration input); ``verify_on``: inputs on
+        which onnxruntime on the twin must equal the integer model at every layer (default: the sample)."""
         self._require(Stage.INTEGER, "export")
         sample = self._reference() if sample is None else sample[:1]
-        return export_diana(self.integer, self.report(), sample, out_dir, name, dialect)
+        return export_diana(self.integer, self.report(), sample, out_dir, name, dialect, verify_on)
 
     def set_analog_noise(self, sigma: float) -> DianaModule:
         """Noise-aware training: in training mode only, every analog tile's partial sum gets Gaussian noise of
@@ -182,7 +183,7 @@ class DianaModule(nn.Module):
     def report(self) -> list[LayerReport]:
         """Per layer: core, geometry, bits, scales as 2^k, requantisation and hardware-rule findings (scales and
         shifts once the model is hardware-mapped)."""
-        exact = self._exact() if self.stage >= Stage.HW_MAPPED else None
+        exact = self.exact_model() if self.stage >= Stage.HW_MAPPED else None
         return layer_reports(self.gm, exact, self.choice)
 
     def describe(self, path: str | os.PathLike) -> Path:
@@ -256,7 +257,7 @@ class DianaModule(nn.Module):
                 module.input_scale = node.args[0].meta["scale"].detach().float().reshape(()).clone()
         quantise_biases(self.gm, self._reference())
 
-    def _exact(self) -> fx.GraphModule:
+    def exact_model(self) -> fx.GraphModule:
         return to_exact(self.gm, self._reference(), diana_exact_editors())
 
 

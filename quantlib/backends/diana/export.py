@@ -29,7 +29,7 @@ from quantlib.backends.onnx.integer_export import IntegerOnnx
 from quantlib.backends.onnx.verify import infer_types, run_onnxruntime
 from quantlib.errors import ExportError
 from quantlib.graphs.tracing import annotate_shapes
-from quantlib.verification import LayerComparison, compare, record
+from quantlib.verification import LayerComparison, compare, compare_in_chunks, record
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,11 @@ class ExportResult:
 
 
 def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: torch.Tensor,
-                 out_dir: str | os.PathLike, name: str, dialect: str = "dory") -> ExportResult:
-    """Export the integer DIANA graph ``integer`` into ``out_dir``; goldens are computed on ``sample`` (one input)."""
+                 out_dir: str | os.PathLike, name: str, dialect: str = "dory",
+                 verify_on: torch.Tensor | None = None) -> ExportResult:
+    """Export the integer DIANA graph ``integer`` into ``out_dir``; goldens are computed on ``sample`` (one input),
+    and onnxruntime on the twin is compared with ``integer`` at every hardware layer on ``verify_on`` (default:
+    ``sample``)."""
     if dialect not in DIALECTS:
         raise ExportError(f"Unknown dialect {dialect!r}; use one of {list(DIALECTS)}.")
     if not name or "/" in name or name.startswith("."):
@@ -65,14 +68,13 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
         raise ExportError("The DORY file would break DORY's rules:\n" + "\n".join(f"  {p}" for p in problems))
     twin = twin_onnx(integer, hw, dialect, sample, f"{name}_twin")
     goldens = _golden_values(integer, hw, sample)
-    twin_input = sample if dialect == "htvm" else goldens["input"]
-    comparisons = _compare_with_twin(twin, hw, goldens, twin_input)
+    comparisons = compare_with_twin(integer, hw, twin, dialect, sample if verify_on is None else verify_on)
     rq = integer.get_submodule(hw.input_quantiser.target)
     files = {
         f"{name}_QL_DORY.onnx": dory.SerializeToString(deterministic=True),
         f"{name}_QL_NOANNOTATION.onnx": twin.model.SerializeToString(deterministic=True),
         "config.json": json.dumps(dory_config(f"{name}_QL_DORY.onnx", (rq.hi - rq.lo).bit_length(), rq.lo < 0,
-                                              float(rq.eps_out)), indent=2) + "\n",
+                                              hw.input_scale), indent=2) + "\n",
         "input.txt": golden_text("input", goldens["input"]),
         **{f"out_layer{layer.index}.txt": golden_text(layer.name, _chw(goldens[layer.output.name]))
            for layer in hw.layers},
@@ -104,13 +106,22 @@ def _golden_values(integer: fx.GraphModule, hw: HardwareGraph, sample: torch.Ten
     return {"input": values[hw.input_quantiser.name], **{n: values[n] for n in names[1:]}}
 
 
-def _compare_with_twin(twin, hw: HardwareGraph, goldens: dict[str, torch.Tensor], x: torch.Tensor
-                       ) -> list[LayerComparison]:
+def compare_with_twin(integer: fx.GraphModule, hw: HardwareGraph, twin: IntegerOnnx, dialect: str,
+                      x: torch.Tensor) -> list[LayerComparison]:
+    """Per hardware layer, the integer model's values on the real inputs ``x`` against onnxruntime's on the twin
+    (fed the integer inputs for ``dory``, ``x`` itself for ``htvm``), in chunks of inputs."""
     types = infer_types(twin.model)
     tensors = {layer.output.name: twin.node_tensors[layer.output.name] for layer in hw.layers}
-    got = run_onnxruntime(twin.model, x.numpy().astype(np.float32), {t: types[t] for t in tensors.values()})
-    return [compare(layer.name, goldens[layer.output.name], torch.from_numpy(got[tensors[layer.output.name]]))
-            for layer in hw.layers]
+    names = [hw.input_quantiser.name, *tensors]
+
+    def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
+        expected = record(integer, part, names)
+        fed = part if dialect == "htvm" else expected[hw.input_quantiser.name]
+        got = run_onnxruntime(twin.model, fed.numpy().astype(np.float32), {t: types[t] for t in tensors.values()})
+        return [compare(layer.name, expected[layer.output.name], torch.from_numpy(got[tensors[layer.output.name]]))
+                for layer in hw.layers]
+
+    return compare_in_chunks(compare_batch, x)
 
 
 def _report_json(report: list[LayerReport], hw: HardwareGraph, twin: IntegerOnnx, dialect: str) -> dict:

@@ -50,9 +50,11 @@ class HardwareLayer:
 
 @dataclass(frozen=True)
 class HardwareGraph:
-    """The layers of a graph and the node that holds its integer input (the input quantiser)."""
+    """The layers of a graph, the node that holds its integer input (the input quantiser) and the real value of one
+    unit of that input."""
 
     input_quantiser: fx.Node
+    input_scale: float
     layers: list[HardwareLayer]
 
 
@@ -123,4 +125,15 @@ def hardware_layers(gm: fx.GraphModule) -> HardwareGraph:
         layers.append(HardwareLayer(len(layers), kind, node, requant, tuple(inputs), tuple(input_requants)))
     if input_quantiser is None:
         raise ExportError("The graph has no input quantiser; build it with DianaModule.from_fp_model().")
-    return HardwareGraph(input_quantiser, layers)
+    return HardwareGraph(input_quantiser, _input_scale(input_quantiser, module), layers)
+
+
+def _input_scale(quantiser: fx.Node, module) -> float:
+    """The input quantiser's real scale: its own in an exact graph, divided by the input tunnel's factor (which
+    holds the scale's inverse) in an integer one."""
+    scale = float(module(quantiser).eps_out)
+    node = quantiser.args[0]
+    while isinstance(module(node), ScaleTunnel):
+        scale /= float(module(node).factor)
+        node = node.args[0]
+    return scale
