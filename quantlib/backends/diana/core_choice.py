@@ -67,14 +67,15 @@ def choose_cores(gm: fx.GraphModule, analog: AnalogPolicy = "none", descriptors:
     cores: dict[str, Core] = {}
     findings: dict[str, list[Finding]] = {}
     for name, node in layer_nodes(gm).items():
-        asked = (descriptors or {}).get(name, "analog" if analog == "auto" else "digital")
+        module = modules[name]
+        policy = "analog" if analog == "auto" and isinstance(module, nn.Conv2d) else "digital"
+        asked = (descriptors or {}).get(name, policy)
         refusals = analog_findings(gm, node) if asked == "analog" else []
         if refusals and ineligible == "error" and descriptors and name in descriptors:
             raise HardwareRuleError(f"Layer '{name}' cannot run on the analog core as the descriptors ask:\n"
                                     + "\n".join(f"  {f}" for f in refusals))
         core: Core = "digital" if refusals else asked
         cores[name] = core
-        module = modules[name]
         rules = conv_findings(name, module, core) if isinstance(module, nn.Conv2d) else linear_findings(name, module)
         broken = {f.rule for f in rules}  # a rule both cores share is reported once, as the error it is
         findings[name] = [_as_warning(f) for f in refusals if f.rule not in broken] + rules

@@ -12,7 +12,7 @@ import torch.fx as fx
 from torch import nn
 
 from quantlib.backends.diana.core_choice import CoreChoice, layer_nodes
-from quantlib.backends.diana.hardware_layers import HardwareLayer, hardware_layers, requant_mul_add
+from quantlib.backends.diana.hardware_layers import HardwareLayer, hardware_layers, is_pass_through, requant_mul_add
 from quantlib.backends.diana.hardware_rules import Finding, pair, shift_findings
 from quantlib.modules.true_quant import Requant
 
@@ -49,7 +49,7 @@ def layer_reports(fake: fx.GraphModule, exact: fx.GraphModule | None, choice: Co
     """The report of a DIANA model: from its exact graph once hardware-mapped, else from ``fake``'s layers."""
     if exact is None:
         modules = dict(fake.named_modules())
-        return [LayerReport(name, type(modules[name]).__name__, choice.cores[name],
+        return [LayerReport(name, "conv" if isinstance(modules[name], nn.Conv2d) else "linear", choice.cores[name],
                             **_geometry(modules[name]), findings=[_finding(f) for f in choice.findings[name]])
                 for name in layer_nodes(fake) if name in choice.cores]
     modules = dict(exact.named_modules())
@@ -74,12 +74,16 @@ def _mapped_row(layer: HardwareLayer, modules: dict, choice: CoreChoice) -> Laye
     rq: Requant = modules[layer.requant.target]
     bits = {"output": _bits(rq.lo, rq.hi)}
     scales = {"output": _exponent(rq.eps_out)}
+    source = _source_requant(layer.inputs[0], modules)
+    if source is not None:
+        bits["input"] = _bits(source.lo, source.hi)
+        scales["input"] = _exponent(source.eps_out)
     if layer.kind in ("conv", "linear"):
         bits["weights"] = 8
-        scales.update(input=_exponent(op.eps_in), weights=_exponent(op.eps_w))
+        scales["weights"] = _exponent(op.eps_w)
     elif layer.kind == "analog_conv":
         bits.update(weights=2, adc=6)
-        scales.update(input=_exponent(op.eps_in), adc=_exponent(op.eps_out))
+        scales["adc"] = _exponent(op.eps_out)
     channels = layer.op.meta["tensor_meta"].shape[1] if "tensor_meta" in layer.op.meta else rq.mul.numel()
     mul, add = requant_mul_add(op, rq, channels)
     requant = {"mul": _values(mul), "add": _values(add), "shift": rq.shift, "clip": [rq.lo, rq.hi]}
@@ -89,6 +93,18 @@ def _mapped_row(layer: HardwareLayer, modules: dict, choice: CoreChoice) -> Laye
         findings += _affine_findings(layer.name, rq)
     findings += [_finding(f) for f in shift_findings(layer.name, rq.shift)]
     return dataclasses.replace(row, bits=bits, scales=scales, requant=requant, findings=findings)
+
+
+def _source_requant(node: fx.Node, modules: dict) -> Requant | None:
+    """The requantisation whose integers ``node`` carries (through flattening and max pools); None: none."""
+    while node.op == "call_module" or node.op == "call_method":
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(module, Requant):
+            return module
+        if not (is_pass_through(node, modules) or isinstance(module, nn.MaxPool2d)):
+            return None
+        node = node.args[0]
+    return None
 
 
 def _values(t: torch.Tensor) -> int | list[int]:
@@ -102,3 +118,25 @@ def _affine_findings(layer: str, rq: Requant) -> list[dict[str, str]]:
         return []
     return [_finding(Finding(layer, "affine-range", f"the post-ADC multiplier reaches {int(rq.mul.abs().max())}, "
                              f"beyond 8 bits.", "lower the output scale's resolution, or keep the layer digital."))]
+
+
+REPORT_COLUMNS = ("layer", "kind", "core", "kernel", "stride", "bits w/in/out", "scales 2^k in/w/out", "shift",
+                  "findings")
+
+
+def format_report(rows: list[LayerReport]) -> str:
+    """The report as an aligned text table, one line per layer (findings by rule; '!' marks an error)."""
+    def cell(row: LayerReport) -> list[str]:
+        weight_bits = row.bits.get("weights", "-")
+        bits = f"{weight_bits}/{row.bits.get('input', '-')}/{row.bits.get('output', '-')}" if row.bits else "-"
+        scales = "/".join(str(row.scales.get(k, "-")) for k in ("input", "weights", "output")) if row.scales else "-"
+        shift = str(row.requant.get("shift", "-")) if row.requant else "-"
+        if "adc_shift" in row.requant:
+            shift += f" (adc {row.requant['adc_shift']})"
+        findings = ", ".join(f"{'!' if f['severity'] == 'error' else ''}{f['rule']}" for f in row.findings) or "-"
+        geometry = ["x".join(map(str, v)) if v else "-" for v in (row.kernel, row.stride)]
+        return [row.layer, row.kind, row.core, *geometry, bits, scales, shift, findings]
+
+    table = [list(REPORT_COLUMNS), *(cell(row) for row in rows)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(REPORT_COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)

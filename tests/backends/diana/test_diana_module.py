@@ -13,6 +13,7 @@ from torch import nn
 from quantlib.backends.diana.analog_batchnorm import AnalogBatchNorm
 from quantlib.backends.diana.descriptors import DescriptorError, load_descriptors
 from quantlib.backends.diana.diana_module import DianaModule, Stage, StageError
+from quantlib.backends.diana.report import format_report
 from quantlib.backends.onnx.verify import infer_types, run_onnxruntime
 from quantlib.errors import ExportError, HardwareRuleError
 from quantlib.verification import record
@@ -247,7 +248,7 @@ def test_golden_layers_are_the_fused_hardware_layers_in_order(tmp_path):
         ("features.0", "conv"), ("features.3", "analog_conv"), ("features.6", "maxpool"),
         ("features.7", "analog_conv"), ("pool", "pool"), ("classifier", "linear")]
     row = next(r for r in report["layers"] if r["layer"] == "features.3")
-    assert row["core"] == "analog" and row["bits"] == {"output": 7, "weights": 2, "adc": 6}
+    assert row["core"] == "analog" and row["bits"] == {"input": 7, "output": 7, "weights": 2, "adc": 6}
     assert 0 <= row["requant"]["shift"] <= 31 and 0 <= row["requant"]["adc_shift"] <= 31
     conv = next(n for n in dm.integer.graph.nodes if n.op == "call_module" and n.target == "features.7")
     [requant] = list(conv.users)
@@ -274,3 +275,21 @@ def test_analog_noise_acts_in_training_only_and_never_reaches_the_integer_model(
     dm.integrize()
     with torch.no_grad():
         assert torch.equal(dm.eval()(X), dm.gm.eval()(X))
+
+
+def test_report_table_shows_core_bits_scales_shifts_and_findings():
+    dm = digits()
+    before = format_report(dm.report()).splitlines()
+    assert before[0].split() == ["layer", "kind", "core", "kernel", "stride", "bits", "w/in/out", "scales", "2^k",
+                                 "in/w/out", "shift", "findings"]
+    assert before[1].split() == ["features.0", "conv", "digital", "3x3", "1x1", "-", "-", "-",
+                                 "analog-input,", "channels-multiple-of-4"]
+    for _, run in STEPS[:4]:
+        run(dm)
+    rows = {line.split()[0]: line.split() for line in format_report(dm.report()).splitlines()[1:]}
+    analog = next(r for r in dm.report() if r.layer == "features.3")
+    k_in, k_out = analog.scales["input"], analog.scales["output"]
+    assert rows["features.3"][:6] == ["features.3", "analog_conv", "analog", "3x3", "1x1", "2/7/7"]
+    assert rows["features.3"][6:10] == [f"{k_in}/-/{k_out}", str(analog.requant["shift"]), "(adc",
+                                        f"{analog.requant['adc_shift']})"]
+    assert rows["features.6"][1] == "maxpool" and rows["classifier"][5] == "8/8/8"
