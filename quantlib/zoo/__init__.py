@@ -14,6 +14,7 @@ from torch import nn
 from quantlib.zoo.control_flow_net import control_flow_net
 from quantlib.zoo.digits_cnn import digits_cnn
 from quantlib.zoo.functional_net import functional_net
+from quantlib.zoo.mobilenet_diana import mobilenet_diana
 from quantlib.zoo.mobilenetv2 import mobilenetv2
 from quantlib.zoo.resnet_cifar import resnet8, resnet20, resnet110
 from quantlib.zoo.resnet_imagenet import resnet18, resnet50
@@ -27,11 +28,13 @@ class ZooEntry:
 
 
 ZOO: dict[str, ZooEntry] = {
+    "resnet8": ZooEntry(resnet8, (3, 32, 32)),
     "resnet20": ZooEntry(resnet20, (3, 32, 32)),
     "resnet110": ZooEntry(resnet110, (3, 32, 32)),
     "resnet18": ZooEntry(resnet18, (3, 64, 64)),
     "resnet50": ZooEntry(resnet50, (3, 64, 64)),
     "mobilenetv2": ZooEntry(mobilenetv2, (3, 32, 32)),
+    "mobilenet_diana": ZooEntry(mobilenet_diana, (3, 32, 32)),
     "vgg11": ZooEntry(vgg11, (3, 32, 32)),
     "functional_net": ZooEntry(functional_net, (3, 32, 32)),
     "digits_cnn": ZooEntry(digits_cnn, (1, 8, 8)),
@@ -60,5 +63,5 @@ def build(name: str, seed: int = 0) -> nn.Module:
     return randomise_batchnorm(ZOO[name].factory(), seed).eval()
 
 
-__all__ = ["ZOO", "ZooEntry", "build", "control_flow_net", "digits_cnn", "functional_net", "mobilenetv2",
-           "randomise_batchnorm", "resnet8", "resnet18", "resnet20", "resnet50", "resnet110", "vgg11"]
+__all__ = ["ZOO", "ZooEntry", "build", "control_flow_net", "digits_cnn", "functional_net", "mobilenet_diana",
+           "mobilenetv2", "randomise_batchnorm", "resnet8", "resnet18", "resnet20", "resnet50", "resnet110", "vgg11"]
