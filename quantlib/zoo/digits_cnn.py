@@ -22,5 +22,5 @@ class DigitsCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def digits_cnn(num_classes: int = 10) -> DigitsCNN:
-    return DigitsCNN(num_classes)
+def digits_cnn(num_classes: int = 10, width: int = 16) -> DigitsCNN:
+    return DigitsCNN(num_classes, width)

@@ -55,13 +55,13 @@ class ResNetCifar(nn.Module):
         return self.linear(out)
 
 
-def resnet8(num_classes: int = 10) -> ResNetCifar:
-    return ResNetCifar(8, num_classes)
+def resnet8(num_classes: int = 10, in_channels: int = 3) -> ResNetCifar:
+    return ResNetCifar(8, num_classes, in_channels)
 
 
-def resnet20(num_classes: int = 10) -> ResNetCifar:
-    return ResNetCifar(20, num_classes)
+def resnet20(num_classes: int = 10, in_channels: int = 3) -> ResNetCifar:
+    return ResNetCifar(20, num_classes, in_channels)
 
 
-def resnet110(num_classes: int = 10) -> ResNetCifar:
-    return ResNetCifar(110, num_classes)
+def resnet110(num_classes: int = 10, in_channels: int = 3) -> ResNetCifar:
+    return ResNetCifar(110, num_classes, in_channels)

@@ -1,10 +1,11 @@
 """The BatchNorm of an analog layer, which DIANA applies after the ADC as an 8-bit per-channel affine.
 
 The analog array's weights are ternary with one scale per layer, so a BatchNorm cannot be folded into them. It stays a
-BatchNorm (trained as usual) until ``map_to_hw`` gives it the scale of its input, the ADC sum; from then on it computes
-what the chip computes (diana.md): with gamma' = eps_in * gamma / sigma and beta' = beta - mu * gamma / sigma, the
-largest p <= 15 with 2^p * max(|gamma'|, |beta'|) < 128, ``mul = clamp(round(2^p gamma'), -128, 127)`` and
-``add = clamp(round(2^p beta'), -128, 127)``, the output is ``(acc * mul + add) / 2^p`` for the integer ADC sum
+BatchNorm (trained as usual) until the power-of-two stage gives it the scale of its input, the ADC sum. From then on it
+uses its running statistics and computes what the chip computes (diana.md), its integers rounded straight-through so
+that retraining adapts gamma and beta to them. With gamma' = eps_in * gamma / sigma and beta' = beta - mu * gamma /
+sigma, and the largest p <= 15 with 2^p * max(|gamma'|, |beta'|) < 128: ``mul = clamp(round(2^p gamma'), -128, 127)``,
+``add = clamp(round(2^p beta'), -128, 127)``, and the output is ``(acc * mul + add) / 2^p`` for the integer ADC sum
 ``acc``: integers on a grid of 2^-p, which the next requantisation divides by a power of two.
 """
 
@@ -48,24 +49,34 @@ class AnalogBatchNorm(nn.BatchNorm2d):
         return g, self.bias - self.running_mean * g
 
     def integer_affine(self) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """``(mul, add, p)``: the integers of the chip's affine (see the module doc); needs ``input_scale``."""
+        """``(mul, add, p)``: the integers of the chip's affine (see the module doc), in float64; needs
+        ``input_scale``."""
+        mul, add, p = self._affine(torch.float64)
+        return mul.detach(), add.detach(), p
+
+    def _affine(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """mul and add rounded straight-through (their values exact integers, their gradients gamma's and beta's)."""
         if not self.is_mapped:
-            raise ValueError("This analog BatchNorm has no input scale yet: map_to_hw() gives it the ADC's.")
-        g, b = (t.detach().double() for t in self.real_affine())
-        gamma, beta = self.input_scale.double() * g, b
-        largest = float(torch.maximum(gamma.abs().max(), beta.abs().max()))
+            raise ValueError("This analog BatchNorm has no input scale yet: clip_scales_pow2() gives it the ADC's.")
+        g, b = (t.to(dtype) for t in self.real_affine())
+        gamma, beta = self.input_scale.to(dtype) * g, b
+        largest = float(torch.maximum(gamma.detach().abs().max(), beta.detach().abs().max()))
         limit = 2 ** (AFFINE_BITS - 1)
         p = MAX_P if largest == 0 else min(MAX_P, math.ceil(math.log2(limit / largest)) - 1)
-        lo, hi = -limit, limit - 1
-        return (torch.round(gamma * 2.0 ** p).clamp(lo, hi), torch.round(beta * 2.0 ** p).clamp(lo, hi), p)
+
+        def to_integers(t: torch.Tensor) -> torch.Tensor:
+            scaled = t * 2.0 ** p
+            return (torch.round(scaled).detach() + (scaled - scaled.detach())).clamp(-limit, limit - 1)
+
+        return to_integers(gamma), to_integers(beta), p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.is_mapped:
             return super().forward(x)
-        mul, add, p = self.integer_affine()
+        mul, add, p = self._affine(x.dtype)
         shape = (1, -1, 1, 1)
         acc = x / self.input_scale.to(x.dtype)
-        return (acc * mul.to(x.dtype).reshape(shape) + add.to(x.dtype).reshape(shape)) * 2.0 ** -p
+        return (acc * mul.reshape(shape) + add.reshape(shape)) * 2.0 ** -p
 
     def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
         saved = state_dict.get(prefix + "input_scale")

@@ -40,7 +40,7 @@ def _analog_batchnorm_scale(node: fx.Node, m: AnalogBatchNorm, inputs: list) -> 
         return None  # a float BatchNorm: real values, which the next quantiser puts back on a grid
     if inputs[0] is None or inputs[0].numel() != 1 or float(inputs[0]) != float(m.input_scale):
         raise UnsupportedOpError(f"Analog BatchNorm '{node.name}' was mapped for input scale {float(m.input_scale)} "
-                                 f"but reads scale {inputs[0]}; run map_to_hw() again after changing scales.")
+                                 f"but reads scale {inputs[0]}; its scales changed after clip_scales_pow2().")
     return torch.tensor(2.0 ** -m.integer_affine()[2], dtype=torch.float64)
 
 

@@ -4,8 +4,8 @@ so any training loop retrains it; each stage of diana.md's recipe is a method, c
     dm = DianaModule.from_fp_model(model)      # 8-bit digital fake-quantised (BN folded, inputs and adds quantised)
     dm.calibrate(batches)                      # observers -> clipping bounds; retrain
     dm.map_scales(batches)                     # 7-bit ReLUs; analog layers: ternary weights + 6-bit ADC; retrain
-    dm.clip_scales_pow2()                      # every scale a power of two; retrain
-    dm.map_to_hw()                             # biases on their grids, analog BN as the chip's affine: exact from here
+    dm.clip_scales_pow2()                      # scales powers of two (frozen), analog BN as the chip's affine; retrain
+    dm.map_to_hw()                             # biases on their grids: exact from here
     dm.integrize()                             # the integer model
     dm.export("out", "net")                    # DORY ONNX, its executable twin, goldens, config, report
 """
@@ -40,6 +40,7 @@ from quantlib.editors.fake2true.scale_propagation import ScalePropagator
 from quantlib.errors import QuantlibError
 from quantlib.fake_quantisation import QuantisationSpec, float_to_fake_editors
 from quantlib.graphs.tracing import annotate_shapes
+from quantlib.modules.qmodule import _QModule
 from quantlib.scales import clip_scales_pow2, quantise_biases
 from quantlib.verification import compare_fake_and_exact
 
@@ -121,18 +122,22 @@ class DianaModule(nn.Module):
         return self
 
     def clip_scales_pow2(self) -> DianaModule:
-        """Round every scale to a power of two (round below 128 levels, ceil otherwise) and re-harmonise adds."""
+        """Round every scale to a power of two (round below 128 levels, ceil otherwise), re-harmonise adds, and
+        freeze the scales there: retraining from now on trains weights, biases and analog BatchNorms, which now
+        compute the chip's integer affine after the ADC."""
         self._require(Stage.SCALES_MAPPED, "clip_scales_pow2", allowed=(Stage.SCALES_MAPPED, Stage.POW2))
         clip_scales_pow2(self.gm)
+        self._freeze_scales()
+        self._map_analog_batchnorms()
         self.stage = Stage.POW2
         return self
 
     def map_to_hw(self, batches: Iterable | None = None) -> DianaModule:
-        """Put biases on their accumulators' grids and give analog BatchNorms their integer affine: from here the
-        fake-quantised forward is what the integer model computes. With ``batches``, check that element for element
+        """Put biases on their accumulators' grids: from here the fake-quantised forward is what the integer model
+        computes. With ``batches``, check that element for element
         at every layer (raises QuantlibError naming the layers that differ)."""
         self._require(Stage.POW2, "map_to_hw")
-        self._map_to_hw()
+        quantise_biases(self.gm, self._reference())
         if batches is not None:
             x = torch.cat([model_inputs(self.gm, b)[0] for b in batches])
             was_training = self.gm.training
@@ -225,6 +230,8 @@ class DianaModule(nn.Module):
         fake_state = {k: v for k, v in state_dict.items() if not k.startswith("integer.")}
         result = super().load_state_dict(fake_state, strict, assign)
         self.stage = min(target, Stage.HW_MAPPED)
+        if self.stage >= Stage.POW2:
+            self._freeze_scales()
         if target is Stage.INTEGER:
             self.integrize()
         return result
@@ -239,6 +246,13 @@ class DianaModule(nn.Module):
         raise StageError(f"{method}() belongs to stage '{stage.label}', which this model has passed (it is at "
                          f"'{self.stage.label}'); build a new DianaModule to redo it.")
 
+    def _freeze_scales(self) -> None:
+        for module in self.gm.modules():
+            if isinstance(module, _QModule):
+                for name in ("clip_lo", "clip_hi"):
+                    if hasattr(module, name):
+                        getattr(module, name).requires_grad_(False)
+
     def _remembering_first_input(self, batches: Iterable) -> Iterable:
         for batch in batches:
             if self.reference_input.numel() == 0:
@@ -248,14 +262,14 @@ class DianaModule(nn.Module):
     def _reference(self) -> torch.Tensor:
         return self.reference_input.to(next(self.gm.parameters()).dtype)
 
-    def _map_to_hw(self) -> None:
+    def _map_analog_batchnorms(self) -> None:
+        """Give every analog BatchNorm the scale of its input (the ADC sum's): from now on it is the chip's affine."""
         annotate_shapes(self.gm, self._reference())
         ScalePropagator().annotate(self.gm)
         for node in self.gm.graph.nodes:
             module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
-            if isinstance(module, AnalogBatchNorm):
+            if isinstance(module, AnalogBatchNorm) and not module.is_mapped:
                 module.input_scale = node.args[0].meta["scale"].detach().float().reshape(()).clone()
-        quantise_biases(self.gm, self._reference())
 
     def exact_model(self) -> fx.GraphModule:
         return to_exact(self.gm, self._reference(), diana_exact_editors())

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.fx as fx
 
@@ -151,3 +152,19 @@ def _write_folder(out: Path, files: dict[str, str | bytes]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def run_twin(out_dir: str | os.PathLike, x: torch.Tensor) -> np.ndarray:
+    """The integer outputs of the exported twin in ``out_dir`` for real inputs ``x``, by onnxruntime: a ``dory``
+    twin is fed ``x`` quantised as config.json says (``floor(x / input_scale)``, clipped to the input bits)."""
+    out = Path(out_dir)
+    config = json.loads((out / "config.json").read_text())
+    twin = next(out.glob("*_QL_NOANNOTATION.onnx"))
+    dialect = json.loads(next(out.glob("*_report.json")).read_text())["dialect"]
+    fed = x.double()
+    if dialect == "dory":
+        bits, signed = config["input_bits"], config["input_signed"]
+        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+        fed = torch.floor(fed / config["input_scale"]).clamp(lo, hi)
+    model = onnx.load(str(twin))
+    return run_onnxruntime(model, fed.numpy().astype(np.float32))["output_0"]

@@ -293,3 +293,22 @@ def test_report_table_shows_core_bits_scales_shifts_and_findings():
     assert rows["features.3"][6:10] == [f"{k_in}/-/{k_out}", str(analog.requant["shift"]), "(adc",
                                         f"{analog.requant['adc_shift']})"]
     assert rows["features.6"][1] == "maxpool" and rows["classifier"][5] == "8/8/8"
+
+
+def test_retraining_after_pow2_keeps_every_scale_a_power_of_two():
+    dm = digits()
+    for _, run in STEPS[:3]:
+        run(dm)
+    frozen = [p for name, p in dm.named_parameters() if name.endswith(("clip_hi", "clip_lo"))]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    optimiser = torch.optim.Adam([p for p in dm.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(dm.train()(X), torch.arange(len(X)) % 10).backward()
+        optimiser.step()
+    scales = [m.scale.detach() for m in dm.gm.modules() if hasattr(m, "spec") and m.is_quantised]
+    assert all(torch.equal(torch.log2(s), torch.log2(s).round()) for s in scales)
+    dm.map_to_hw([X]).integrize()  # the exactness check passes after retraining
+    fresh = digits()
+    fresh.load_state_dict(dm.state_dict())
+    assert not any(p.requires_grad for name, p in fresh.named_parameters() if name.endswith("clip_hi"))

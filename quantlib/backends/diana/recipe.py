@@ -1,0 +1,115 @@
+"""The staged recipe as data and steps, shared by the examples, ``make demo`` and ``quantlib-export``: one step
+moves a DianaModule to its next stage; the stages after calibration, map_scales and pow2 may be retrained; a
+checkpoint of any stage is restored to a DianaModule at that stage."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from quantlib.backends.diana.diana_module import DianaModule, Stage
+from quantlib.checkpoint import FLOAT_STAGE, Checkpoint, CheckpointError
+from quantlib.errors import QuantlibError
+
+RETRAINED = (Stage.CALIBRATED, Stage.SCALES_MAPPED, Stage.POW2)
+"""The stages the recipe retrains after reaching them: 8-bit, core bit-widths, powers of two."""
+STAGE_KEYS = {Stage.CALIBRATED: "8bit", Stage.SCALES_MAPPED: "map_scales", Stage.POW2: "pow2"}
+
+
+def step(dm: DianaModule, calibration: Iterable, *, progress: bool = False) -> Stage:
+    """Move ``dm`` to its next stage (calibrating on ``calibration`` where a stage needs data); returns the stage."""
+    actions: dict[Stage, Callable[[], object]] = {
+        Stage.QUANTISED: lambda: dm.calibrate(calibration, progress=progress),
+        Stage.CALIBRATED: lambda: dm.map_scales(calibration, progress=progress),
+        Stage.SCALES_MAPPED: dm.clip_scales_pow2,
+        Stage.POW2: dm.map_to_hw,
+        Stage.HW_MAPPED: dm.integrize,
+    }
+    if dm.stage not in actions:
+        raise QuantlibError(f"The model is at stage '{dm.stage.label}', the last one.")
+    actions[dm.stage]()
+    return dm.stage
+
+
+@dataclass(frozen=True)
+class StageTraining:
+    epochs: int = 0
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """A staged-retraining configuration (usually YAML): float training, then per retrained stage epochs and
+    learning rate; the analog policy or descriptors; calibration batches; analog noise during the pow2 stage."""
+
+    float_training: StageTraining = StageTraining(30, 1e-3)
+    stages: dict[str, StageTraining] = field(default_factory=lambda: {k: StageTraining() for k in
+                                                                      STAGE_KEYS.values()})
+    analog: str = "none"
+    descriptors: str | None = None
+    calibration_batches: int = 8
+    noise_sigma: float = 0.0
+    batch_size: int = 128
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> RecipeConfig:
+        """Read a config file; unknown keys and malformed values raise ValueError naming the file and the key."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"Cannot read recipe config '{path}': {exc}") from exc
+        return cls.from_mapping(data, str(path))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping, source: str = "recipe config") -> RecipeConfig:
+        allowed = {"float_training", "stages", "analog", "descriptors", "calibration_batches", "noise_sigma",
+                   "batch_size"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(allowed)}.")
+        stages = dict(data.get("stages") or {})
+        bad = sorted(set(stages) - set(STAGE_KEYS.values()))
+        if bad:
+            raise ValueError(f"{source}: unknown stage(s) {bad} under 'stages'; allowed: {list(STAGE_KEYS.values())}.")
+        values = {k: v for k, v in data.items() if k not in ("float_training", "stages")}
+        return cls(float_training=_training(data.get("float_training", {}), f"{source}: float_training",
+                                            cls.float_training),
+                   stages={k: _training(stages.get(k, {}), f"{source}: stages.{k}", StageTraining())
+                           for k in STAGE_KEYS.values()},
+                   **values)
+
+    def training(self, stage: Stage) -> StageTraining:
+        return self.stages.get(STAGE_KEYS.get(stage, ""), StageTraining())
+
+
+def _training(data: Mapping, where: str, default: StageTraining) -> StageTraining:
+    unknown = sorted(set(data) - {"epochs", "lr"})
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: ['epochs', 'lr'].")
+    epochs, lr = data.get("epochs", default.epochs), data.get("lr", default.lr)
+    if not isinstance(epochs, int) or epochs < 0 or not isinstance(lr, (int, float)) or lr <= 0:
+        raise ValueError(f"{where}: epochs must be an integer >= 0 and lr a number > 0, got {epochs!r}, {lr!r}.")
+    return StageTraining(epochs, float(lr))
+
+
+def restore(checkpoint: Checkpoint) -> nn.Module | DianaModule:
+    """The model a checkpoint holds: the float model, or a DianaModule rebuilt to its stage with its saved cores."""
+    model = checkpoint.build()
+    try:
+        if checkpoint.stage == FLOAT_STAGE:
+            model.load_state_dict(checkpoint.state_dict)
+            return model
+        cores = dict(checkpoint.state_dict["_extra_state"]["cores"])
+        dm = DianaModule.from_fp_model(model, torch.zeros(1, *checkpoint.input_shape), descriptors=cores)
+        dm.load_state_dict(checkpoint.state_dict)
+        return dm
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"The checkpoint's state does not fit architecture '{checkpoint.arch}': "
+                              f"{str(exc).strip()[:500]}") from exc

@@ -1,0 +1,55 @@
+"""Data given on a command line: ``digits`` (bundled), ``cifar10:PATH`` (a cifar-10-batches-py folder) or
+``random:N`` (N Gaussian batches of a given shape: calibration when nothing better exists, no accuracy)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from quantlib.data.cifar10 import cifar10_loaders
+from quantlib.data.digits import digits_loaders
+
+DIGITS_SHAPE = (1, 8, 8)
+CIFAR10_SHAPE = (3, 32, 32)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Training and test loaders of (input, label) batches; ``test`` is None for random data."""
+
+    spec: str
+    train: Iterable
+    test: DataLoader | None
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    def calibration_batches(self, n: int) -> list[torch.Tensor]:
+        """The inputs of the first ``n`` training batches."""
+        batches = []
+        for batch in self.train:
+            batches.append(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            if len(batches) == n:
+                break
+        return batches
+
+
+def data_source(spec: str, input_shape: tuple[int, ...] | None = None, batch_size: int = 64) -> DataSource:
+    """The data named by ``spec``; ``input_shape`` is required for ``random:N``. ValueError names what is wrong."""
+    kind, _, arg = spec.partition(":")
+    if kind == "digits" and not arg:
+        train, test = digits_loaders(batch_size)
+        return DataSource(spec, train, test, DIGITS_SHAPE, 10)
+    if kind == "cifar10" and arg:
+        train, test = cifar10_loaders(arg, batch_size)
+        return DataSource(spec, train, test, CIFAR10_SHAPE, 10)
+    if kind == "random" and arg.isdecimal() and int(arg) > 0:
+        if input_shape is None:
+            raise ValueError(f"Data '{spec}' needs an input shape (--input-shape C,H,W).")
+        g = torch.Generator().manual_seed(0)
+        batches = [(torch.randn(batch_size, *input_shape, generator=g),) for _ in range(int(arg))]
+        return DataSource(spec, batches, None, tuple(input_shape), 0)
+    raise ValueError(f"Data '{spec}' is not one of 'digits', 'cifar10:PATH' (a cifar-10-batches-py folder) or "
+                     f"'random:N' (N random batches).")
