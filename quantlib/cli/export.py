@@ -122,6 +122,9 @@ def _load(path: Path, trust_pickle: bool) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # not Python objects, but bytes torch cannot read
+            raise UsageError(f"Cannot read checkpoint '{path}': it is not a PyTorch checkpoint (unreadable "
+                             f"pickle data).") from exc
         if not trust_pickle:
             raise UsageError(f"Checkpoint '{path}' holds pickled Python objects (a whole model?), and unpickling runs "
                              f"code from the file, so it is refused. Save a state_dict and pass --arch, or pass "

@@ -1,0 +1,165 @@
+"""quantlib-export: the design card's call, the three kinds of checkpoint, every error path with its message and exit
+code, and no output folder left behind when it fails."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from quantlib.backends.diana import export as diana_export
+from quantlib.checkpoint import Checkpoint, save_checkpoint
+from quantlib.cli.export import EXIT_HARDWARE, EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, main
+from quantlib.verification import LayerComparison
+from quantlib.zoo import digits_cnn
+
+ARCH = "quantlib.zoo:digits_cnn"
+
+
+@pytest.fixture(scope="module")
+def float_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = digits_cnn()
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, Checkpoint(ARCH, {}, [1, 8, 8], "float", model.state_dict(), "digits"))
+    return path
+
+
+def run(args, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_design_card_call_exports_a_checkpoint_of_our_examples(float_checkpoint, capsys):
+    code, out, _ = run([float_checkpoint, "--target", "diana"], capsys)
+    assert code == EXIT_OK
+    folder = float_checkpoint.with_name("model_diana")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["model_QL_DORY.onnx", "model_QL_NOANNOTATION.onnx", "config.json", "input.txt", "model_report.json",
+         *(f"out_layer{i}.txt" for i in range(6))])
+    assert f"wrote 11 files to {folder}/" in out
+    assert "0 mismatches" in out and out.splitlines()[0].split()[:3] == ["layer", "kind", "core"]
+
+
+def test_a_checkpoint_of_a_later_stage_keeps_its_cores(float_checkpoint, tmp_path, capsys):
+    from quantlib.backends.diana.diana_module import DianaModule
+    from quantlib.data import data_source
+
+    dm = DianaModule.from_fp_model(digits_cnn(), analog="auto")
+    batches = data_source("digits").calibration_batches(2)
+    dm.calibrate(batches).map_scales(batches).clip_scales_pow2()
+    path = tmp_path / "net_pow2.pt"
+    save_checkpoint(path, Checkpoint(ARCH, {}, [1, 8, 8], "pow2", dm.state_dict(), "digits"))
+    code, out, _ = run([path, "--target", "diana", "--quiet", "-o", tmp_path / "out"], capsys)
+    assert code == EXIT_OK and "(2 digital, 2 analog layers; dialect dory)" in out
+    code, _, err = run([path, "--analog", "auto", "-o", tmp_path / "out2"], capsys)
+    assert code == EXIT_USAGE and "is at stage 'pow2': its cores are fixed" in err
+    assert not (tmp_path / "out2").exists()
+
+
+def test_a_plain_state_dict_needs_arch_and_data(tmp_path, capsys):
+    path = tmp_path / "weights.pt"
+    torch.save(digits_cnn().state_dict(), path)
+    code, _, err = run([path, "-o", tmp_path / "out"], capsys)
+    assert code == EXIT_USAGE and "is a plain state_dict: pass --arch module:callable" in err
+    code, _, err = run([path, "--arch", ARCH, "-o", tmp_path / "out"], capsys)
+    assert code == EXIT_USAGE and "needs calibration data: pass --calib" in err
+    code, out, _ = run([path, "--arch", ARCH, "--calib", "digits", "--analog", "auto", "--dialect", "htvm",
+                        "-o", tmp_path / "out", "--quiet"], capsys)
+    assert code == EXIT_OK and "(2 digital, 2 analog layers; dialect htvm)" in out
+    report = json.loads((tmp_path / "out" / "weights_report.json").read_text())
+    assert report["dialect"] == "htvm"
+
+
+def test_wrong_or_unknown_architecture(tmp_path, capsys):
+    path = tmp_path / "weights.pt"
+    torch.save(digits_cnn().state_dict(), path)
+    code, _, err = run([path, "--arch", "quantlib.zoo:resnet8", "--calib", "digits", "-o", tmp_path / "o"], capsys)
+    assert code == EXIT_USAGE and "does not fit --arch quantlib.zoo:resnet8" in err and "Missing key" in err
+    code, _, err = run([path, "--arch", "no_such_package:net", "--calib", "digits", "-o", tmp_path / "o"], capsys)
+    assert code == EXIT_USAGE and "Cannot import architecture 'no_such_package:net'" in err
+    code, _, err = run([path, "--arch", "resnet8", "--calib", "digits", "-o", tmp_path / "o"], capsys)
+    assert code == EXIT_USAGE and "must be 'module:callable'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_and_corrupt_files(tmp_path, capsys):
+    code, _, err = run([tmp_path / "absent.pt"], capsys)
+    assert code == EXIT_USAGE and f"Cannot read checkpoint '{tmp_path / 'absent.pt'}': no such file." in err
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00not a checkpoint" * 10)
+    code, _, err = run([corrupt], capsys)
+    assert code == EXIT_USAGE and "it is not a PyTorch checkpoint" in err
+
+
+def broken_model() -> nn.Module:
+    """torch classes only, so that pickling it needs nothing from the tests; the kernel-2 conv breaks a rule."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 2, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_a_pickled_model_is_refused_unless_trusted(tmp_path, capsys):
+    path = tmp_path / "whole.pt"
+    torch.save(broken_model(), path)
+    code, _, err = run([path, "--calib", "digits", "-o", tmp_path / "o"], capsys)
+    assert code == EXIT_USAGE and "unpickling runs code from the file, so it is refused" in err
+    assert "--trust-pickle" in err and not (tmp_path / "o").exists()
+
+
+def test_hardware_rule_violations_exit_3_with_the_report_written(tmp_path, capsys):
+    path = tmp_path / "whole.pt"
+    torch.save(broken_model(), path)
+    code, out, err = run([path, "--trust-pickle", "--calib", "random:2", "--input-shape", "1,8,8",
+                          "-o", tmp_path / "o"], capsys)
+    assert code == EXIT_HARDWARE
+    assert "1 hardware-rule violation(s):" in err and "2: [kernel-size] kernel 2x2" in err
+    report = json.loads((tmp_path / "o" / "whole_report.json").read_text())
+    [row] = [r for r in report["layers"] if r["layer"] == "2"]
+    assert [f["rule"] for f in row["findings"] if f["severity"] == "error"] == ["kernel-size"]
+
+
+def test_descriptor_errors(tmp_path, capsys, float_checkpoint):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("features.3: ANALOG\n  features.7: [\n")
+    code, _, err = run([float_checkpoint, "--descriptors", bad, "-o", tmp_path / "o"], capsys)
+    assert code == EXIT_USAGE and f"Descriptor file '{bad}' is not valid YAML at line" in err
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("features.33: ANALOG\n")
+    code, _, err = run([float_checkpoint, "--descriptors", unknown, "-o", tmp_path / "o"], capsys)
+    assert code == EXIT_USAGE and "names layer 'features.33', which the model does not have" in err
+    assert "Did you mean 'features.3'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_options(tmp_path, capsys, float_checkpoint):
+    code, _, err = run([float_checkpoint, "--input-shape", "1x8x8", "-o", tmp_path / "o"], capsys)
+    assert code == EXIT_USAGE and "--input-shape '1x8x8' must be three positive integers C,H,W" in err
+    code, _, err = run([float_checkpoint, "--calib", "imagenet", "-o", tmp_path / "o"], capsys)
+    assert code == EXIT_USAGE and "Data 'imagenet' is not one of 'digits', 'cifar10:PATH'" in err
+    code, _, err = run([float_checkpoint, "--calib", f"cifar10:{tmp_path / 'nowhere'}", "-o", tmp_path / "o"],
+                       capsys)
+    assert code == EXIT_USAGE and "CIFAR-10 folder" in err and "does not exist" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(float_checkpoint), "--target", "loihi"])
+    assert exit_info.value.code == EXIT_USAGE and "invalid choice: 'loihi'" in capsys.readouterr().err
+
+
+def test_a_verification_mismatch_exits_4(float_checkpoint, tmp_path, capsys, monkeypatch):
+    def one_mismatch(*args):
+        return [LayerComparison("features.0", 100, 1, 1.0)]
+
+    monkeypatch.setattr(diana_export, "compare_with_twin", one_mismatch)
+    code, out, _ = run([float_checkpoint, "--quiet", "-o", tmp_path / "o"], capsys)
+    assert code == EXIT_MISMATCH and "1 mismatches in 100 values at 1 layers" in out
+
+
+def test_the_console_script_prints_help_with_examples():
+    script = Path(sys.executable).parent / "quantlib-export"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
+    assert "quantlib-export model.pt --target diana" in result.stdout
+    assert "exit codes: 0 ok; 2 usage error" in result.stdout
