@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from quantlib.backends.diana.diana_module import DianaModule, Stage
-from quantlib.backends.diana.export import run_twin
-from quantlib.backends.diana.recipe import RecipeConfig, restore, step
+from quantlib.backends.diana.diana_module import DianaModule
+from quantlib.backends.diana.recipe import RecipeConfig, restore, run_recipe
 from quantlib.checkpoint import Checkpoint, save_checkpoint
 from quantlib.data import DataSource, data_source
-from quantlib.training import train_epochs
+from quantlib.training import accuracy
 
 MODELS = {"resnet8": "quantlib.zoo:resnet8", "resnet20": "quantlib.zoo:resnet20",
           "mobilenet": "quantlib.zoo:mobilenet_diana", "digits_cnn": "quantlib.zoo:digits_cnn"}
@@ -43,28 +41,6 @@ def load_data(spec: str, batch_size: int) -> DataSource:
         raise SystemExit(f"error: {exc}") from exc
 
 
-def accuracy(model: torch.nn.Module, loader) -> float:
-    """Top-1 accuracy in percent (eval mode, no gradients)."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    model.train(was_training)
-    return 100.0 * correct / total
-
-
-def twin_accuracy(out_dir: Path, loader) -> float:
-    """Top-1 accuracy of onnxruntime running the exported twin."""
-    correct = total = 0
-    for x, y in loader:
-        correct += int((torch.from_numpy(np.asarray(run_twin(out_dir, x))).argmax(1) == y).sum())
-        total += len(y)
-    return 100.0 * correct / total
-
-
 def save_stage(out: Path, name: str, checkpoint: Checkpoint) -> Path:
     path = out / f"{name}_{checkpoint.stage}.pt"
     save_checkpoint(path, checkpoint)
@@ -72,13 +48,12 @@ def save_stage(out: Path, name: str, checkpoint: Checkpoint) -> Path:
     return path
 
 
-def run_recipe(checkpoint: Checkpoint, data: DataSource, config: RecipeConfig, retrain: bool, out: Path,
-               name: str, dialect: str = "dory") -> dict[str, float]:
-    """From the checkpoint's stage through the staged recipe to an exported DIANA network: after each stage
-    retrain (``retrain`` and the config's epochs), measure test accuracy and write a checkpoint; returns the
-    accuracy per stage, ending with onnxruntime on the exported twin."""
-    history = dict(checkpoint.history)
+def run(checkpoint: Checkpoint, data: DataSource, config: RecipeConfig, retrain: bool, out: Path, name: str,
+        dialect: str = "dory") -> dict[str, float]:
+    """From the checkpoint's stage through the staged recipe to ``<out>/<name>_diana/``, writing a checkpoint after
+    every stage and printing the test accuracy of each; returns the accuracy per stage."""
     model = restore(checkpoint)
+    history = dict(checkpoint.history)
     if isinstance(model, DianaModule):
         dm = model
     else:
@@ -87,25 +62,17 @@ def run_recipe(checkpoint: Checkpoint, data: DataSource, config: RecipeConfig, r
                                        descriptors=config.descriptors, analog=config.analog)
         cores = list(dm.cores.values())
         print(f"cores: {cores.count('digital')} digital, {cores.count('analog')} analog")
-    calibration = data.calibration_batches(config.calibration_batches)
-    while dm.stage < Stage.HW_MAPPED:
-        stage = step(dm, calibration, progress=True)
-        training = config.training(stage)
-        if retrain and training.epochs:
-            if stage is Stage.POW2 and config.noise_sigma and dm.choice.analog:
-                dm.set_analog_noise(config.noise_sigma)
-            train_epochs(dm, data.train, training.epochs, training.lr, progress=True)
-            if stage is Stage.POW2 and dm.choice.analog:
-                dm.set_analog_noise(0.0)
-        history[stage.label] = accuracy(dm, data.test)
-        print(f"{stage.label:>14s}: {history[stage.label]:.2f} %")
-        save_stage(out, name, Checkpoint(checkpoint.arch, checkpoint.arch_kwargs, checkpoint.input_shape,
-                                         stage.label, dm.state_dict(), checkpoint.data, dict(history)))
-    step(dm, calibration)
-    history["integer"] = accuracy(dm, data.test)
-    export_dir = out / f"{name}_diana"
-    result = dm.export(export_dir, name, dialect=dialect, verify_on=torch.cat(calibration)[:16])
-    history["onnxruntime"] = twin_accuracy(export_dir, data.test)
-    print(f"{'integer':>14s}: {history['integer']:.2f} %\n{'onnxruntime':>14s}: {history['onnxruntime']:.2f} %")
-    print(f"exported to {result.out_dir}/ ({result.mismatches} mismatches between onnxruntime and the integer model)")
-    return history
+
+    def on_stage(dm: DianaModule, reached: dict[str, float]) -> None:
+        stage, top1 = next(reversed(reached.items()))
+        print(f"{stage:>14s}: {top1:.2f} %")
+        save_stage(out, name, Checkpoint(checkpoint.arch, checkpoint.arch_kwargs, checkpoint.input_shape, stage,
+                                         dm.state_dict(), checkpoint.data, {**history, **reached}))
+
+    result = run_recipe(dm, data.train, data.test, config, out / f"{name}_diana", name, retrain=retrain,
+                        dialect=dialect, on_stage=on_stage)
+    for stage in ("integer", "onnxruntime"):
+        print(f"{stage:>14s}: {result.accuracy[stage]:.2f} %")
+    print(f"exported to {result.export.out_dir}/ ({result.export.mismatches} mismatches between onnxruntime and the "
+          f"integer model)")
+    return {**history, **result.accuracy}

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from common import add_data_arguments, data_spec, load_data, run_recipe
+from common import add_data_arguments, data_spec, load_data, run
 
 from quantlib.backends.diana.recipe import RecipeConfig
 from quantlib.checkpoint import CheckpointError, load_checkpoint
@@ -42,7 +42,7 @@ def main(retrain: bool = True, doc: str = __doc__) -> None:
                                                      for k, v in overrides.items()}})
     data = load_data(data_spec(args, checkpoint), config.batch_size)
     name = args.checkpoint.stem.removesuffix(f"_{checkpoint.stage}")
-    run_recipe(checkpoint, data, config, retrain, args.out, name, args.dialect)
+    run(checkpoint, data, config, retrain, args.out, name, args.dialect)
 
 
 if __name__ == "__main__":

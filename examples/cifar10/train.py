@@ -13,11 +13,11 @@ import argparse
 from pathlib import Path
 
 import torch
-from common import MODELS, accuracy, add_data_arguments, data_spec, load_data, save_stage
+from common import MODELS, add_data_arguments, data_spec, load_data, save_stage
 
 from quantlib.backends.diana.recipe import RecipeConfig
 from quantlib.checkpoint import Checkpoint, build_architecture
-from quantlib.training import train_epochs
+from quantlib.training import accuracy, train_epochs
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,3 +169,12 @@ def run_twin(out_dir: str | os.PathLike, x: torch.Tensor) -> np.ndarray:
         fed = torch.floor(fed / config["input_scale"]).clamp(lo, hi)
     model = onnx.load(str(twin))
     return run_onnxruntime(model, fed.numpy().astype(np.float32))["output_0"]
+
+
+def twin_accuracy(out_dir: str | os.PathLike, loader: Iterable) -> float:
+    """Top-1 accuracy (%) of onnxruntime running the twin exported to ``out_dir`` on (input, label) batches."""
+    correct = total = 0
+    for x, y in loader:
+        correct += int((torch.from_numpy(np.asarray(run_twin(out_dir, x))).argmax(1) == y).sum())
+        total += len(y)
+    return 100.0 * correct / total

@@ -4,6 +4,8 @@ checkpoint of any stage is restored to a DianaModule at that stage."""
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,8 +16,13 @@ import yaml
 from torch import nn
 
 from quantlib.backends.diana.diana_module import DianaModule, Stage
+from quantlib.backends.diana.export import ExportResult, twin_accuracy
+from quantlib.calibration import model_inputs
 from quantlib.checkpoint import FLOAT_STAGE, Checkpoint, CheckpointError
 from quantlib.errors import QuantlibError
+from quantlib.training import accuracy, train_epochs
+
+logger = logging.getLogger(__name__)
 
 RETRAINED = (Stage.CALIBRATED, Stage.SCALES_MAPPED, Stage.POW2)
 """The stages the recipe retrains after reaching them: 8-bit, core bit-widths, powers of two."""
@@ -113,3 +120,41 @@ def restore(checkpoint: Checkpoint) -> nn.Module | DianaModule:
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"The checkpoint's state does not fit architecture '{checkpoint.arch}': "
                               f"{str(exc).strip()[:500]}") from exc
+
+
+@dataclass(frozen=True)
+class RecipeResult:
+    """Test accuracy (%) per stage reached, ending with the integer model and onnxruntime on the exported twin."""
+
+    accuracy: dict[str, float]
+    export: ExportResult
+
+
+def run_recipe(dm: DianaModule, train: Iterable, test: Iterable, config: RecipeConfig, export_dir: str | os.PathLike,
+               name: str, *, retrain: bool = True, dialect: str = "dory",
+               on_stage: Callable[[DianaModule, dict[str, float]], None] | None = None,
+               progress: bool = True) -> RecipeResult:
+    """From ``dm``'s stage through the recipe to an exported DIANA network: after each stage retrain (``retrain``
+    and the config's epochs; analog noise during pow2 if configured), measure test accuracy and call ``on_stage``
+    (to write a checkpoint, say); then integerise, export to ``export_dir`` and measure onnxruntime on the twin."""
+    history: dict[str, float] = {}
+    calibration = [model_inputs(dm.gm, b)[0] for b in itertools.islice(iter(train), config.calibration_batches)]
+    while dm.stage < Stage.HW_MAPPED:
+        stage = step(dm, calibration, progress=progress)
+        training = config.training(stage)
+        if retrain and training.epochs:
+            noisy = stage is Stage.POW2 and config.noise_sigma > 0 and bool(dm.choice.analog)
+            if noisy:
+                dm.set_analog_noise(config.noise_sigma)
+            train_epochs(dm, train, training.epochs, training.lr, progress=progress)
+            if noisy:
+                dm.set_analog_noise(0.0)
+        history[stage.label] = accuracy(dm, test)
+        logger.info("%s: %.2f %%", stage.label, history[stage.label])
+        if on_stage is not None:
+            on_stage(dm, dict(history))
+    step(dm, calibration)
+    history["integer"] = accuracy(dm, test)
+    result = dm.export(export_dir, name, dialect=dialect, verify_on=torch.cat(calibration)[:16])
+    history["onnxruntime"] = twin_accuracy(result.out_dir, test)
+    return RecipeResult(history, result)
