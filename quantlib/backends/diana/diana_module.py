@@ -80,6 +80,7 @@ class DianaModule(nn.Module):
         self.choice = choice
         self.stage = Stage.QUANTISED
         self.integer: fx.GraphModule | None = None
+        self._integer_report: list[LayerReport] = []  # the report is fixed once the model is integer
         self.register_buffer("reference_input", torch.empty(0) if reference_input is None
                              else reference_input[:1].detach().clone())
 
@@ -154,7 +155,9 @@ class DianaModule(nn.Module):
     def integrize(self) -> DianaModule:
         """Build the integer model; from now on forward runs it (real input -> integers -> real output)."""
         self._require(Stage.HW_MAPPED, "integrize")
-        self.integer = integerise(self.exact_model())
+        exact = self.exact_model()
+        self.integer = integerise(exact)
+        self._integer_report = layer_reports(self.gm, exact, self.choice)
         self.stage = Stage.INTEGER
         return self
 
@@ -188,6 +191,8 @@ class DianaModule(nn.Module):
     def report(self) -> list[LayerReport]:
         """Per layer: core, geometry, bits, scales as 2^k, requantisation and hardware-rule findings (scales and
         shifts once the model is hardware-mapped)."""
+        if self.stage is Stage.INTEGER:
+            return list(self._integer_report)
         exact = self.exact_model() if self.stage >= Stage.HW_MAPPED else None
         return layer_reports(self.gm, exact, self.choice)
 
@@ -264,6 +269,8 @@ class DianaModule(nn.Module):
 
     def _map_analog_batchnorms(self) -> None:
         """Give every analog BatchNorm the scale of its input (the ADC sum's): from now on it is the chip's affine."""
+        if not any(isinstance(m, AnalogBatchNorm) and not m.is_mapped for m in self.gm.modules()):
+            return
         annotate_shapes(self.gm, self._reference())
         ScalePropagator().annotate(self.gm)
         for node in self.gm.graph.nodes:
@@ -272,6 +279,7 @@ class DianaModule(nn.Module):
                 module.input_scale = node.args[0].meta["scale"].detach().float().reshape(()).clone()
 
     def exact_model(self) -> fx.GraphModule:
+        """The exact fake-quantised model (requantisations in place, real scales) of a hardware-mapped model."""
         return to_exact(self.gm, self._reference(), diana_exact_editors())
 
 

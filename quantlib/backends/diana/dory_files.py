@@ -29,8 +29,7 @@ def golden_text(layer: str, values: torch.Tensor) -> str:
     if not torch.equal(values, values.round()):
         raise ExportError(f"Golden values of '{layer}' are not integers; write the integer model's activations.")
     hwc = values.permute(1, 2, 0).reshape(-1).long().tolist()
-    shape = list(values.shape)
-    return "\n".join([f"# {layer} (shape {shape}),", *(f"{v}," for v in hwc)]) + "\n"
+    return f"# {layer} (shape {list(values.shape)}),\n" + "".join(map("{},\n".format, hwc))
 
 
 def write_golden(path: str | os.PathLike, layer: str, values: torch.Tensor) -> Path:

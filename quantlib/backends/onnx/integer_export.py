@@ -214,8 +214,9 @@ def integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, name: str = "q
                  input_range: tuple[int, int] | None = None) -> IntegerOnnx:
     """Build (and check) the standard integer ONNX model of the integer GraphModule ``gm``. With ``input_range``
     the inputs are integers in that range (held in float tensors), cast to the narrowest integer type."""
-    gm = copy.deepcopy(gm)  # shapes are written into a twin, not into the caller's graph
-    annotate_shapes(gm, example_input)
+    if any("tensor_meta" not in n.meta for n in gm.graph.nodes if n.op != "output"):
+        gm = copy.deepcopy(gm)  # shapes are written into a twin, not into the caller's graph
+        annotate_shapes(gm, example_input)
     modules = dict(gm.named_modules())
     b = OnnxGraphBuilder()
     tensors: dict[fx.Node, str] = {}

@@ -3,6 +3,8 @@ requantisation after every layer, then the scales moved out of the network so th
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.fx as fx
 
@@ -39,9 +41,9 @@ def to_exact(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tenso
     """The exact fake-quantised twin of a calibrated fake-quantised ``gm`` whose scales are powers of two.
 
     ``editors`` replaces ``exact_editors()`` for a back end with quantised modules of its own."""
-    gm = ComposedEditor([])(gm)  # a copy that carries shapes; ``gm`` stays untouched
+    gm = copy.deepcopy(gm)  # a copy that carries shapes; ``gm`` stays untouched
     annotate_shapes(gm, example_input)
-    exact = ComposedEditor(exact_editors() if editors is None else editors)(gm)
+    exact = ComposedEditor(exact_editors() if editors is None else editors).run(gm)
     left = [f"{n.name} ({type(exact.get_submodule(n.target)).__name__})" for n in exact.graph.nodes
             if n.op == "call_module" and isinstance(exact.get_submodule(n.target), (_QModule, QHarmonisedAdd))]
     if left:
