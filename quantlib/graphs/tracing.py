@@ -111,6 +111,11 @@ def trace(model: nn.Module,
     return gm
 
 
+def has_shapes(gm: fx.GraphModule) -> bool:
+    """Whether every node of ``gm`` (but the output) carries ``tensor_meta`` (copies and edits keep it)."""
+    return all("tensor_meta" in n.meta for n in gm.graph.nodes if n.op != "output")
+
+
 def annotate_shapes(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
     """Run ``example_input`` through ``gm`` and store each node's shape and dtype in ``node.meta['tensor_meta']``."""
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)

@@ -30,7 +30,7 @@ from quantlib.backends.diana.twin import DIALECTS, twin_onnx
 from quantlib.backends.onnx.integer_export import IntegerOnnx
 from quantlib.backends.onnx.verify import infer_types, run_onnxruntime
 from quantlib.errors import ExportError
-from quantlib.graphs.tracing import annotate_shapes
+from quantlib.graphs.tracing import annotate_shapes, has_shapes
 from quantlib.verification import LayerComparison, compare, compare_in_chunks, record
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
 
 
 def _with_shapes(integer: fx.GraphModule, sample: torch.Tensor) -> fx.GraphModule:
+    if has_shapes(integer):
+        return integer
     twin = copy.deepcopy(integer)
     annotate_shapes(twin, sample)
     return twin

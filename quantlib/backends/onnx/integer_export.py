@@ -25,7 +25,7 @@ from torch import nn
 
 from quantlib.backends.onnx.writer import save_atomically
 from quantlib.errors import ExportError
-from quantlib.graphs.tracing import annotate_shapes
+from quantlib.graphs.tracing import annotate_shapes, has_shapes
 from quantlib.modules.add import Add
 from quantlib.modules.true_quant import Requant, ScaleTunnel, SumPool2d, TrueConv2d, TrueLinear
 
@@ -214,7 +214,7 @@ def integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, name: str = "q
                  input_range: tuple[int, int] | None = None) -> IntegerOnnx:
     """Build (and check) the standard integer ONNX model of the integer GraphModule ``gm``. With ``input_range``
     the inputs are integers in that range (held in float tensors), cast to the narrowest integer type."""
-    if any("tensor_meta" not in n.meta for n in gm.graph.nodes if n.op != "output"):
+    if not has_shapes(gm):
         gm = copy.deepcopy(gm)  # shapes are written into a twin, not into the caller's graph
         annotate_shapes(gm, example_input)
     modules = dict(gm.named_modules())

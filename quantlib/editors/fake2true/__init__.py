@@ -15,7 +15,7 @@ from quantlib.editors.fake2true.scale_propagation import ScalePropagator
 from quantlib.editors.fake2true.sum_pool import AvgPoolToSumPool
 from quantlib.editors.fake2true.tunnels import TunnelChecker, TunnelInserter, TunnelSimplifier
 from quantlib.errors import UnsupportedOpError
-from quantlib.graphs.tracing import annotate_shapes
+from quantlib.graphs.tracing import annotate_shapes, has_shapes
 from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qmodule import _QModule
 
@@ -42,7 +42,8 @@ def to_exact(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tenso
 
     ``editors`` replaces ``exact_editors()`` for a back end with quantised modules of its own."""
     gm = copy.deepcopy(gm)  # a copy that carries shapes; ``gm`` stays untouched
-    annotate_shapes(gm, example_input)
+    if not has_shapes(gm):
+        annotate_shapes(gm, example_input)
     exact = ComposedEditor(exact_editors() if editors is None else editors).run(gm)
     left = [f"{n.name} ({type(exact.get_submodule(n.target)).__name__})" for n in exact.graph.nodes
             if n.op == "call_module" and isinstance(exact.get_submodule(n.target), (_QModule, QHarmonisedAdd))]
