@@ -2,7 +2,7 @@
 mismatches at every layer between the hardware-mapped fake-quantised model, the exact and integer models, and
 onnxruntime on the exported twin.
 
-    python bench/diana_flow.py [--inputs 64] [--threads 2] [--models resnet20 mobilenetv2 digits_cnn]
+    python bench/diana_flow.py [--inputs 64] [--threads 2] [--models resnet20 mobilenetv2 mobilenet_diana digits_cnn]
 
 One JSON line per model and policy.
 """
@@ -59,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inputs", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2", "digits_cnn"])
+    parser.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2", "mobilenet_diana", "digits_cnn"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as out_dir:

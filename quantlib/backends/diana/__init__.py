@@ -1,1 +1,6 @@
-"""Everything DIANA-specific: hardware rules, core descriptors and (next) the DianaModule flow and DORY export."""
+"""Everything DIANA-specific: DianaModule (the staged recipe), analog and digital layers, core choice and hardware
+rules, DORY / HTVM export with golden activations and the report."""
+
+from quantlib.backends.diana.diana_module import DianaModule, Stage, StageError
+
+__all__ = ["DianaModule", "Stage", "StageError"]
