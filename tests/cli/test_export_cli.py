@@ -39,8 +39,10 @@ def test_the_design_card_call_exports_a_checkpoint_of_our_examples(float_checkpo
     assert code == EXIT_OK
     folder = float_checkpoint.with_name("model_diana")
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["model_QL_DORY.onnx", "model_QL_NOANNOTATION.onnx", "config.json", "input.txt", "model_report.json",
-         *(f"out_layer{i}.txt" for i in range(6))])
+        [".quantlib-export", "model_QL_DORY.onnx", "model_QL_NOANNOTATION.onnx", "config.json", "input.txt",
+         "model_report.json", *(f"out_layer{i}.txt" for i in range(6))])
+    inputs = [int(line[:-1]) for line in (folder / "input.txt").read_text().splitlines()[1:]]
+    assert len(inputs) == 64 and len(set(inputs)) > 5  # a real digit (the first calibration input), not zeros
     assert f"wrote 11 files to {folder}/" in out
     assert "0 mismatches" in out and out.splitlines()[0].split()[:3] == ["layer", "kind", "core"]
 
@@ -163,3 +165,13 @@ def test_the_console_script_prints_help_with_examples():
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
     assert "quantlib-export model.pt --target diana" in result.stdout
     assert "exit codes: 0 ok; 2 usage error" in result.stdout
+
+
+def test_an_output_folder_holding_other_files_is_left_alone(float_checkpoint, tmp_path, capsys):
+    precious = tmp_path / "project"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    code, _, err = run([float_checkpoint, "--quiet", "-o", precious], capsys)
+    assert code == EXIT_USAGE and f"Output folder '{precious}' exists and is not an earlier quantlib export" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
+    assert (precious / "thesis.tex").read_text() == "years of work"

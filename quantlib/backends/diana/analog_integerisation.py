@@ -111,7 +111,7 @@ def diana_exact_editors() -> list[Editor]:
 
 
 def _emit_analog(b: OnnxGraphBuilder, node: fx.Node, m: TrueAnalogConv2d, inputs: list[str]) -> str:
-    """Per tile: Slice -> ConvInteger -> Cast -> Mul -> Div(2^shift) -> Floor -> Clip(-32, 31); tiles added."""
+    """Per tile: Slice -> ConvInteger -> Cast -> (Mul) -> Div(2^shift) -> Floor -> Clip(-32, 31); tiles added."""
     name = node.name
     x = eight_bit_input(b, inputs[0], node)
     weight = m.weight.detach().numpy()
@@ -122,7 +122,8 @@ def _emit_analog(b: OnnxGraphBuilder, node: fx.Node, m: TrueAnalogConv2d, inputs
                                 b.const(f"{tag}.axes", [1], INT64)], f"{tag}.in", b.types[x])
         acc = conv_integer(b, sliced, weight[:, start:stop], f"{tag}.acc", m.stride, m.padding)
         y = b.cast(acc, DOUBLE, f"{tag}.double")
-        y = b.op("Mul", [y, b.const(f"{tag}.mul", m.adc_mul.numpy(), DOUBLE)], f"{tag}.scaled", DOUBLE)
+        if not bool((m.adc_mul == 1).all()):
+            y = b.op("Mul", [y, b.const(f"{tag}.mul", m.adc_mul.numpy(), DOUBLE)], f"{tag}.scaled", DOUBLE)
         y = b.op("Div", [y, b.const(f"{tag}.div", 2.0 ** m.adc_shift, DOUBLE)], f"{tag}.divided", DOUBLE)
         y = b.op("Floor", [y], f"{tag}.floor", DOUBLE)
         y = b.op("Clip", [y, b.const(f"{tag}.lo", ADC_LO, DOUBLE), b.const(f"{tag}.hi", ADC_HI, DOUBLE)],

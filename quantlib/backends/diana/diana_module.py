@@ -12,6 +12,7 @@ so any training loop retrains it; each stage of diana.md's recipe is a method, c
 
 from __future__ import annotations
 
+import copy
 import enum
 import os
 from collections.abc import Iterable, Mapping
@@ -91,7 +92,8 @@ class DianaModule(nn.Module):
                       analog: AnalogPolicy = "none", ineligible: Ineligible = "digital") -> DianaModule:
         """Trace and canonicalise ``model`` (left untouched), choose each layer's core (``descriptors``: a YAML file
         or a mapping layer -> ANALOG / DIGITAL; else the ``analog`` policy), fold BatchNorms into digital layers, and
-        make it an 8-bit digital fake-quantised model with quantised inputs, outputs and harmonised adds."""
+        make it an 8-bit digital fake-quantised model with quantised inputs, outputs and harmonised adds.
+        ``example_input`` gives shapes until calibration, whose first input becomes the reference (goldens)."""
         gm = canonicalise(model, example_input, fold_batchnorm=False)
         cores = _descriptor_cores(descriptors, list(layer_nodes(gm)))
         choice = choose_cores(gm, analog, cores, ineligible)
@@ -143,8 +145,10 @@ class DianaModule(nn.Module):
             x = torch.cat([model_inputs(self.gm, b)[0] for b in batches])
             was_training = self.gm.training
             self.gm.eval()  # no analog noise
-            differing = [c for c in compare_fake_and_exact(self.gm, self.exact_model(), x) if c.mismatches]
-            self.gm.train(was_training)
+            try:
+                differing = [c for c in compare_fake_and_exact(self.gm, self.exact_model(), x) if c.mismatches]
+            finally:
+                self.gm.train(was_training)
             if differing:
                 raise QuantlibError("After map_to_hw the fake-quantised model differs from the integer arithmetic at "
                                     + ", ".join(f"'{c.layer}' ({c.mismatches} of {c.elements})" for c in differing)
@@ -217,10 +221,13 @@ class DianaModule(nn.Module):
         """Load a DianaModule state dict of any stage into a module fresh from ``from_fp_model`` (same model, same
         cores): the module is rebuilt to the saved stage, its values loaded, and an integer model re-derived."""
         extra = state_dict.get("_extra_state")
-        if not isinstance(extra, Mapping) or "stage" not in extra:
+        if not isinstance(extra, Mapping) or "stage" not in extra or "reference_input" not in state_dict:
             raise QuantlibError("This state dict has no DianaModule stage ('_extra_state'); it was not written by "
                                 "DianaModule.state_dict().")
-        target = Stage[str(extra["stage"]).upper()]
+        stages = {stage.label: stage for stage in Stage}
+        if extra["stage"] not in stages:
+            raise QuantlibError(f"The state dict's stage {extra['stage']!r} is not one of {list(stages)}.")
+        target = stages[extra["stage"]]
         if dict(extra["cores"]) != self.cores:
             changed = sorted(k for k in set(extra["cores"]) | set(self.cores)
                              if extra["cores"].get(k) != self.cores.get(k))
@@ -229,11 +236,17 @@ class DianaModule(nn.Module):
                                 f"{dict(extra['cores'])}).")
         if self.stage > Stage.QUANTISED:
             raise QuantlibError("load_state_dict needs a DianaModule fresh from from_fp_model().")
-        if target >= Stage.SCALES_MAPPED:
-            to_core_bitwidths(self.gm, self.choice.analog)
-        self.reference_input = state_dict["reference_input"].clone()
-        fake_state = {k: v for k, v in state_dict.items() if not k.startswith("integer.")}
-        result = super().load_state_dict(fake_state, strict, assign)
+        fresh = self.gm
+        self.gm = copy.deepcopy(fresh)  # rebuilt to the saved stage; put back if the values do not fit
+        try:
+            if target >= Stage.SCALES_MAPPED:
+                to_core_bitwidths(self.gm, self.choice.analog)
+            self.reference_input = state_dict["reference_input"].clone()
+            fake_state = {k: v for k, v in state_dict.items() if not k.startswith("integer.")}
+            result = super().load_state_dict(fake_state, strict, assign)
+        except BaseException:
+            self.gm = fresh
+            raise
         self.stage = min(target, Stage.HW_MAPPED)
         if self.stage >= Stage.POW2:
             self._freeze_scales()
@@ -259,8 +272,9 @@ class DianaModule(nn.Module):
                         getattr(module, name).requires_grad_(False)
 
     def _remembering_first_input(self, batches: Iterable) -> Iterable:
-        for batch in batches:
-            if self.reference_input.numel() == 0:
+        """``batches``, keeping the first input as the reference (the golden files' input, the shapes' source)."""
+        for i, batch in enumerate(batches):
+            if i == 0:
                 self.reference_input = model_inputs(self.gm, batch)[0][:1].detach().clone()
             yield batch
 

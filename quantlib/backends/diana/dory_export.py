@@ -15,7 +15,13 @@ import torch
 import torch.fx as fx
 from onnx import TensorProto, numpy_helper
 
-from quantlib.backends.diana.hardware_layers import HardwareGraph, HardwareLayer, is_pass_through, requant_mul_add
+from quantlib.backends.diana.hardware_layers import (
+    HardwareGraph,
+    HardwareLayer,
+    is_pass_through,
+    range_bits,
+    requant_mul_add,
+)
 from quantlib.backends.diana.hardware_rules import pair
 from quantlib.errors import ExportError
 from quantlib.modules.true_quant import Requant
@@ -23,6 +29,7 @@ from quantlib.modules.true_quant import Requant
 OPSET = 10
 IR_VERSION = 6
 DIGITAL_WEIGHT_BITS, ANALOG_WEIGHT_BITS, ACCUMULATOR_BITS = 8, 2, 32
+FLOAT32_EXACT = 2 ** 24
 
 
 class DoryBuilder:
@@ -40,18 +47,22 @@ class DoryBuilder:
         return name
 
     def init(self, name: str, value: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        """A float32 initializer holding integers, which float32 holds exactly up to 2^24."""
+        value = np.asarray(value, np.float64)
+        if value.size and np.abs(value).max() > FLOAT32_EXACT:
+            raise ExportError(f"DORY initializer '{name}' holds {np.abs(value).max():.0f}, beyond 2^24, which float32 "
+                              f"cannot hold exactly; lower the layer's bias or output resolution.")
+        self.initializers.append(numpy_helper.from_array(value.astype(np.float32), name))
         return name
 
     def requant_chain(self, x: str, tag: str, mul: np.ndarray, add: np.ndarray, shift: int, lo: int, hi: int) -> str:
         """Mul(const [C,1,1]) -> Add(const [C,1,1]) -> Div(Constant 2^shift) -> Floor -> Clip(lo, hi)."""
-        y = self.op("Mul", [x, self.init(f"{tag}.requant_mul", mul)], mult_bits=ACCUMULATOR_BITS)
-        y = self.op("Add", [y, self.init(f"{tag}.requant_add", add)], add_bits=ACCUMULATOR_BITS)
+        y = self.op("Mul", [x, self.init(f"{tag}_requant_mul", mul)], mult_bits=ACCUMULATOR_BITS)
+        y = self.op("Add", [y, self.init(f"{tag}_requant_add", add)], add_bits=ACCUMULATOR_BITS)
         divisor = self.op("Constant", [], value=numpy_helper.from_array(np.asarray(2.0 ** shift, np.float32)))
         y = self.op("Div", [y, divisor])
         y = self.op("Floor", [y])
-        levels = hi - lo + 1
-        return self.op("Clip", [y], min=float(lo), max=float(hi), out_bits=int(math.ceil(math.log2(levels))))
+        return self.op("Clip", [y], min=float(lo), max=float(hi), out_bits=range_bits(lo, hi))
 
 
 def _channels(value: torch.Tensor, channels: int) -> np.ndarray:
@@ -92,7 +103,7 @@ def _emit_layer(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: di
     op = modules[layer.op.target]
     requant: Requant | None = modules[layer.requant.target] if layer.requant is not None else None
     x, shape = tensors[layer.inputs[0]], shapes[layer.inputs[0]]
-    tag = layer.name
+    tag = f"layer{layer.index}"  # initializer names: DORY reads 'weight' and 'bias' in them
     if layer.kind in ("conv", "analog_conv", "linear"):
         y, out_shape, channels = _emit_linear(b, layer, op, x, shape, tag)
         mul, add = (_channels(t, channels) for t in requant_mul_add(op, requant, channels))
@@ -132,7 +143,7 @@ def _emit_linear(b: DoryBuilder, layer: HardwareLayer, op, x: str, shape: list[i
         pad = _ints(op.padding)
         attrs = {"kernel_shape": list(weight.shape[2:]), "pads": pad * 2, "strides": _ints(op.stride),
                  "dilations": _ints(getattr(op, "dilation", 1)), "group": getattr(op, "groups", 1)}
-    y = b.op("Conv", [x, b.init(f"{tag}.weight", weight)], weight_bits=bits, bias_bits=ACCUMULATOR_BITS, **attrs)
+    y = b.op("Conv", [x, b.init(f"{tag}_weight", weight)], weight_bits=bits, bias_bits=ACCUMULATOR_BITS, **attrs)
     out = layer.op.meta["tensor_meta"].shape
     out_shape = [1, out[1], 1, 1] if layer.kind == "linear" else [1, *out[1:]]
     return y, out_shape, weight.shape[0]
@@ -151,7 +162,7 @@ def _emit_add(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict
     attrs.update(_requant_attributes("out", requant, layer.requant.name))
     y = b.op("Add", [tensors[s] for s in layer.inputs], **attrs)
     channels = shape[1]
-    return b.requant_chain(y, layer.name, _channels(requant.mul, channels), _channels(requant.add, channels),
+    return b.requant_chain(y, f"layer{layer.index}", _channels(requant.mul, channels), _channels(requant.add, channels),
                            requant.shift, requant.lo, requant.hi)
 
 

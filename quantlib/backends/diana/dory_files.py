@@ -1,4 +1,4 @@
-"""The text files that go beside a DORY network: golden activations and the network config (dory-onnx.md).
+"""The text that goes beside a DORY network: golden activations and the network config (dory-onnx.md).
 
 Golden file: one header line starting with '#', then one integer per line followed by a comma, in HWC order:
 
@@ -9,13 +9,8 @@ Golden file: one header line starting with '#', then one integer per line follow
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import torch
 
-from quantlib.atomic_files import write_atomically
 from quantlib.errors import ExportError
 
 
@@ -32,17 +27,7 @@ def golden_text(layer: str, values: torch.Tensor) -> str:
     return f"# {layer} (shape {list(values.shape)}),\n" + "".join(map("{},\n".format, hwc))
 
 
-def write_golden(path: str | os.PathLike, layer: str, values: torch.Tensor) -> Path:
-    """Write the golden file of one activation (atomically)."""
-    return write_atomically(path, golden_text(layer, values))
-
-
 def dory_config(onnx_file: str, input_bits: int, input_signed: bool, input_scale: float) -> dict:
     """DORY's network config for a network whose integer input has ``input_bits`` bits (real = integer x scale)."""
     return {"onnx_file": onnx_file, "BNRelu_bits": 32, "code reserved space": 310000, "n_inputs": 1,
             "input_bits": input_bits, "input_signed": input_signed, "input_scale": input_scale}
-
-
-def write_config(path: str | os.PathLike, config: dict) -> Path:
-    """Write ``config`` as indented JSON (atomically)."""
-    return write_atomically(path, json.dumps(config, indent=2) + "\n")

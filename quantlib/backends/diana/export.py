@@ -24,11 +24,11 @@ import torch.fx as fx
 from quantlib.backends.diana.dory_conformance import check_dory_onnx
 from quantlib.backends.diana.dory_export import dory_onnx
 from quantlib.backends.diana.dory_files import dory_config, golden_text
-from quantlib.backends.diana.hardware_layers import HardwareGraph, hardware_layers
+from quantlib.backends.diana.hardware_layers import HardwareGraph, hardware_layers, range_bits
 from quantlib.backends.diana.report import LayerReport
 from quantlib.backends.diana.twin import DIALECTS, twin_onnx
 from quantlib.backends.onnx.integer_export import IntegerOnnx
-from quantlib.backends.onnx.verify import infer_types, run_onnxruntime
+from quantlib.backends.onnx.verify import infer_types, onnx_session, run_onnxruntime
 from quantlib.errors import ExportError
 from quantlib.graphs.tracing import annotate_shapes, has_shapes
 from quantlib.verification import LayerComparison, compare, compare_in_chunks, record
@@ -75,7 +75,7 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
     files = {
         f"{name}_QL_DORY.onnx": dory.SerializeToString(deterministic=True),
         f"{name}_QL_NOANNOTATION.onnx": twin.model.SerializeToString(deterministic=True),
-        "config.json": json.dumps(dory_config(f"{name}_QL_DORY.onnx", (rq.hi - rq.lo).bit_length(), rq.lo < 0,
+        "config.json": json.dumps(dory_config(f"{name}_QL_DORY.onnx", range_bits(rq.lo, rq.hi), rq.lo < 0,
                                               hw.input_scale), indent=2) + "\n",
         "input.txt": golden_text("input", goldens["input"]),
         **{f"out_layer{layer.index}.txt": golden_text(layer.name, _chw(goldens[layer.output.name]))
@@ -136,47 +136,65 @@ def _report_json(report: list[LayerReport], hw: HardwareGraph, twin: IntegerOnnx
                                  "twin_tensor": twin.node_tensors[layer.output.name]} for layer in hw.layers]}
 
 
+MARKER = ".quantlib-export"
+"""A file in every export folder: a folder holding it may be replaced by a new export, any other is left alone."""
+
+
 def _write_folder(out: Path, files: dict[str, str | bytes]) -> Path:
-    """Write ``files`` into a temporary folder beside ``out`` and rename it to ``out`` (replacing an old one)."""
+    """Write ``files`` into a temporary folder beside ``out`` and rename it to ``out``. An existing ``out`` is
+    replaced only when it is empty or an earlier export; if the swap fails, the earlier export is put back."""
+    out = out.resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir()) and not (out / MARKER).exists()):
+        raise ExportError(f"Output folder '{out}' exists and is not an earlier quantlib export; choose another "
+                          f"folder or remove it.")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    old = out.with_name(f".{out.name}.old")
     try:
-        for file, data in files.items():
+        for file, data in {**files, MARKER: "written by quantlib; a new export may replace this folder\n"}.items():
             (tmp / file).write_bytes(data.encode() if isinstance(data, str) else data)
+        shutil.rmtree(old, ignore_errors=True)
         if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
             os.replace(out, old)
+        try:
             os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
+        except BaseException:
+            if old.exists():
+                os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
-def run_twin(out_dir: str | os.PathLike, x: torch.Tensor) -> np.ndarray:
-    """The integer outputs of the exported twin in ``out_dir`` for real inputs ``x``, by onnxruntime: a ``dory``
-    twin is fed ``x`` quantised as config.json says (``floor(x / input_scale)``, clipped to the input bits)."""
-    out = Path(out_dir)
-    config = json.loads((out / "config.json").read_text())
-    twin = next(out.glob("*_QL_NOANNOTATION.onnx"))
-    dialect = json.loads(next(out.glob("*_report.json")).read_text())["dialect"]
-    fed = x.double()
-    if dialect == "dory":
+class TwinRunner:
+    """onnxruntime on the twin exported to ``out_dir``, loaded once: integer outputs for real inputs. A ``dory``
+    twin is fed the inputs quantised as config.json says (``floor(x / input_scale)``, clipped to the input bits)."""
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        out = Path(out_dir)
+        config = json.loads((out / "config.json").read_text())
+        self.dialect = json.loads(next(out.glob("*_report.json")).read_text())["dialect"]
         bits, signed = config["input_bits"], config["input_signed"]
-        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-        fed = torch.floor(fed / config["input_scale"]).clamp(lo, hi)
-    model = onnx.load(str(twin))
-    return run_onnxruntime(model, fed.numpy().astype(np.float32))["output_0"]
+        self.scale = config["input_scale"]
+        self.lo, self.hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+        model = onnx.load(str(next(out.glob("*_QL_NOANNOTATION.onnx"))))
+        self.session = onnx_session(model)
+        self.input, self.output = model.graph.input[0].name, model.graph.output[0].name
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        fed = x.double()
+        if self.dialect == "dory":
+            fed = torch.floor(fed / self.scale).clamp(self.lo, self.hi)
+        return self.session.run([self.output], {self.input: fed.numpy().astype(np.float32)})[0]
 
 
 def twin_accuracy(out_dir: str | os.PathLike, loader: Iterable) -> float:
     """Top-1 accuracy (%) of onnxruntime running the twin exported to ``out_dir`` on (input, label) batches."""
+    twin = TwinRunner(out_dir)
     correct = total = 0
     for x, y in loader:
-        correct += int((torch.from_numpy(np.asarray(run_twin(out_dir, x))).argmax(1) == y).sum())
+        correct += int((torch.from_numpy(np.asarray(twin(x))).argmax(1) == y).sum())
         total += len(y)
     return 100.0 * correct / total

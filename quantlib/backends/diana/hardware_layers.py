@@ -58,6 +58,11 @@ class HardwareGraph:
     layers: list[HardwareLayer]
 
 
+def range_bits(lo: int, hi: int) -> int:
+    """The bits that hold the integers [lo, hi]: ceil(log2(hi - lo + 1))."""
+    return max(1, (hi - lo).bit_length())
+
+
 def requant_mul_add(op: nn.Module, requant: Requant, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-channel ``mul`` and ``add`` of a layer's requantisation with the op's bias moved into ``add``
     (``floor(((acc + bias) * mul + add) / 2^s)``): what DORY's Mul and Add hold."""

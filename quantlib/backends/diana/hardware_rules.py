@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 
 Core = Literal["analog", "digital"]
@@ -14,7 +15,6 @@ Severity = Literal["error", "warning"]
 KERNEL_SIZES = (1, 3, 5, 7)
 STRIDES = (1, 2)
 SHIFT_RANGE = (0, 31)
-ADC_RANGE = (-32, 31)
 CHANNEL_MULTIPLE = 4
 
 
@@ -92,6 +92,15 @@ def shift_findings(layer: str, shift: int) -> list[Finding]:
         return []
     return [Finding(layer, "shift-range", f"requantisation shift {shift} is outside [{lo}, {hi}].",
                     "retrain with the power-of-two stage, or rescale the layer's output quantiser.")]
+
+
+def adc_findings(layer: str, adc_mul: torch.Tensor) -> list[Finding]:
+    """The ADC divides its tile sums by a power of two; it cannot multiply them."""
+    if bool((adc_mul == 1).all()):
+        return []
+    return [Finding(layer, "adc-shift", f"the ADC would have to multiply its sums by {adc_mul.flatten().tolist()}: "
+                    f"its scale is finer than input scale x weight scale.",
+                    "recalibrate the ADC (map_scales) so that its scale is at least input scale x weight scale.")]
 
 
 def analog_eligibility(layer: str, module: nn.Module) -> list[Finding]:

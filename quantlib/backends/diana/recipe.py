@@ -24,9 +24,9 @@ from quantlib.training import accuracy, train_epochs
 
 logger = logging.getLogger(__name__)
 
-RETRAINED = (Stage.CALIBRATED, Stage.SCALES_MAPPED, Stage.POW2)
-"""The stages the recipe retrains after reaching them: 8-bit, core bit-widths, powers of two."""
 STAGE_KEYS = {Stage.CALIBRATED: "8bit", Stage.SCALES_MAPPED: "map_scales", Stage.POW2: "pow2"}
+"""The stages the recipe may retrain after reaching them (8-bit, core bit-widths, powers of two) and their config
+keys."""
 
 
 def step(dm: DianaModule, calibration: Iterable, *, progress: bool = False) -> Stage:

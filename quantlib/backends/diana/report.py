@@ -4,7 +4,6 @@ and the hardware rules each layer breaks. Before hardware mapping it holds the l
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -12,8 +11,14 @@ import torch.fx as fx
 from torch import nn
 
 from quantlib.backends.diana.core_choice import CoreChoice, layer_nodes
-from quantlib.backends.diana.hardware_layers import HardwareLayer, hardware_layers, is_pass_through, requant_mul_add
-from quantlib.backends.diana.hardware_rules import Finding, pair, shift_findings
+from quantlib.backends.diana.hardware_layers import (
+    HardwareLayer,
+    hardware_layers,
+    is_pass_through,
+    range_bits,
+    requant_mul_add,
+)
+from quantlib.backends.diana.hardware_rules import Finding, adc_findings, pair, shift_findings
 from quantlib.modules.true_quant import Requant
 
 
@@ -41,10 +46,6 @@ def _exponent(scale: torch.Tensor) -> int | list[int]:
     return k[0] if len(set(k)) == 1 else k
 
 
-def _bits(lo: int, hi: int) -> int:
-    return max(1, math.ceil(math.log2(hi - lo + 1)))
-
-
 def layer_reports(fake: fx.GraphModule, exact: fx.GraphModule | None, choice: CoreChoice) -> list[LayerReport]:
     """The report of a DIANA model: from its exact graph once hardware-mapped, else from ``fake``'s layers."""
     if exact is None:
@@ -53,7 +54,8 @@ def layer_reports(fake: fx.GraphModule, exact: fx.GraphModule | None, choice: Co
                             **_geometry(modules[name]), findings=[_finding(f) for f in choice.findings[name]])
                 for name in layer_nodes(fake) if name in choice.cores]
     modules = dict(exact.named_modules())
-    return [_mapped_row(layer, modules, choice) for layer in hardware_layers(exact).layers]
+    fake_modules = dict(fake.named_modules())
+    return [_mapped_row(layer, modules, fake_modules, choice) for layer in hardware_layers(exact).layers]
 
 
 def _geometry(module: nn.Module) -> dict[str, list[int]]:
@@ -64,7 +66,9 @@ def _geometry(module: nn.Module) -> dict[str, list[int]]:
     return {"kernel": list(pair(kernel)) if kernel is not None else None, "stride": list(pair(module.stride))}
 
 
-def _mapped_row(layer: HardwareLayer, modules: dict, choice: CoreChoice) -> LayerReport:
+def _mapped_row(layer: HardwareLayer, modules: dict, fake_modules: dict, choice: CoreChoice) -> LayerReport:
+    """A layer's row from the exact graph (and, for the ternary weight scale the integer op folds away, the fake
+    one)."""
     op = modules[layer.op.target]
     core = choice.cores.get(layer.name, "digital")
     findings = [_finding(f) for f in choice.findings.get(layer.name, [])]
@@ -72,24 +76,25 @@ def _mapped_row(layer: HardwareLayer, modules: dict, choice: CoreChoice) -> Laye
     if layer.requant is None:
         return row
     rq: Requant = modules[layer.requant.target]
-    bits = {"output": _bits(rq.lo, rq.hi)}
+    bits = {"output": range_bits(rq.lo, rq.hi)}
     scales = {"output": _exponent(rq.eps_out)}
     source = _source_requant(layer.inputs[0], modules)
     if source is not None:
-        bits["input"] = _bits(source.lo, source.hi)
+        bits["input"] = range_bits(source.lo, source.hi)
         scales["input"] = _exponent(source.eps_out)
     if layer.kind in ("conv", "linear"):
         bits["weights"] = 8
         scales["weights"] = _exponent(op.eps_w)
     elif layer.kind == "analog_conv":
         bits.update(weights=2, adc=6)
-        scales["adc"] = _exponent(op.eps_out)
+        scales.update(weights=_exponent(fake_modules[layer.name].scale), adc=_exponent(op.eps_out))
     channels = layer.op.meta["tensor_meta"].shape[1] if "tensor_meta" in layer.op.meta else rq.mul.numel()
     mul, add = requant_mul_add(op, rq, channels)
     requant = {"mul": _values(mul), "add": _values(add), "shift": rq.shift, "clip": [rq.lo, rq.hi]}
     if layer.kind == "analog_conv":
         requant["adc_shift"] = op.adc_shift
         findings += [_finding(f) for f in shift_findings(layer.name, op.adc_shift)]
+        findings += [_finding(f) for f in adc_findings(layer.name, op.adc_mul)]
         findings += _affine_findings(layer.name, rq)
     findings += [_finding(f) for f in shift_findings(layer.name, rq.shift)]
     return dataclasses.replace(row, bits=bits, scales=scales, requant=requant, findings=findings)
@@ -113,8 +118,8 @@ def _values(t: torch.Tensor) -> int | list[int]:
 
 
 def _affine_findings(layer: str, rq: Requant) -> list[dict[str, str]]:
-    """The analog BatchNorm's affine runs on 8 bits: mul in [-128, 127] (ADD is the 32-bit requant add)."""
-    if bool((rq.mul.abs() <= 128).all()):
+    """The analog BatchNorm's affine runs on 8 bits: mul in [-128, 127] (add is the 32-bit requant add)."""
+    if bool(((rq.mul >= -128) & (rq.mul <= 127)).all()):
         return []
     return [_finding(Finding(layer, "affine-range", f"the post-ADC multiplier reaches {int(rq.mul.abs().max())}, "
                              f"beyond 8 bits.", "lower the output scale's resolution, or keep the layer digital."))]

@@ -23,13 +23,18 @@ def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray | tuple[np.ndarray, ..
     model = copy.deepcopy(model)
     for name, elem_type in (extra_outputs or {}).items():
         model.graph.output.append(oh.make_tensor_value_info(name, elem_type, None))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(model)
     names = [o.name for o in session.get_outputs()]
     xs = x if isinstance(x, tuple) else (x,)
     feeds = {i.name: a for i, a in zip(session.get_inputs(), xs, strict=True)}
     return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def onnx_session(model: onnx.ModelProto) -> ort.InferenceSession:
+    """An onnxruntime CPU session of ``model`` with graph optimisations off (they could change the arithmetic)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def verify_onnxruntime(integer: fx.GraphModule, exported: IntegerOnnx, x: torch.Tensor) -> list[LayerComparison]:

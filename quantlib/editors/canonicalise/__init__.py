@@ -14,6 +14,7 @@ import torch.fx as fx
 from torch import nn
 
 from quantlib.editors.base import ComposedEditor, Editor
+from quantlib.editors.canonicalise.explicit_padding import ExplicitPadding
 from quantlib.editors.canonicalise.fold_batchnorm import FoldBatchNorm
 from quantlib.editors.canonicalise.functional_to_modular import FunctionalToModular
 from quantlib.editors.canonicalise.functionalise_inplace import FunctionaliseInplace
@@ -29,6 +30,7 @@ def canonicalisation_editors(fold_batchnorm: bool = True) -> list[Editor]:
         FunctionalToModular(),    # F.relu, x + y, torch.flatten, ... -> modules
         SplitReusedModules(),     # one module per call site
         RemoveNoOps(),            # dropout, identity
+        ExplicitPadding(),        # padding="same" / "valid" -> numbers
     ]
     if fold_batchnorm:
         editors.append(FoldBatchNorm())
@@ -53,5 +55,5 @@ def canonicalise(model: nn.Module,
     return gm
 
 
-__all__ = ["FoldBatchNorm", "FunctionalToModular", "FunctionaliseInplace", "RemoveNoOps", "SplitReusedModules",
-           "canonicalisation_editors", "canonicalise"]
+__all__ = ["ExplicitPadding", "FoldBatchNorm", "FunctionalToModular", "FunctionaliseInplace", "RemoveNoOps",
+           "SplitReusedModules", "canonicalisation_editors", "canonicalise"]

@@ -288,9 +288,11 @@ def test_report_table_shows_core_bits_scales_shifts_and_findings():
         run(dm)
     rows = {line.split()[0]: line.split() for line in format_report(dm.report()).splitlines()[1:]}
     analog = next(r for r in dm.report() if r.layer == "features.3")
-    k_in, k_out = analog.scales["input"], analog.scales["output"]
+    k_in, k_w, k_out = analog.scales["input"], analog.scales["weights"], analog.scales["output"]
+    ternary = dm.gm.get_submodule("features.3")
+    assert 2.0 ** k_w == ternary.scale.item()  # the ternary weight scale, which the integer op folds away
     assert rows["features.3"][:6] == ["features.3", "analog_conv", "analog", "3x3", "1x1", "2/7/7"]
-    assert rows["features.3"][6:10] == [f"{k_in}/-/{k_out}", str(analog.requant["shift"]), "(adc",
+    assert rows["features.3"][6:10] == [f"{k_in}/{k_w}/{k_out}", str(analog.requant["shift"]), "(adc",
                                         f"{analog.requant['adc_shift']})"]
     assert rows["features.6"][1] == "maxpool" and rows["classifier"][5] == "8/8/8"
 
@@ -312,3 +314,34 @@ def test_retraining_after_pow2_keeps_every_scale_a_power_of_two():
     fresh = digits()
     fresh.load_state_dict(dm.state_dict())
     assert not any(p.requires_grad for name, p in fresh.named_parameters() if name.endswith("clip_hi"))
+
+
+def test_a_state_dict_that_does_not_fit_leaves_the_module_as_it_was():
+    dm = digits().calibrate([X]).map_scales([X])
+    state = dm.state_dict()
+    broken = {**state, "gm.features.3.weight": torch.zeros(1)}
+    fresh = digits()
+    with pytest.raises(RuntimeError, match="size mismatch for gm.features.3.weight"):
+        fresh.load_state_dict(broken)
+    assert fresh.stage is Stage.QUANTISED and type(fresh.gm.get_submodule("features.3")).__name__ == "QConv2d"
+    fresh.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(X), dm.eval()(X))
+    with pytest.raises(Exception, match=r"stage 'pow-2' is not one of \['quantised', 'calibrated'"):
+        digits().load_state_dict({**state, "_extra_state": {**state["_extra_state"], "stage": "pow-2"}})
+
+
+def test_module_names_with_bias_in_them_do_not_confuse_dory(tmp_path):
+    model = nn.Sequential()
+    model.add_module("debias_stem", nn.Conv2d(1, 8, 3, padding=1))
+    model.add_module("relu", nn.ReLU())
+    model.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    model.add_module("flatten", nn.Flatten())
+    model.add_module("bias_head", nn.Linear(8, 10))
+    dm = DianaModule.from_fp_model(model)
+    for _, run in STEPS:
+        run(dm)
+    dory = onnx.load(str(dm.export(tmp_path / "out", "net").out_dir / "net_QL_DORY.onnx"))
+    assert sorted(t.name for t in dory.graph.initializer) == [
+        "layer0_requant_add", "layer0_requant_mul", "layer0_weight", "layer1_requant_add", "layer1_requant_mul",
+        "layer2_requant_add", "layer2_requant_mul", "layer2_weight"]

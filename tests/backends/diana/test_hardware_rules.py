@@ -1,6 +1,13 @@
+import torch
 from torch import nn
 
-from quantlib.backends.diana.hardware_rules import analog_eligibility, conv_findings, linear_findings, shift_findings
+from quantlib.backends.diana.hardware_rules import (
+    adc_findings,
+    analog_eligibility,
+    conv_findings,
+    linear_findings,
+    shift_findings,
+)
 
 
 def _rules(findings):
@@ -46,3 +53,11 @@ def test_analog_eligibility_and_shift():
     assert _rules(analog_eligibility("p0", nn.Conv2d(8, 8, 3))) == ["padding"]
     assert shift_findings("l", 31) == [] and _rules(shift_findings("l", 32)) == ["shift-range"]
     assert _rules(shift_findings("l", -1)) == ["shift-range"]
+
+
+def test_the_adc_only_shifts():
+    assert adc_findings("a", torch.ones(())) == []
+    [finding] = adc_findings("a", torch.tensor(4.0))
+    assert (finding.rule, finding.severity) == ("adc-shift", "error")
+    assert "multiply its sums by [4.0]" in finding.message and finding.fix.startswith("recalibrate the ADC")
+
