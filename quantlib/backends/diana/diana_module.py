@@ -36,7 +36,7 @@ from quantlib.backends.diana.report import LayerReport, layer_reports
 from quantlib.calibration import calibrate, model_inputs
 from quantlib.editors.base import ComposedEditor
 from quantlib.editors.canonicalise import FoldBatchNorm, canonicalise
-from quantlib.editors.fake2true import integerise, to_exact
+from quantlib.editors.fake2true import integer_editors, to_exact
 from quantlib.editors.fake2true.scale_propagation import ScalePropagator
 from quantlib.errors import QuantlibError
 from quantlib.fake_quantisation import QuantisationSpec, float_to_fake_editors
@@ -99,7 +99,7 @@ class DianaModule(nn.Module):
         choice = choose_cores(gm, analog, cores, ineligible)
         editors = [FoldBatchNorm(keep=choice.analog), AnalogBatchNormKeeper(choice.analog),
                    *float_to_fake_editors(DIANA_8BIT, quantise_outputs=True)]
-        return cls(ComposedEditor(editors)(gm), choice, example_input)
+        return cls(ComposedEditor(editors).run(gm), choice, example_input)  # gm is canonicalise's own copy
 
     # -- the stages -----------------------------------------------------------------------------------------------
     def calibrate(self, batches: Iterable, *, progress: bool = False) -> DianaModule:
@@ -160,8 +160,9 @@ class DianaModule(nn.Module):
         """Build the integer model; from now on forward runs it (real input -> integers -> real output)."""
         self._require(Stage.HW_MAPPED, "integrize")
         exact = self.exact_model()
-        self.integer = integerise(exact)
         self._integer_report = layer_reports(self.gm, exact, self.choice)
+        self.integer = ComposedEditor(integer_editors()).run(exact)  # exact is ours: no copy
+        annotate_shapes(self.integer, self._reference())
         self.stage = Stage.INTEGER
         return self
 
