@@ -1,4 +1,5 @@
-"""Shared test set-up: two threads, and a tiny CIFAR-10 in the standard cifar-10-batches-py format."""
+"""Shared test set-up: two threads, reproducible property tests, and a tiny CIFAR-10 in the standard
+cifar-10-batches-py format."""
 
 import pickle
 from pathlib import Path
@@ -6,10 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 from quantlib.data.cifar10 import TEST_FILE, TRAIN_FILES
 
 torch.set_num_threads(2)
+settings.register_profile("reproducible", derandomize=True, database=None)  # the same examples on every run
+settings.load_profile("reproducible")
 
 
 def write_fake_cifar10(folder: Path, per_batch: int = 20, seed: int = 0) -> Path:

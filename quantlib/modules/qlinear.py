@@ -25,11 +25,13 @@ def with_weights_of(q: nn.Module, module: nn.Module) -> nn.Module:
 
 
 def quantised_bias(module: QConv2d | QLinear) -> torch.Tensor | None:
-    """The bias on the accumulator's grid once ``bias_scale`` is set (rounded, straight-through), else as it is."""
+    """The bias on the accumulator's grid once ``bias_scale`` is set (rounded, straight-through), else as it is.
+
+    Its value is exactly ``round(bias / scale) * scale`` (``bias + (q - bias).detach()`` would round in float32)."""
     bias, scale = module.bias, module.bias_scale
     if bias is None or scale.numel() == 0:
         return bias
-    return bias + (torch.round(bias / scale) * scale - bias).detach()
+    return torch.round(bias / scale).detach() * scale + (bias - bias.detach())
 
 
 def _output_scale(input_scale: torch.Tensor, weight_scale: torch.Tensor, out_dims: int) -> torch.Tensor:

@@ -114,4 +114,6 @@ def test_pow2_fake_quantised_nets_equal_their_exact_twins(case):
     assert fake_vs_exact
     assert [(c.layer, c.mismatches) for c in fake_vs_exact if c.mismatches] == []
     with torch.no_grad():
-        assert torch.equal(flow.fake(x).double(), flow.exact(x))
+        fake_logits, exact_logits = flow.fake(x).double(), flow.exact(x)
+    # the logits are an accumulator, not requantised: float32 holds them exactly below 2^24 LSB, else to its rounding
+    assert torch.allclose(fake_logits, exact_logits, rtol=2 ** -23, atol=0)
