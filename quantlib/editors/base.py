@@ -22,6 +22,19 @@ from quantlib.errors import EditorError
 from quantlib.graphs.tracing import trace
 
 
+def _code_key(gm: fx.GraphModule) -> list[tuple]:
+    """What a GraphModule's generated code depends on: every node's name, kind, target, arguments and type."""
+    return [(n.name, n.op, n.target, n.args, n.kwargs, n.type) for n in gm.graph.nodes]
+
+
+def _same(a: list[tuple], b: list[tuple]) -> bool:
+    """Whether two code keys are equal (an argument that cannot be compared counts as changed)."""
+    try:
+        return len(a) == len(b) and all(x == y for x, y in zip(a, b, strict=True))
+    except (RuntimeError, TypeError, ValueError):
+        return False
+
+
 class Editor(ABC):
     """Takes a GraphModule and returns a GraphModule that satisfies ``ensures``."""
 
@@ -36,11 +49,13 @@ class Editor(ABC):
         """Edit ``gm`` in place (or build a new one) and return the result; called by ``run``."""
 
     def run(self, gm: fx.GraphModule) -> fx.GraphModule:
-        """Check the precondition, edit ``gm`` in place, recompile, check the postcondition."""
+        """Check the precondition, edit ``gm`` in place, recompile (when the code changed), check the postcondition."""
         self.requires(gm)
+        before = _code_key(gm)
         out = self.edit(gm)
-        out.graph.lint()
-        out.recompile()
+        if out is not gm or not _same(before, _code_key(out)):
+            out.graph.lint()
+            out.recompile()
         self.ensures(out)
         return out
 

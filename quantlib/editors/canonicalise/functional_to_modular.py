@@ -8,6 +8,7 @@ flattening views ``x.view(x.size(0), -1)`` / ``x.reshape(...)``, recognised by t
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import operator
@@ -145,10 +146,15 @@ class ModularCall(ApplicationPoint):
     module: nn.Module | None = None
 
 
+@functools.cache
+def _signature(function: Callable) -> inspect.Signature:
+    return inspect.signature(function)
+
+
 def _bind(node: fx.Node, rule: ModularRule) -> Arguments | None:
     """The call's arguments by parameter name, defaults filled in; None if they do not fit the rule's signature."""
     try:
-        bound = inspect.signature(rule.signature).bind(*node.args, **node.kwargs)
+        bound = _signature(rule.signature).bind(*node.args, **node.kwargs)
     except TypeError:
         return None
     bound.apply_defaults()
