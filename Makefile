@@ -21,6 +21,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/compile_speed.py
+	$(PY) bench/diana_flow.py
+	$(PY) bench/fidelity.py
+	$(PY) bench/accuracy_digits.py
+	$(PY) bench/qat_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
