@@ -28,7 +28,7 @@ def data_spec(args: argparse.Namespace, checkpoint: Checkpoint | None = None) ->
     if args.dataset:
         return "digits"
     if args.data_path:
-        return f"cifar10:{args.data_path}"
+        return f"cifar10:{args.data_path.resolve()}"  # absolute: the checkpoint records it for later runs
     if checkpoint is not None and checkpoint.data:
         return checkpoint.data
     raise SystemExit("error: give --data-path PATH (a cifar-10-batches-py folder) or --dataset digits")

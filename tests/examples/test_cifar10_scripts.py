@@ -65,6 +65,7 @@ def test_ptq_and_the_export_command_on_a_float_checkpoint(trained, tmp_path):
     assert "onnxruntime:" in stdout
     checkpoint = load_checkpoint(out / "resnet8_float.pt")
     assert checkpoint.data.startswith("cifar10:") and checkpoint.input_shape == [3, 32, 32]
+    assert Path(checkpoint.data.split(":", 1)[1]).is_absolute()  # usable from any working directory
     export = Path(sys.executable).parent / "quantlib-export"
     result = subprocess.run([str(export), str(out / "resnet8_float.pt"), "--target", "diana"], capture_output=True,
                             text=True, cwd=tmp_path)
