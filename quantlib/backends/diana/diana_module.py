@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -39,11 +40,13 @@ from quantlib.editors.canonicalise import FoldBatchNorm, canonicalise
 from quantlib.editors.fake2true import integer_editors, to_exact
 from quantlib.editors.fake2true.scale_propagation import ScalePropagator
 from quantlib.errors import QuantlibError
-from quantlib.fake_quantisation import QuantisationSpec, float_to_fake_editors
+from quantlib.fake_quantisation import QuantisationSpec, float_linear_ops, float_to_fake_editors
 from quantlib.graphs.tracing import annotate_shapes
 from quantlib.modules.qmodule import _QModule
 from quantlib.scales import clip_scales_pow2, quantise_biases
 from quantlib.verification import compare_fake_and_exact
+
+logger = logging.getLogger(__name__)
 
 DIANA_8BIT = QuantisationSpec()
 """The first stage: int8 floor weights, 8-bit unsigned PACT ReLUs, 8-bit signed floor activations (diana.md)."""
@@ -99,7 +102,12 @@ class DianaModule(nn.Module):
         choice = choose_cores(gm, analog, cores, ineligible)
         editors = [FoldBatchNorm(keep=choice.analog), AnalogBatchNormKeeper(choice.analog),
                    *float_to_fake_editors(DIANA_8BIT, quantise_outputs=True)]
-        return cls(ComposedEditor(editors).run(gm), choice, example_input)  # gm is canonicalise's own copy
+        fake = ComposedEditor(editors).run(gm)  # gm is canonicalise's own copy
+        left = float_linear_ops(fake)
+        if left:
+            logger.warning("These linear ops have no DIANA counterpart and stay in float, so the model cannot be "
+                           "exported for DIANA: %s. Use nn.Conv2d / nn.Linear modules.", ", ".join(left))
+        return cls(fake, choice, example_input)
 
     # -- the stages -----------------------------------------------------------------------------------------------
     def calibrate(self, batches: Iterable, *, progress: bool = False) -> DianaModule:

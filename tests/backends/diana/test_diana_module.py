@@ -345,3 +345,17 @@ def test_module_names_with_bias_in_them_do_not_confuse_dory(tmp_path):
     assert sorted(t.name for t in dory.graph.initializer) == [
         "layer0_requant_add", "layer0_requant_mul", "layer0_weight", "layer1_requant_add", "layer1_requant_mul",
         "layer2_requant_add", "layer2_requant_mul", "layer2_weight"]
+
+
+class FunctionalConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 1, 3, 3))
+
+    def forward(self, x):
+        return nn.functional.conv2d(x, self.weight, padding=1)
+
+
+def test_linear_ops_without_a_diana_form_are_named_at_once(caplog):
+    DianaModule.from_fp_model(FunctionalConvNet())
+    assert "stay in float, so the model cannot be exported for DIANA: conv2d (conv2d)" in caplog.text
