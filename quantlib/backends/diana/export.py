@@ -69,7 +69,7 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
     if problems:
         raise ExportError("The DORY file would break DORY's rules:\n" + "\n".join(f"  {p}" for p in problems))
     twin = twin_onnx(integer, hw, dialect, sample, f"{name}_twin")
-    goldens = _golden_values(integer, hw, sample)
+    goldens = record(integer, sample, [hw.input_quantiser.name, *(layer.output.name for layer in hw.layers)])
     comparisons = compare_with_twin(integer, hw, twin, dialect, sample if verify_on is None else verify_on)
     rq = integer.get_submodule(hw.input_quantiser.target)
     files = {
@@ -77,7 +77,7 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
         f"{name}_QL_NOANNOTATION.onnx": twin.model.SerializeToString(deterministic=True),
         "config.json": json.dumps(dory_config(f"{name}_QL_DORY.onnx", range_bits(rq.lo, rq.hi), rq.lo < 0,
                                               hw.input_scale), indent=2) + "\n",
-        "input.txt": golden_text("input", goldens["input"]),
+        "input.txt": golden_text("input", goldens[hw.input_quantiser.name]),
         **{f"out_layer{layer.index}.txt": golden_text(layer.name, _chw(goldens[layer.output.name]))
            for layer in hw.layers},
         f"{name}_report.json": json.dumps(_report_json(report, hw, twin, dialect), indent=2) + "\n",
@@ -85,10 +85,10 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
     out = _write_folder(Path(out_dir), files)
     errors = [f"{row.layer}: [{f['rule']}] {f['message']}" for row in report for f in row.findings
               if f["severity"] == "error"]
-    seconds = time.perf_counter() - start
-    logger.info("Exported %d layers to %s in %.2f s (%d golden mismatches).", len(hw.layers), out, seconds,
-                sum(c.mismatches for c in comparisons))
-    return ExportResult(out, sorted(files), comparisons, errors, seconds)
+    result = ExportResult(out, sorted(files), comparisons, errors, time.perf_counter() - start)
+    logger.info("Exported %d layers to %s in %.2f s (%d mismatches between onnxruntime and the integer model).",
+                len(hw.layers), out, result.seconds, result.mismatches)
+    return result
 
 
 def _with_shapes(integer: fx.GraphModule, sample: torch.Tensor) -> fx.GraphModule:
@@ -102,12 +102,6 @@ def _with_shapes(integer: fx.GraphModule, sample: torch.Tensor) -> fx.GraphModul
 def _chw(values: torch.Tensor) -> torch.Tensor:
     """An activation as C x H x W: a linear layer's [1, C] output is [C, 1, 1] (DORY's 1x1 convolution)."""
     return values.reshape(values.shape[1], 1, 1) if values.dim() == 2 else values[0]
-
-
-def _golden_values(integer: fx.GraphModule, hw: HardwareGraph, sample: torch.Tensor) -> dict[str, torch.Tensor]:
-    names = [hw.input_quantiser.name, *(layer.output.name for layer in hw.layers)]
-    values = record(integer, sample, names)
-    return {"input": values[hw.input_quantiser.name], **{n: values[n] for n in names[1:]}}
 
 
 def compare_with_twin(integer: fx.GraphModule, hw: HardwareGraph, twin: IntegerOnnx, dialect: str,

@@ -39,11 +39,11 @@ def twin_graph(integer: fx.GraphModule, hw: HardwareGraph, dialect: Dialect) -> 
             twin.graph.erase_node(node)
     if dialect == "dory":
         quantiser = nodes[hw.input_quantiser.name]
-        placeholder = next(n for n in twin.graph.nodes if n.op == "placeholder")
+        graph_input = next(iter(twin.graph.find_nodes(op="placeholder")))
         tunnel = quantiser.args[0]
-        quantiser.replace_all_uses_with(placeholder)
+        quantiser.replace_all_uses_with(graph_input)
         twin.graph.erase_node(quantiser)
-        if tunnel is not placeholder:
+        if tunnel is not graph_input:
             twin.graph.erase_node(tunnel)
     twin.graph.eliminate_dead_code()
     twin.recompile()
