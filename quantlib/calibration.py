@@ -10,8 +10,8 @@ import torch.fx as fx
 from torch import nn
 from tqdm import tqdm
 
-from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qmodule import _QModule
+from quantlib.scale_ties import harmonise_scales
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ def model_inputs(model: nn.Module, batch: torch.Tensor | tuple | list) -> tuple:
 def calibrate(model: nn.Module, batches: Iterable, *, progress: bool = False,
               quantisers: Iterable[_QModule] | None = None) -> nn.Module:
     """Observe ``batches`` (tensors, or tuples such as (input, target); see ``model_inputs``) in eval mode,
-    initialise every quantiser (or only ``quantisers``; the others keep their state) from what it saw, harmonise
-    every add; returns ``model``, now fake-quantised."""
+    initialise every quantiser (or only ``quantisers``; the others keep their state) from what it saw, tie the
+    scales of adds and pools of a GraphModule (``harmonise_scales``); returns ``model``, now fake-quantised."""
     if quantisers is None:
         quantisers = [m for m in model.modules() if isinstance(m, _QModule)]
     quantisers = list(quantisers)
@@ -50,7 +50,7 @@ def calibrate(model: nn.Module, batches: Iterable, *, progress: bool = False,
         model.train(was_training)
     for q in quantisers:
         q.init_qhparams()
-    for add in (m for m in model.modules() if isinstance(m, QHarmonisedAdd)):
-        add.harmonise()
+    if isinstance(model, fx.GraphModule):
+        harmonise_scales(model)
     logger.info("Calibrated %d quantisers on %d batches.", len(quantisers), n)
     return model

@@ -50,13 +50,15 @@ class QuantisationSpec:
         return cls(**{k: QuantiserSpec.from_spec(v) for k, v in spec.items()})
 
 
-def float_to_fake_editors(spec: QuantisationSpec, quantise_outputs: bool = False) -> list[Editor]:
+def float_to_fake_editors(spec: QuantisationSpec, quantise_outputs: bool = False,
+                          merge_adds: bool = True) -> list[Editor]:
     """The float-to-fake pipeline for a canonical graph, in order; with ``quantise_outputs`` a linear op that is a
-    network output (logits) is requantised too."""
+    network output (logits) is requantised too; without ``merge_adds`` every add stays a two-input add with its own
+    quantised output (hardware that adds two tensors at a time)."""
     return [
         ModuleWiseConverter([(ModuleFilter(types=(nn.Conv2d, nn.Linear)), spec.weights),
                              (ModuleFilter(types=(nn.ReLU, nn.ReLU6)), spec.relu)]),
-        AddTreeHarmoniser(spec.activations, spec.activations),  # adds quantise (and harmonise) their inputs
+        AddTreeHarmoniser(spec.activations, spec.activations, merge_adds),  # adds quantise (and harmonise) inputs
         Interposer(spec.activations, quantise_outputs),  # quantise inputs, off-grid linear inputs, accumulators
         ActivationFuser(),                         # no quantiser fed only by a quantiser
     ]

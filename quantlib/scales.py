@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import torch
 import torch.fx as fx
-from torch import nn
 
 from quantlib.editors.fake2true.scale_propagation import ScalePropagator
 from quantlib.graphs.tracing import annotate_shapes
-from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.qmodule import _QModule
 from quantlib.quantizers import pow2_ceil, pow2_round
+from quantlib.scale_ties import harmonise_scales
 
 ROUND_BELOW_LEVELS = 128
 """Quantisers with fewer levels round their scale to the nearest power of two; others round it up (keep the range)."""
 
 
-def clip_scales_pow2(model: nn.Module) -> nn.Module:
-    """Set every quantiser's scale to a power of two (round below 128 levels, ceil otherwise), then re-harmonise adds.
+def clip_scales_pow2(model: fx.GraphModule) -> fx.GraphModule:
+    """Set every quantiser's scale to a power of two (round below 128 levels, ceil otherwise), then tie the scales of
+    adds and pools again (``harmonise_scales``: minima and maxima of powers of two are powers of two).
 
     Returns ``model``; every quantiser must be initialised (calibrated) already.
     """
@@ -29,9 +29,7 @@ def clip_scales_pow2(model: nn.Module) -> nn.Module:
             pow2 = pow2_round(scale) if q.n_levels < ROUND_BELOW_LEVELS else pow2_ceil(scale)
             with torch.no_grad():
                 q.set_scale(pow2)
-    for add in (m for m in model.modules() if isinstance(m, QHarmonisedAdd)):
-        add.harmonise()
-    return model
+    return harmonise_scales(model)
 
 
 def quantise_biases(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> fx.GraphModule:

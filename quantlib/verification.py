@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from quantlib.modules.true_quant import Requant, TrueQuantModule
+from quantlib.modules.true_quant import Requant, TrueAvgPool2d, TrueQuantModule
 
 CHUNK = 16
 """Inputs per batch when comparing whole networks layer by layer (memory grows with it)."""
@@ -79,15 +79,26 @@ def integer_layers(integer: fx.GraphModule) -> list[str]:
 
 def compare_fake_and_exact(fake: fx.GraphModule, exact: fx.GraphModule, x: torch.Tensor) -> list[LayerComparison]:
     """Per layer the fake-quantised model's quantiser outputs against the exact model's requantisations (same node
-    names), in units of the layer's scale."""
-    requants = {n.name: n.meta["scale"] for n in exact.graph.nodes
-                if n.op == "call_module" and isinstance(exact.get_submodule(n.target), Requant)}
+    names; an average pool, which floors its own mean, against the requantisation after its integer twin), in units
+    of the layer's scale."""
+    modules = dict(exact.named_modules())
+    requants: dict[str, tuple[str, torch.Tensor]] = {}
+    for n in exact.graph.nodes:
+        if n.op == "call_module" and isinstance(modules[n.target], Requant):
+            source = n.args[0]
+            pooled = source.op == "call_module" and isinstance(modules[source.target], TrueAvgPool2d)
+            requants[source.name if pooled else n.name] = (n.name, n.meta["scale"])
     layers = [n.name for n in fake.graph.nodes if n.name in requants]
 
     def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
-        fake_values, exact_values = record(fake, part, layers), record(exact, part, layers)
-        return [compare(name, fake_values[name] / requants[name], exact_values[name] / requants[name])
-                for name in layers]
+        fake_values = record(fake, part, layers)
+        exact_values = record(exact, part, [requants[name][0] for name in layers])
+        comparisons = []
+        for name in layers:
+            exact_name, scale = requants[name]
+            expected = exact_values[exact_name]
+            comparisons.append(compare(name, fake_values[name].reshape(expected.shape) / scale, expected / scale))
+        return comparisons
 
     return compare_in_chunks(compare_batch, x)
 

@@ -89,17 +89,19 @@ class OpTree(ApplicationPoint):
 
 
 class OpTreeFinder(Finder):
-    """Maximal trees of nodes satisfying ``is_op`` in which every inner op has its parent as only user."""
+    """Maximal trees of nodes satisfying ``is_op`` in which every inner op has its parent as only user; with
+    ``merge=False`` every op is a tree of its own (hardware whose op takes two operands)."""
 
-    def __init__(self, is_op: NodePredicate) -> None:
+    def __init__(self, is_op: NodePredicate, merge: bool = True) -> None:
         self.is_op = is_op
+        self.merge = merge
 
     def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
         modules = dict(gm.named_modules())
 
         def is_inner(node: fx.Node) -> bool:
             """An op whose only use is as one operand of another op of the tree."""
-            if not self.is_op(node, modules) or len(node.users) != 1:
+            if not self.merge or not self.is_op(node, modules) or len(node.users) != 1:
                 return False
             parent = next(iter(node.users))
             return self.is_op(parent, modules) and list(parent.args).count(node) == 1

@@ -1,8 +1,8 @@
 """``QHarmonisedAdd``: an addition of quantised tensors that share one scale.
 
 Integer hardware adds integers, so every operand must sit on the same grid. Each input has its own quantiser; after
-calibration ``harmonise`` puts all of them on the scale min(max(input scales), output scale) (diana.md), and the sum is
-quantised again by the output quantiser.
+calibration ``harmonise_scales`` (quantlib/scale_ties.py) puts all of them, and the quantisers whose integers reach the
+add unchanged, on one scale, and the sum is quantised again by the output quantiser.
 """
 
 from __future__ import annotations
@@ -39,13 +39,6 @@ class QHarmonisedAdd(nn.Module):
         for quantiser, x in zip(self.input_quantisers[1:], inputs[1:], strict=True):
             total = total + quantiser(x)
         return self.output_quantiser(total)
-
-    def harmonise(self) -> None:
-        """Put every input quantiser on the scale min(max(input scales), output scale)."""
-        scales = torch.stack([q.scale.detach().amax() for q in self.input_quantisers])
-        common = torch.minimum(scales.amax(), self.output_quantiser.scale.detach().amax())
-        for q in self.input_quantisers:
-            q.set_scale(common.expand_as(q.scale.detach()).clone())
 
     def get_output_scale(self, input_scales: list[torch.Tensor] | None = None) -> torch.Tensor:
         """The scale of the output: the output quantiser's."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantlib.graphs.tracing import leaf_module
+from quantlib.modules.average_pool import exact_average
 
 
 def float64_buffer(value: torch.Tensor | float) -> torch.Tensor:
@@ -145,22 +146,23 @@ class TrueLinear(_TrueLinearOp):
 
 
 @leaf_module
-class SumPool2d(nn.Module):
-    """The sum over each pooling window (an average pool without its division, which moves into the next requant).
-
-    ``kernel_size=None`` sums over the whole feature map (global pooling)."""
+class TrueAvgPool2d(nn.Module):
+    """The integer average ``sum / (kh * kw)`` over each window, exactly (float64, one true division); the floor that
+    keeps it an integer is the requantisation that follows. ``kernel_size=None`` averages the whole map."""
 
     def __init__(self, kernel_size: tuple[int, int] | None, stride: tuple[int, int] | None = None,
-                 padding: tuple[int, int] = (0, 0)) -> None:
+                 padding: tuple[int, int] = (0, 0), keepdim: bool = True) -> None:
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size, self.stride, self.padding, self.keepdim = kernel_size, stride, padding, keepdim
+
+    @property
+    def window(self) -> int | None:
+        """How many values each output averages (None: the whole map)."""
+        return None if self.kernel_size is None else self.kernel_size[0] * self.kernel_size[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.double()
-        if self.kernel_size is None:
-            return x.sum(dim=(2, 3), keepdim=True)
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, count_include_pad=True,
-                            divisor_override=1)
+        y = exact_average(x, self.kernel_size, self.stride, self.padding)
+        return y if self.keepdim else y.flatten(1)
 
     def extra_repr(self) -> str:
         return "global" if self.kernel_size is None else f"kernel_size={self.kernel_size}, stride={self.stride}"

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantlib.errors import CalibrationError
-from quantlib.modules import QConv2d, QHarmonisedAdd, QIdentity, QLinear, QReLU, QuantiserSpec, _QModule
+from quantlib.modules import QConv2d, QIdentity, QLinear, QReLU, QuantiserSpec, _QModule
 
 SIGNED8 = QuantiserSpec.from_spec({"qrange": {"bitwidth": 8, "signed": True}})
 UNSIGNED7_PACT = QuantiserSpec.from_spec({"qrange": {"bitwidth": 7, "signed": False}, "qop": "pact"})
@@ -77,35 +77,6 @@ def test_qconv2d_copies_weights_and_quantises_them_per_channel():
 def test_qlinear_output_scale_per_tensor():
     q = _calibrated(QLinear.from_fp_module(nn.Linear(4, 2), SIGNED8), torch.randn(3, 4))
     assert q.get_output_scale([torch.tensor(0.25)]).item() == pytest.approx(0.25 * q.scale.item())
-
-
-def test_harmonised_add_puts_inputs_on_one_scale():
-    add = QHarmonisedAdd(2, SIGNED8, SIGNED8, "add")
-    for q in add.modules():
-        if isinstance(q, _QModule):
-            q.start_observing()
-    add(torch.tensor([1.0, -1.0]), torch.tensor([4.0, 0.0]))  # inputs up to 1 and 4, sum up to 5
-    for q in add.modules():
-        if isinstance(q, _QModule):
-            q.init_qhparams()
-    add.harmonise()
-    s0, s1 = (q.scale.item() for q in add.input_quantisers)
-    assert s0 == s1 == pytest.approx(min(4.0 / 127, add.output_quantiser.scale.item()))
-
-
-def test_harmonised_scale_is_capped_by_the_output_scale():
-    add = QHarmonisedAdd(2, SIGNED8, SIGNED8, "add")
-    for q in add.modules():
-        if isinstance(q, _QModule):
-            q.start_observing()
-    add(torch.tensor([8.0, -8.0]), torch.tensor([-7.9, 8.0]))  # inputs up to 8, their sum only up to 0.1
-    for q in add.modules():
-        if isinstance(q, _QModule):
-            q.init_qhparams()
-    add.harmonise()
-    out = add.output_quantiser.scale.item()
-    assert out < 8.0 / 127
-    assert [q.scale.item() for q in add.input_quantisers] == pytest.approx([out, out])
 
 
 def test_new_qop_plugs_in_without_touching_the_base():

@@ -101,7 +101,7 @@ class DianaModule(nn.Module):
         cores = _descriptor_cores(descriptors, list(layer_nodes(gm)))
         choice = choose_cores(gm, analog, cores, ineligible)
         editors = [FoldBatchNorm(keep=choice.analog), AnalogBatchNormKeeper(choice.analog),
-                   *float_to_fake_editors(DIANA_8BIT, quantise_outputs=True)]
+                   *float_to_fake_editors(DIANA_8BIT, quantise_outputs=True, merge_adds=False)]
         fake = ComposedEditor(editors).run(gm)  # gm is canonicalise's own copy
         left = float_linear_ops(fake)
         if left:

@@ -18,11 +18,11 @@ from torch import nn
 from quantlib.backends.diana.true_analog_conv import TrueAnalogConv2d
 from quantlib.errors import ExportError
 from quantlib.modules.add import Add
-from quantlib.modules.true_quant import Requant, ScaleTunnel, SumPool2d, TrueConv2d, TrueLinear
+from quantlib.modules.true_quant import Requant, ScaleTunnel, TrueAvgPool2d, TrueConv2d, TrueLinear
 
 Kind = Literal["conv", "analog_conv", "linear", "pool", "add", "maxpool"]
 KINDS: dict[type[nn.Module], Kind] = {TrueConv2d: "conv", TrueAnalogConv2d: "analog_conv", TrueLinear: "linear",
-                                      SumPool2d: "pool", Add: "add", nn.MaxPool2d: "maxpool"}
+                                      TrueAvgPool2d: "pool", Add: "add", nn.MaxPool2d: "maxpool"}
 PASS_THROUGH_METHODS = ("view", "reshape", "flatten")
 
 

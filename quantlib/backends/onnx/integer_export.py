@@ -27,7 +27,7 @@ from quantlib.backends.onnx.writer import save_atomically
 from quantlib.errors import ExportError
 from quantlib.graphs.tracing import annotate_shapes, has_shapes
 from quantlib.modules.add import Add
-from quantlib.modules.true_quant import Requant, ScaleTunnel, SumPool2d, TrueConv2d, TrueLinear
+from quantlib.modules.true_quant import Requant, ScaleTunnel, TrueAvgPool2d, TrueConv2d, TrueLinear
 
 OPSET = 13
 INT8, UINT8, INT32, INT64 = TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32, TensorProto.INT64
@@ -128,12 +128,21 @@ def _conv(b: OnnxGraphBuilder, node: fx.Node, m: TrueConv2d, inputs: list[str]) 
     return _add_bias(b, acc, m, node.name, 4)
 
 
+def integer_weights(b: OnnxGraphBuilder, weight: np.ndarray, name: str, x_type: int) -> tuple[str, str]:
+    """The int8 ``weight`` and its zero point for an ``x_type`` input; for a uint8 input as uint8 with zero point
+    128: onnxruntime's u8 x s8 kernels add pairs of products in int16 on CPUs without VNNI and saturate beyond 2^15
+    (255 * 127 * 2), its u8 x u8 kernels do not."""
+    if x_type != UINT8:
+        return b.const(f"{name}.weight", weight.astype(np.int8), INT8), b.const(f"{name}.w_zero_point", 0, INT8)
+    w = b.const(f"{name}.weight", (weight.astype(np.int16) + 128).astype(np.uint8), UINT8)
+    return w, b.const(f"{name}.w_zero_point", 128, UINT8)
+
+
 def conv_integer(b: OnnxGraphBuilder, x: str, weight: np.ndarray, name: str, stride, padding, dilation=(1, 1),
                  groups: int = 1) -> str:
     """An exact int32 ConvInteger of the 8-bit tensor ``x`` with int8 ``weight``; returns the accumulator's name."""
-    w = b.const(f"{name}.weight", weight.astype(np.int8), INT8)
+    w, zero_w = integer_weights(b, weight, name, b.types[x])
     zero_x = b.const(f"{name}.x_zero_point", 0, b.types[x])
-    zero_w = b.const(f"{name}.w_zero_point", 0, INT8)
     pad = list(padding) if isinstance(padding, (tuple, list)) else [padding] * 2
     return b.op("ConvInteger", [x, w, zero_x, zero_w], name, INT32, kernel_shape=list(weight.shape[2:]),
                 strides=list(stride), pads=pad + pad, dilations=list(dilation), group=groups)
@@ -142,22 +151,27 @@ def conv_integer(b: OnnxGraphBuilder, x: str, weight: np.ndarray, name: str, str
 def _linear(b: OnnxGraphBuilder, node: fx.Node, m: TrueLinear, inputs: list[str]) -> str:
     name = node.name
     x = eight_bit_input(b, inputs[0], node)
-    w = b.const(f"{name}.weight", _int8_weights(m, node).T.copy(), INT8)
+    w, zero_w = integer_weights(b, _int8_weights(m, node).T.copy(), name, b.types[x])
     zero_x = b.const(f"{name}.x_zero_point", 0, b.types[x])
-    zero_w = b.const(f"{name}.w_zero_point", 0, INT8)
     acc = b.op("MatMulInteger", [x, w, zero_x, zero_w], f"{name}.acc", INT32)
     return _add_bias(b, acc, m, name, 2)
 
 
-def _sum_pool(b: OnnxGraphBuilder, node: fx.Node, m: SumPool2d, inputs: list[str]) -> str:
+def _average_pool(b: OnnxGraphBuilder, node: fx.Node, m: TrueAvgPool2d, inputs: list[str]) -> str:
+    """The exact window sum in int32 (a depthwise ConvInteger of ones, or ReduceSum), then one float64 division."""
     name = node.name
+    shape = node.args[0].meta["tensor_meta"].shape
     if m.kernel_size is None:
         x = b.cast(inputs[0], INT32, f"{name}.in")
-        return b.op("ReduceSum", [x, b.const(f"{name}.axes", [2, 3], INT64)], name, INT32, keepdims=1)
-    x = eight_bit_input(b, inputs[0], node)
-    channels = node.args[0].meta["tensor_meta"].shape[1]
-    ones = np.ones((channels, 1, *m.kernel_size), np.int8)
-    return conv_integer(b, x, ones, name, m.stride, m.padding, groups=channels)
+        total = b.op("ReduceSum", [x, b.const(f"{name}.axes", [2, 3], INT64)], f"{name}.sum", INT32, keepdims=1)
+        window = shape[2] * shape[3]
+    else:
+        x = eight_bit_input(b, inputs[0], node)
+        ones = np.ones((shape[1], 1, *m.kernel_size), np.int8)
+        total = conv_integer(b, x, ones, f"{name}.sum", m.stride, m.padding, groups=shape[1])
+        window = m.window
+    total = b.cast(total, DOUBLE, f"{name}.sum_double")
+    return b.op("Div", [total, b.const(f"{name}.window", float(window), DOUBLE)], name, DOUBLE)
 
 
 def _tunnel(b: OnnxGraphBuilder, node: fx.Node, m: ScaleTunnel, inputs: list[str]) -> str:
@@ -189,7 +203,7 @@ EMITTERS: dict[type[nn.Module], Emitter] = {
     Requant: lambda b, node, m, inputs: _requant(b, inputs[0], m, node.name, len(node.meta["tensor_meta"].shape)),
     TrueConv2d: _conv,
     TrueLinear: _linear,
-    SumPool2d: _sum_pool,
+    TrueAvgPool2d: _average_pool,
     Add: _add,
     nn.MaxPool2d: _max_pool,
     nn.Flatten: _reshape,

@@ -1,4 +1,5 @@
-"""Turn functional calls (``F.relu(x)``, ``x.relu()``, ``x + y``, ``torch.flatten(x, 1)``, ...) into modules.
+"""Turn functional calls (``F.relu(x)``, ``x.relu()``, ``x + y``, ``torch.flatten(x, 1)``, ``x.mean((2, 3))``, ...)
+into modules.
 
 Later stages quantise modules; a functional op has nowhere to keep a quantiser's state. Each rule below names the
 functions and methods it covers, their Python signature, and the module that computes the same thing. A call whose
@@ -25,6 +26,7 @@ from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
 from quantlib.graphs.naming import parent_module_path, unique_submodule_name
 from quantlib.graphs.value_kinds import tensor_valued_nodes
 from quantlib.modules.add import Add
+from quantlib.modules.average_pool import AveragePool2d
 
 Arguments = dict[str, Any]
 
@@ -53,6 +55,7 @@ def _max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mod
 def _avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                 divisor_override=None): ...
 def _adaptive_avg_pool2d(input, output_size): ...
+def _mean(input, dim=None, keepdim=False, *, dtype=None): ...
 def _flatten(input, start_dim=0, end_dim=-1): ...
 def _view(input, *shape): ...
 def _add(input, other, alpha=1): ...
@@ -64,9 +67,23 @@ def _build_max_pool(a: Arguments, node: fx.Node, tensors: set[fx.Node]) -> nn.Mo
     return nn.MaxPool2d(a["kernel_size"], a["stride"], a["padding"], a["dilation"], ceil_mode=a["ceil_mode"])
 
 
-def _build_avg_pool(a: Arguments, node: fx.Node, tensors: set[fx.Node]) -> nn.Module:
-    return nn.AvgPool2d(a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"], a["count_include_pad"],
-                        a["divisor_override"])
+def _build_avg_pool(a: Arguments, node: fx.Node, tensors: set[fx.Node]) -> nn.Module | None:
+    return AveragePool2d.from_torch(nn.AvgPool2d(a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"],
+                                                 a["count_include_pad"], a["divisor_override"]))
+
+
+SPATIAL_DIMS = ({2, 3}, {-2, -1})
+
+
+def _build_mean(a: Arguments, node: fx.Node, tensors: set[fx.Node]) -> nn.Module | None:
+    """``x.mean((2, 3))`` / ``torch.mean(x, [-2, -1], keepdim=True)`` on a 4-D tensor is global average pooling."""
+    dims = a["dim"]
+    meta = a["input"].meta.get("tensor_meta")
+    if not isinstance(dims, (tuple, list)) or len(dims) != 2 or set(dims) not in SPATIAL_DIMS or a["dtype"] is not None:
+        return None
+    if meta is not None and len(meta.shape) != 4:
+        return None
+    return AveragePool2d(keepdim=bool(a["keepdim"]))
 
 
 def _build_add(a: Arguments, node: fx.Node, tensors: set[fx.Node]) -> nn.Module | None:
@@ -109,7 +126,8 @@ RULES: tuple[ModularRule, ...] = (
     ModularRule("maxpool", (F.max_pool2d, torch.max_pool2d), (), _max_pool2d, _build_max_pool),
     ModularRule("avgpool", (F.avg_pool2d,), (), _avg_pool2d, _build_avg_pool),
     ModularRule("avgpool", (F.adaptive_avg_pool2d,), (), _adaptive_avg_pool2d,
-                lambda a, n, t: nn.AdaptiveAvgPool2d(a["output_size"])),
+                lambda a, n, t: AveragePool2d.from_torch(nn.AdaptiveAvgPool2d(a["output_size"]))),
+    ModularRule("avgpool", (torch.mean,), ("mean",), _mean, _build_mean),
     ModularRule("flatten", (torch.flatten,), ("flatten",), _flatten,
                 lambda a, n, t: nn.Flatten(a["start_dim"], a["end_dim"])),
     ModularRule("flatten", (), ("view", "reshape"), _view, _build_flatten_view, traced_args_allowed=("shape",)),

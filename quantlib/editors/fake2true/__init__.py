@@ -9,10 +9,10 @@ import torch
 import torch.fx as fx
 
 from quantlib.editors.base import ComposedEditor, Editor
+from quantlib.editors.fake2true.average_pool_integeriser import AveragePoolIntegeriser
 from quantlib.editors.fake2true.linear_op_integeriser import LinearOpIntegeriser
-from quantlib.editors.fake2true.requantiser import AddSplitter, Requantiser
+from quantlib.editors.fake2true.requantiser import AddSplitter, IdentityRequantRemover, Requantiser
 from quantlib.editors.fake2true.scale_propagation import ScalePropagator
-from quantlib.editors.fake2true.sum_pool import AvgPoolToSumPool
 from quantlib.editors.fake2true.tunnels import TunnelChecker, TunnelInserter, TunnelSimplifier
 from quantlib.errors import UnsupportedOpError
 from quantlib.graphs.tracing import annotate_shapes, has_shapes
@@ -23,11 +23,12 @@ from quantlib.modules.qmodule import _QModule
 def exact_editors() -> list[Editor]:
     """Fake-quantised (power-of-two scales) -> exact fake-quantised: requantisations in place, integer weights."""
     return [
-        ScalePropagator(),       # node.meta['scale'] everywhere
-        AvgPoolToSumPool(),      # integers sum exactly; the division moves into the next requant
-        LinearOpIntegeriser(),   # integer weights, bias on the accumulator grid
-        AddSplitter(),           # requantised inputs, integer add, requantised output
-        Requantiser(),           # every activation quantiser becomes clip(floor((x * mul + add) / 2^shift))
+        ScalePropagator(),         # node.meta['scale'] everywhere
+        LinearOpIntegeriser(),     # integer weights, bias on the accumulator grid
+        AddSplitter(),             # requantised inputs, integer add, requantised output
+        Requantiser(),             # every activation quantiser becomes clip(floor((x * mul + add) / 2^shift))
+        AveragePoolIntegeriser(),  # exact sum / (kh * kw), floored by a requant on the input's grid
+        IdentityRequantRemover(),  # an add input already on the add's grid is read as it is
     ]
 
 

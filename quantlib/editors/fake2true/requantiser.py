@@ -7,8 +7,9 @@ import math
 
 import torch
 import torch.fx as fx
+from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
 from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
 from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import EditorError, UnsupportedOpError
@@ -23,9 +24,8 @@ FLOOR_QOPS = ("floor", "pact")
 """Quantisation ops whose forward is DIANA's floor quantiser, which a requantisation reproduces exactly."""
 
 
-def make_requant(quantiser: _QModule, in_scale: torch.Tensor | None, divisor: int = 1) -> Requant:
-    """The requantisation that reproduces ``quantiser`` on values of scale ``in_scale`` (None: real values), after a
-    sum of ``divisor`` values that an average would have divided."""
+def make_requant(quantiser: _QModule, in_scale: torch.Tensor | None) -> Requant:
+    """The requantisation that reproduces ``quantiser`` on values of scale ``in_scale`` (None: real values)."""
     qrange = quantiser.spec.qrange
     if quantiser.spec.qop not in FLOOR_QOPS or qrange.offset is None or qrange.step != 1:
         raise UnsupportedOpError(f"Quantiser '{quantiser.qualname}' (qop {quantiser.spec.qop!r}, range {qrange}) "
@@ -36,7 +36,7 @@ def make_requant(quantiser: _QModule, in_scale: torch.Tensor | None, divisor: in
     lo, hi = _integer_bounds(quantiser, eps_out)
     if in_scale is None:  # real-valued input: the quantiser is floor(x / eps_out)
         return Requant(torch.ones(()), torch.zeros(()), 0, lo, hi, eps_out, eps_out)
-    mul, shift = requant_mul_shift(in_scale / (divisor * eps_out))
+    mul, shift = requant_mul_shift(in_scale / eps_out)
     return Requant(mul, torch.zeros(()), shift, lo, hi, in_scale, eps_out)
 
 
@@ -57,8 +57,7 @@ class RequantApplier(Applier):
     def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
         node = point["quantiser"]
         source = node.args[0]
-        requant = make_requant(gm.get_submodule(node.target), source.meta.get("scale"),
-                               source.meta.get("pool_divisor", 1))
+        requant = make_requant(gm.get_submodule(node.target), source.meta.get("scale"))
         gm.add_submodule(node.target, requant)
 
 
@@ -77,14 +76,14 @@ class AddSplitApplier(Applier):
         add: QHarmonisedAdd = gm.get_submodule(node.target)
         scales = torch.stack([q.scale.detach().double().reshape(()) for q in add.input_quantisers])
         if bool((scales != scales[0]).any()):
-            raise EditorError(f"Add '{node.name}' is not harmonised (input scales {scales.tolist()}): call harmonise() "
-                              f"on it (calibrate does) before integerising.")
+            raise EditorError(f"Add '{node.name}' is not harmonised (input scales {scales.tolist()}): call "
+                              f"harmonise_scales() (calibrate does) before integerising.")
         parent, _, leaf = node.target.rpartition(".")
         with gm.graph.inserting_before(node):
             total = None
             for i, (x, quantiser) in enumerate(zip(node.args, add.input_quantisers, strict=True)):
                 name = unique_submodule_name(gm, parent, f"{leaf}_in{i}_requant")
-                gm.add_submodule(name, make_requant(quantiser, x.meta.get("scale"), x.meta.get("pool_divisor", 1)))
+                gm.add_submodule(name, make_requant(quantiser, x.meta.get("scale")))
                 requanted = gm.graph.call_module(name, (x,))
                 requanted.meta["scale"] = scales[0]
                 if total is None:
@@ -107,3 +106,49 @@ class AddSplitter(Rewriter):
 
     def __init__(self) -> None:
         super().__init__(ModuleCallFinder((QHarmonisedAdd,), "add"), AddSplitApplier())
+
+
+INTEGER_PRESERVING_MODULES = (nn.MaxPool2d, nn.Flatten)
+INTEGER_PRESERVING_METHODS = ("view", "reshape", "flatten", "contiguous")
+
+
+def source_requant(node: fx.Node, modules: dict[str, nn.Module]) -> Requant | None:
+    """The requantisation whose integers ``node`` carries unchanged (through max pools and reshapes), or None."""
+    while True:
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(module, Requant):
+            return module
+        if not (isinstance(module, INTEGER_PRESERVING_MODULES)
+                or node.op == "call_method" and node.target in INTEGER_PRESERVING_METHODS):
+            return None
+        node = node.args[0]
+
+
+def is_identity(requant: Requant, source: Requant | None) -> bool:
+    """Whether ``requant`` leaves the integers of ``source`` as they are: same scale, no multiplier or shift, and a
+    clip that contains the source's range."""
+    return (source is not None and requant.shift == 0 and bool((requant.mul == 1).all())
+            and bool((requant.add == 0).all()) and requant.eps_in.shape == requant.eps_out.shape
+            and bool((requant.eps_in == requant.eps_out).all()) and requant.lo <= source.lo and source.hi <= requant.hi)
+
+
+class IdentityRequantFinder(Finder):
+    def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
+        modules = dict(gm.named_modules())
+        return [ApplicationPoint((n,), {"requant": n}) for n in gm.graph.nodes
+                if n.op == "call_module" and isinstance(modules[n.target], Requant)
+                and is_identity(modules[n.target], source_requant(n.args[0], modules))]
+
+
+class BypassApplier(Applier):
+    def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
+        node = point["requant"]
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+
+
+class IdentityRequantRemover(Rewriter):
+    """No requantisation that changes nothing is left (an add's input that is already on the add's grid)."""
+
+    def __init__(self) -> None:
+        super().__init__(IdentityRequantFinder(), BypassApplier())

@@ -8,7 +8,6 @@ UnsupportedOpError naming the node: a scale is never guessed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -17,10 +16,11 @@ from torch import nn
 
 from quantlib.editors.base import Annotator
 from quantlib.errors import UnsupportedOpError
+from quantlib.modules.average_pool import AveragePool2d
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qlinear import QConv2d, QLinear
-from quantlib.modules.true_quant import ScaleTunnel, SumPool2d, TrueQuantModule
+from quantlib.modules.true_quant import ScaleTunnel, TrueAvgPool2d, TrueQuantModule
 
 Scale = torch.Tensor | None
 ModuleRule = Callable[[fx.Node, nn.Module, list[Scale]], Scale]
@@ -51,30 +51,14 @@ def _flatten(node: fx.Node, m: nn.Module | None, inputs: list[Scale]) -> Scale:
     return inputs[0]
 
 
-def pool_window(node: fx.Node, m: nn.Module) -> int:
-    """The number of values each output of an average pool averages (raises if windows differ in size)."""
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        meta = node.args[0].meta.get("tensor_meta")
-        if meta is None:
-            raise UnsupportedOpError(f"Node '{node.name}' (AdaptiveAvgPool2d) needs input shapes: annotate the graph "
-                                     f"with an example input.")
-        h, w = meta.shape[-2:]
-        out = m.output_size if isinstance(m.output_size, tuple) else (m.output_size, m.output_size)
-        out = tuple(h if o is None else o for o in out)
-        if h % out[0] or w % out[1]:
-            raise UnsupportedOpError(f"Node '{node.name}' (AdaptiveAvgPool2d {h}x{w} -> {out}) has windows of "
-                                     f"different sizes, which no single requantisation can divide.")
-        return (h // out[0]) * (w // out[1])
-    if m.padding not in (0, (0, 0)) and not m.count_include_pad or m.divisor_override is not None or m.ceil_mode:
-        raise UnsupportedOpError(f"Node '{node.name}' (AvgPool2d) divides its windows by different counts "
-                                 f"(ceil_mode, padding excluded from the count, or a divisor override); use "
-                                 f"ceil_mode=False, count_include_pad=True and no divisor_override.")
-    k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size, m.kernel_size)
-    return math.prod(k)
-
-
-def _avg_pool(node: fx.Node, m: nn.Module, inputs: list[Scale]) -> Scale:
-    return None if inputs[0] is None else inputs[0] / pool_window(node, m)
+def _uneven_average(node: fx.Node, m: nn.Module, inputs: list[Scale]) -> Scale:
+    if inputs[0] is None:
+        return None
+    raise UnsupportedOpError(f"Node '{node.name}' ({type(m).__name__}) divides its windows by different counts "
+                             f"(ceil_mode, padding left out of the count, a divisor override, or windows of "
+                             f"different sizes); integer hardware divides every window by kh * kw: use "
+                             f"ceil_mode=False, count_include_pad=True, no divisor_override, and an output size that "
+                             f"divides the input size.")
 
 
 MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
@@ -86,10 +70,11 @@ MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
     nn.ReLU: _same_as_input,
     nn.MaxPool2d: _same_as_input,
     nn.Flatten: _flatten,
-    nn.AvgPool2d: _avg_pool,
-    nn.AdaptiveAvgPool2d: _avg_pool,
+    AveragePool2d: _same_as_input,  # the mean floored on its input's grid
+    nn.AvgPool2d: _uneven_average,  # canonicalisation converts every other average pool
+    nn.AdaptiveAvgPool2d: _uneven_average,
     ScaleTunnel: lambda node, m, inputs: None if inputs[0] is None else inputs[0] * m.factor,
-    SumPool2d: _same_as_input,
+    TrueAvgPool2d: _same_as_input,
 }
 """The scale rule of every module type the canonical (fake- or true-quantised) graph can hold; true-quantised modules
 (Requant, TrueConv2d, ...) state their output scale themselves. A back end adds the rules of its own modules."""

@@ -2,9 +2,9 @@
 
 1. ``TunnelInserter``: every Requant and true linear op forgets its scales (they become 1) and is wrapped in
    ``ScaleTunnel(1 / eps_in)`` before and ``ScaleTunnel(eps_out)`` after: the values are unchanged.
-2. ``TunnelSimplifier``: tunnels in a row merge, tunnels move through ops that commute with scaling (max-pool,
-   flatten, sum-pool, integer adds of equally scaled inputs), and tunnels of factor 1 vanish. Between two layers the
-   ``eps`` of one meets the ``1 / eps`` of the next, so every tunnel inside the network cancels.
+2. ``TunnelSimplifier``: tunnels in a row merge, tunnels move through ops that commute with scaling (max and
+   average pools, flatten, integer adds of equally scaled inputs), and tunnels of factor 1 vanish. Between two layers
+   the ``eps`` of one meets the ``1 / eps`` of the next, so every tunnel inside the network cancels.
 3. ``TunnelChecker``: checks that tunnels are left only at the network's boundary (after an input, before an output).
 """
 
@@ -19,9 +19,9 @@ from quantlib.editors.fake2true.requant_parameters import is_power_of_two
 from quantlib.errors import EditorError
 from quantlib.graphs.naming import unique_submodule_name
 from quantlib.modules.add import Add
-from quantlib.modules.true_quant import ScaleTunnel, SumPool2d, TrueQuantModule
+from quantlib.modules.true_quant import ScaleTunnel, TrueAvgPool2d, TrueQuantModule
 
-SCALE_COMMUTING_MODULES = (nn.MaxPool2d, SumPool2d, nn.ReLU)
+SCALE_COMMUTING_MODULES = (nn.MaxPool2d, TrueAvgPool2d, nn.ReLU)
 """Ops f with f(a * x) = a * f(x) for a positive per-channel or per-tensor factor a."""
 RESHAPING_MODULES = (nn.Flatten,)
 RESHAPING_METHODS = ("view", "reshape", "flatten", "contiguous")

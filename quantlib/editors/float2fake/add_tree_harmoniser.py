@@ -1,4 +1,4 @@
-"""Turn every tree of additions into one ``QHarmonisedAdd`` whose inputs share a scale (see modules/qadd.py)."""
+"""Turn every tree of additions (or every addition) into one ``QHarmonisedAdd`` whose inputs share a scale."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ class HarmonisedAddApplier(Applier):
 
 
 class AddTreeHarmoniser(Rewriter):
-    """After this editor no float ``Add`` is left: every tree of adds is one QHarmonisedAdd."""
+    """After this editor no float ``Add`` is left: every tree of adds is one QHarmonisedAdd, or, with
+    ``merge=False``, every add is one with two inputs and a quantised output (hardware that adds two tensors)."""
 
-    def __init__(self, input_spec: QuantiserSpec, output_spec: QuantiserSpec) -> None:
-        super().__init__(OpTreeFinder(_is_add), HarmonisedAddApplier(input_spec, output_spec))
+    def __init__(self, input_spec: QuantiserSpec, output_spec: QuantiserSpec, merge: bool = True) -> None:
+        super().__init__(OpTreeFinder(_is_add, merge), HarmonisedAddApplier(input_spec, output_spec))

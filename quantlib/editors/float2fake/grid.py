@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.fx as fx
 from torch import nn
 
+from quantlib.modules.average_pool import AveragePool2d
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qlinear import QConv2d, QLinear
@@ -12,13 +13,13 @@ from quantlib.modules.qlinear import QConv2d, QLinear
 QUANTISER_TYPES = (QIdentity, QReLU, QHarmonisedAdd)
 """Modules whose output is fake-quantised."""
 
-GRID_PRESERVING_MODULES = (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten)
-AVERAGING_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+GRID_PRESERVING_MODULES = (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten, AveragePool2d)
+"""Modules whose output lies on the grid of their input (an average pool floors its mean on that grid)."""
 LAYER_CONTINUING_MODULES = (nn.BatchNorm2d,)
 """Modules that may read a linear op's accumulator directly: they are part of its layer (a BatchNorm kept unfolded is
 applied to the accumulator before the requantisation), and their output is off-grid like the accumulator."""
-GRID_LEAVING_MODULES = (QConv2d, QLinear, *AVERAGING_MODULES, *LAYER_CONTINUING_MODULES)
-"""Ops whose outputs lie between the grid points of their inputs: accumulators and averages."""
+GRID_LEAVING_MODULES = (QConv2d, QLinear, *LAYER_CONTINUING_MODULES)
+"""Ops whose outputs lie between the grid points of their inputs: accumulators."""
 GRID_PRESERVING_METHODS = ("view", "reshape", "flatten", "contiguous")
 
 
@@ -32,12 +33,10 @@ def continues_layer(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 def needs_requantisation(node: fx.Node, modules: dict[str, nn.Module], outputs: bool = False) -> bool:
     """Whether ``node`` leaves the grid and something other than a quantiser (or a module continuing its layer) reads
-    it. A linear op's accumulator may be a network output (logits) unless ``outputs``; an average may not (integer
-    hardware sums, and only a requantisation divides)."""
+    it. A linear op's accumulator may be a network output (logits) unless ``outputs``."""
     if node.op != "call_module" or not isinstance(modules[node.target], GRID_LEAVING_MODULES):
         return False
-    strict = outputs or isinstance(modules[node.target], AVERAGING_MODULES)
-    return any(not is_quantiser(u, modules) and not continues_layer(u, modules) and (strict or u.op != "output")
+    return any(not is_quantiser(u, modules) and not continues_layer(u, modules) and (outputs or u.op != "output")
                for u in node.users)
 
 

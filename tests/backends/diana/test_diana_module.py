@@ -294,7 +294,7 @@ def test_report_table_shows_core_bits_scales_shifts_and_findings():
     assert rows["features.3"][:6] == ["features.3", "analog_conv", "analog", "3x3", "1x1", "2/7/7"]
     assert rows["features.3"][6:10] == [f"{k_in}/{k_w}/{k_out}", str(analog.requant["shift"]), "(adc",
                                         f"{analog.requant['adc_shift']})"]
-    assert rows["features.6"][1] == "maxpool" and rows["classifier"][5] == "8/8/8"
+    assert rows["features.6"][1] == "maxpool" and rows["classifier"][5] == "8/7/8"  # reads the pooled 7-bit ReLU
 
 
 def test_retraining_after_pow2_keeps_every_scale_a_power_of_two():
