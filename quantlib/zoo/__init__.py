@@ -13,9 +13,11 @@ from torch import nn
 
 from quantlib.zoo.control_flow_net import control_flow_net
 from quantlib.zoo.digits_cnn import digits_cnn
+from quantlib.zoo.ds_cnn import ds_cnn
 from quantlib.zoo.functional_net import functional_net
 from quantlib.zoo.mobilenet_diana import mobilenet_diana
 from quantlib.zoo.mobilenetv2 import mobilenetv2
+from quantlib.zoo.resnet8_mlperf import resnet8_mlperf
 from quantlib.zoo.resnet_cifar import resnet8, resnet20, resnet110
 from quantlib.zoo.resnet_imagenet import resnet18, resnet50
 from quantlib.zoo.vgg import vgg11
@@ -29,6 +31,8 @@ class ZooEntry:
 
 ZOO: dict[str, ZooEntry] = {
     "resnet8": ZooEntry(resnet8, (3, 32, 32)),
+    "resnet8_mlperf": ZooEntry(resnet8_mlperf, (3, 32, 32)),
+    "ds_cnn": ZooEntry(ds_cnn, (1, 49, 10)),
     "resnet20": ZooEntry(resnet20, (3, 32, 32)),
     "resnet110": ZooEntry(resnet110, (3, 32, 32)),
     "resnet18": ZooEntry(resnet18, (3, 64, 64)),
@@ -63,5 +67,6 @@ def build(name: str, seed: int = 0) -> nn.Module:
     return randomise_batchnorm(ZOO[name].factory(), seed).eval()
 
 
-__all__ = ["ZOO", "ZooEntry", "build", "control_flow_net", "digits_cnn", "functional_net", "mobilenet_diana",
-           "mobilenetv2", "randomise_batchnorm", "resnet8", "resnet18", "resnet20", "resnet50", "resnet110", "vgg11"]
+__all__ = ["ZOO", "ZooEntry", "build", "control_flow_net", "digits_cnn", "ds_cnn", "functional_net", "mobilenet_diana",
+           "mobilenetv2", "randomise_batchnorm", "resnet8", "resnet8_mlperf", "resnet18", "resnet20", "resnet50",
+           "resnet110", "vgg11"]

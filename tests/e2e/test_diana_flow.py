@@ -12,12 +12,13 @@ import torch
 
 from quantlib.backends.diana.diana_module import DianaModule
 from quantlib.backends.diana.dory_conformance import check_dory_onnx
+from quantlib.backends.diana.dory_interpreter import run_dory
 from quantlib.backends.diana.hardware_layers import hardware_layers
 from quantlib.backends.onnx.verify import infer_types, run_onnxruntime
 from quantlib.verification import compare_exact_and_integer, compare_fake_and_exact, record
 from quantlib.zoo import ZOO, build
 
-MODELS = ["resnet20", "mobilenetv2", "digits_cnn"]
+MODELS = ["resnet20", "mobilenetv2", "digits_cnn", "resnet8_mlperf", "ds_cnn"]
 N_INPUTS = 16
 
 
@@ -51,7 +52,8 @@ def test_cores_follow_the_policy(flow):
     if analog == "none":
         assert analog_layers == []
     else:
-        expected = {"resnet20": 20, "mobilenetv2": 12, "digits_cnn": 2}[name]  # dense convs reading a ReLU(6)
+        # the dense convs reading a ReLU(6)
+        expected = {"resnet20": 20, "mobilenetv2": 12, "digits_cnn": 2, "resnet8_mlperf": 8, "ds_cnn": 4}[name]
         assert len(analog_layers) == expected
 
 
@@ -107,3 +109,22 @@ def test_export_writes_conforming_dory_file_and_goldens_equal_to_onnxruntime(flo
     assert config["input_scale"] == input_quantiser.scale.item() and config["input_scale"] < 1
     report = json.loads((out / f"{name}_report.json").read_text())
     assert [row["layer"] for row in report["layers"]] == [la.name for la in hw.layers]
+
+
+def test_the_dory_file_itself_means_its_goldens_at_every_hardware_layer(flow):
+    """The DORY file, read by the Quantlab conventions (custom attributes stripped, residual Adds and ADCs expanded)
+    and run in onnxruntime on input.txt, computes out_layer{i}.txt for every i."""
+    name, _, dm, *_, result = flow
+    out = result.out_dir
+    dory = onnx.load(str(out / f"{name}_QL_DORY.onnx"))
+    layers = json.loads((out / f"{name}_report.json").read_text())["hardware_layers"]
+    config = json.loads((out / "config.json").read_text())
+    _, flat = read_golden(out / "input.txt")
+    c, h, w = [d.dim_value for d in dory.graph.input[0].type.tensor_type.shape.dim][1:]
+    x = flat.reshape(h, w, c).transpose(2, 0, 1)[None]
+    values = run_dory(dory, x, config["input_signed"], [row["dory_tensor"] for row in layers])
+    for row in layers:
+        _, golden = read_golden(out / row["golden"])
+        got = values[row["dory_tensor"]][0]
+        assert np.array_equal(got.transpose(1, 2, 0).reshape(-1), golden), row["name"]
+    assert len(result.dory_comparisons) == len(layers) and sum(c.mismatches for c in result.dory_comparisons) == 0

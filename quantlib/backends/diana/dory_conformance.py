@@ -1,5 +1,6 @@
-"""Every rule of the DORY ONNX dialect (docs: dory-onnx.md), checked on a model: each broken rule is one message
-naming the node or tensor. An empty list means DORY's Diana back end accepts the file."""
+"""Every rule of the DORY ONNX dialect (docs/export-format.md), checked on a model: each broken rule is one message
+naming the node or tensor. An empty list means DORY's Quantlab frontend, its Diana HW stage and its C generation take
+the file (what the generated code then computes is a separate question: see the report's DORY findings)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from onnx import numpy_helper
 ALLOWED_OPS = {"Conv", "Gemm", "MatMul", "Mul", "Add", "Div", "Floor", "Clip", "Constant", "Pad", "AveragePool",
                "GlobalAveragePool", "MaxPool", "Flatten", "Reshape", "Cast", "Shape", "Gather", "Unsqueeze", "Squeeze",
                "Concat", "Sigmoid", "LogSoftmax"}
-LINEAR_OPS = ("Conv", "Gemm", "MatMul")
-POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
+AVERAGE_POOLS = ("AveragePool", "GlobalAveragePool")
 REQUANT_CHAIN = ("Mul", "Add", "Div", "Floor", "Clip")
-RESIDUAL_ATTRIBUTES = tuple(f"{side}_{what}" for side in ("in1", "in2", "out")
-                            for what in ("mul", "add", "shift", "rq", "n_levels"))
-CONV_ATTRIBUTES = ("kernel_shape", "pads", "strides", "dilations", "group")
+RESIDUAL_ATTRIBUTES = (*(f"{side}_{what}" for side in ("in1", "in2", "out")
+                         for what in ("mul", "add", "shift", "rq", "n_levels")), "out_signed")
+CONV_ATTRIBUTES = ("kernel_shape", "pads", "strides", "group")
+ADC_ATTRIBUTES = {"adc_min": -32, "adc_max": 31, "adc_rows": 1152}
+STORAGE_BITS = 8
 
 
 def _attributes(node: onnx.NodeProto) -> dict:
@@ -55,10 +57,15 @@ def check_dory_onnx(model: onnx.ModelProto) -> list[str]:
             problems.append(f"{label}: operator {node.op_type} is not in DORY's whitelist.")
             continue
         attrs = _attributes(node)
-        if node.op_type in LINEAR_OPS:
-            problems += _check_linear(m, node, attrs, label)
-        if node.op_type in POOL_OPS and attrs.get("weight_bits") != 8:
+        if node.op_type in ("Gemm", "MatMul"):
+            problems.append(f"{label}: DORY's Diana back end pads 4-D weights only; write a linear layer as a Conv "
+                            f"whose kernel covers its whole input.")
+        if node.op_type == "Conv":
+            problems += _check_conv(m, node, attrs, label)
+        if node.op_type in (*AVERAGE_POOLS, "MaxPool") and attrs.get("weight_bits") != 8:
             problems.append(f"{label}: pooling needs attribute weight_bits = 8.")
+        if node.op_type in AVERAGE_POOLS:
+            problems += _check_requant_chain(m, node, label, scalar=True)
         if node.op_type == "Add" and all(m.const(i) is None for i in node.input):
             problems += _check_residual_add(m, node, attrs, label)
         if node.op_type == "Clip":
@@ -105,41 +112,54 @@ def _check_names(m: _Model) -> list[str]:
 
 def _check_initializers(m: _Model) -> list[str]:
     problems = []
-    linear_inputs = {n.input[1]: n for n in m.graph.node if n.op_type in LINEAR_OPS and len(n.input) > 1}
+    biases = {n.input[2] for n in m.graph.node if n.op_type == "Conv" and len(n.input) > 2}
     for name, value in m.initializers.items():
-        if name in linear_inputs and "weight" not in name:
-            problems.append(f"initializer '{name}' holds weights of '{linear_inputs[name].output[0]}' but its name "
-                            f"does not contain 'weight'.")
-        if name not in linear_inputs and "bias" in name:
-            problems.append(f"initializer '{name}' contains 'bias' but is not a bias; DORY would take it for one.")
+        if name not in biases and "bias" in name:
+            problems.append(f"initializer '{name}' contains 'bias' but is no Conv's bias; DORY would take it for one.")
+        if name in biases and "bias" not in name:
+            problems.append(f"initializer '{name}' is a Conv's bias but its name does not contain 'bias', by which "
+                            f"DORY finds it.")
         if value.dtype.kind == "f" and not np.array_equal(value, np.round(value)):
             problems.append(f"initializer '{name}' holds non-integer values.")
     return problems
 
 
-def _check_linear(m: _Model, node: onnx.NodeProto, attrs: dict, label: str) -> list[str]:
+def _check_conv(m: _Model, node: onnx.NodeProto, attrs: dict, label: str) -> list[str]:
     problems = []
-    if attrs.get("weight_bits") not in (8, 2):
-        problems.append(f"{label}: attribute weight_bits must be 8 (digital) or 2 (analog), got "
-                        f"{attrs.get('weight_bits')}.")
-    if attrs.get("bias_bits") != 32:
-        problems.append(f"{label}: attribute bias_bits must be 32, got {attrs.get('bias_bits')}.")
-    if len(node.input) > 2:
-        problems.append(f"{label}: carries a bias input; the bias belongs in the requant Add.")
+    missing = [a for a in CONV_ATTRIBUTES if a not in attrs]
+    if missing:
+        problems.append(f"{label}: missing attribute(s) {missing}.")
+    elif len(attrs["pads"]) != 4:
+        problems.append(f"{label}: pads must have 4 values, got {attrs['pads']}.")
     weight = m.const(node.input[1]) if len(node.input) > 1 else None
     if weight is None or weight.ndim != 4:
-        problems.append(f"{label}: weights must be a 4-D initializer (write a classifier as a 1x1 Conv).")
-    if node.op_type == "Conv":
-        missing = [a for a in CONV_ATTRIBUTES if a not in attrs]
-        if missing:
-            problems.append(f"{label}: missing attribute(s) {missing}.")
-        elif len(attrs["pads"]) != 4:
-            problems.append(f"{label}: pads must have 4 values, got {attrs['pads']}.")
-    return problems + _check_requant_chain(m, node, label)
+        return problems + [f"{label}: weights must be a 4-D initializer (a linear layer is a Conv over its whole "
+                           f"input)."]
+    bits, group = attrs.get("weight_bits"), attrs.get("group", 1)
+    if bits == 8:
+        if len(node.input) < 3 or m.const(node.input[2]) is None:
+            problems.append(f"{label}: a digital Conv needs its bias as third input (int32 values, also when zero): "
+                            f"DIANA's digital core reads it there.")
+        if group != 1 and not (group == weight.shape[0] and weight.shape[1] == 1):
+            problems.append(f"{label}: group {group} is neither 1 nor depthwise (group = input = output channels).")
+    elif bits == 2:
+        if len(node.input) > 2:
+            problems.append(f"{label}: an analog Conv carries no bias input (its offset is in the requant Add).")
+        if group != 1:
+            problems.append(f"{label}: an analog Conv has group 1, got {group}.")
+        if not isinstance(attrs.get("adc_shift"), int) or attrs["adc_shift"] < 0:
+            problems.append(f"{label}: an analog Conv needs attribute adc_shift >= 0 (its ADC).")
+        wrong = {k: attrs.get(k) for k, v in ADC_ATTRIBUTES.items() if attrs.get(k) != v}
+        if wrong:
+            problems.append(f"{label}: ADC attributes must be {ADC_ATTRIBUTES}, got {wrong}.")
+    else:
+        problems.append(f"{label}: attribute weight_bits must be 8 (digital) or 2 (analog), got {bits}.")
+    return problems + _check_requant_chain(m, node, label, scalar=False)
 
 
-def _check_requant_chain(m: _Model, node: onnx.NodeProto, label: str) -> list[str]:
-    """After ``node``: exactly Mul(const [C,1,1]) -> Add(const [C,1,1]) -> Div(Constant 2^s) -> Floor -> Clip."""
+def _check_requant_chain(m: _Model, node: onnx.NodeProto, label: str, scalar: bool) -> list[str]:
+    """After ``node``: exactly Mul(const) -> Add(const) -> Div(power of two) -> Floor -> Clip, the constants [C,1,1]
+    after a Conv (DORY's BNRelu) and scalars after a pool (DORY's Requant)."""
     problems, current = [], node
     for expected in REQUANT_CHAIN:
         nxt = m.only_consumer(current)
@@ -148,21 +168,20 @@ def _check_requant_chain(m: _Model, node: onnx.NodeProto, label: str) -> list[st
                 (nxt.op_type if nxt is not None else "nothing")
             return problems + [f"{label}: must be followed by Mul -> Add -> Div -> Floor -> Clip; after "
                                f"{current.op_type} '{current.output[0]}' comes {got}, not {expected}."]
-        attrs = _attributes(nxt)
         if expected in ("Mul", "Add"):
             const = next((m.const(i) for i in nxt.input if m.const(i) is not None), None)
-            if const is None or const.ndim != 3 or const.shape[1:] != (1, 1):
+            if scalar and (const is None or const.ndim != 0):
+                problems.append(f"{label}: requant {expected} '{nxt.output[0]}' after a pool needs a scalar constant "
+                                f"(shape []): DORY fuses a pool only with a scalar Requant.")
+            if not scalar and (const is None or const.ndim != 3 or const.shape[1:] != (1, 1)):
                 problems.append(f"{label}: requant {expected} '{nxt.output[0]}' needs a constant of shape [C, 1, 1].")
-            bits_name = "mult_bits" if expected == "Mul" else "add_bits"
-            if attrs.get(bits_name) != 32:
-                problems.append(f"{label}: requant {expected} '{nxt.output[0]}' needs attribute {bits_name} = 32.")
         if expected == "Div":
-            divisor = m.constants.get(nxt.input[1])
+            divisor = m.const(nxt.input[1])
             if divisor is None or divisor.size != 1:
-                problems.append(f"{label}: requant Div '{nxt.output[0]}' must divide by a scalar Constant node.")
+                problems.append(f"{label}: requant Div '{nxt.output[0]}' must divide by a scalar constant.")
             elif not (divisor.item() >= 1 and math.log2(divisor.item()).is_integer()):
                 problems.append(f"{label}: requant Div '{nxt.output[0]}' divides by {divisor.item()}, not a power of "
-                                f"two >= 1.")
+                                f"two >= 1 (DORY keeps round(log2(divisor))).")
         current = nxt
     return problems
 
@@ -170,11 +189,9 @@ def _check_requant_chain(m: _Model, node: onnx.NodeProto, label: str) -> list[st
 def _check_clip(attrs: dict, label: str) -> list[str]:
     if "min" not in attrs or "max" not in attrs:
         return [f"{label}: Clip needs min and max as attributes (opset-10 form)."]
-    levels = attrs["max"] - attrs["min"] + 1
-    bits = math.log2(levels) if levels > 0 else -1
-    if not bits.is_integer() or attrs.get("out_bits") != int(bits):
-        return [f"{label}: Clip [{attrs['min']}, {attrs['max']}] needs attribute out_bits = log2(max - min + 1), got "
-                f"{attrs.get('out_bits')}."]
+    if attrs.get("out_bits") != STORAGE_BITS:
+        return [f"{label}: Clip needs attribute out_bits = 8 (its storage: DIANA stores one byte per element, and "
+                f"DORY's strides are elements x out_bits / 8), got {attrs.get('out_bits')}."]
     return []
 
 
@@ -187,4 +204,9 @@ def _check_residual_add(m: _Model, node: onnx.NodeProto, attrs: dict, label: str
         problems.append(f"{label}: a residual Add needs attribute add_bits = 8.")
     if attrs.get("weight_bits") != 8:
         problems.append(f"{label}: a residual Add needs attribute weight_bits = 8.")
-    return problems + _check_requant_chain(m, node, label)
+    readers = [r.op_type for r in m.consumers.get(node.output[0], [])]
+    if "Mul" in readers:
+        problems.append(f"{label}: a residual Add is read directly by the next layer (its requantisation is in its "
+                        f"out_* attributes); a requant chain after it makes DORY fuse an AdditionBNRelu that the "
+                        f"Diana tiler cannot tile.")
+    return problems

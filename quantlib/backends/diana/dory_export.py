@@ -1,12 +1,20 @@
-"""The DORY dialect of an integer DIANA graph (dory-onnx.md): opset 10, decimal tensor names increasing in
-topological order, every layer ``op -> Mul -> Add -> Div(2^s) -> Floor -> Clip`` with DORY's attributes, biases in
-the requant Add, classifiers as convolutions on 4-D tensors. Not executable by onnxruntime (custom attributes); the
-executable twin is written by ``twin.py``.
+"""The DORY dialect of an integer DIANA graph (docs/export-format.md): opset 10, decimal tensor names increasing in
+topological order, and each hardware layer in the one form DORY's Diana back end fuses and runs:
+
+- digital conv / depthwise / linear: ``Conv(x, W, bias) -> Mul(1) -> Add(0) -> Div(2^s) -> Floor -> Clip`` (the bias
+  is the Conv's third input, as DIANA's digital core adds it; Mul / Add are [C, 1, 1]);
+- analog conv: ``Conv(x, W)[adc_*] -> Mul -> Add -> Div -> Floor -> Clip`` (the ADC as attributes; Mul / Add the
+  post-ADC affine);
+- average pool: ``AveragePool | GlobalAveragePool -> Mul(1) -> Add(0) -> Div(1) -> Floor -> Clip`` (scalars);
+- max pool: ``MaxPool``;
+- residual add: ``Add(x1, x2)`` with Quantlab's DORYAdder attributes, the output requantisation among them, read
+  directly by the next layer.
+
+Every Clip stores 8 bits (``out_bits = 8``), its range in min / max. Not executable by onnxruntime (custom
+attributes); ``dory_interpreter.py`` reads it back into standard ONNX, and ``twin.py`` writes the executable twin.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import onnx
@@ -15,20 +23,17 @@ import torch
 import torch.fx as fx
 from onnx import TensorProto, numpy_helper
 
-from quantlib.backends.diana.hardware_layers import (
-    HardwareGraph,
-    HardwareLayer,
-    is_pass_through,
-    range_bits,
-    requant_mul_add,
-)
+from quantlib.backends.diana.analog_conv import ARRAY_ROWS
+from quantlib.backends.diana.hardware_layers import HardwareGraph, HardwareLayer, is_pass_through, requant_mul_add
 from quantlib.backends.diana.hardware_rules import pair
+from quantlib.backends.diana.true_analog_conv import ADC_HI, ADC_LO
+from quantlib.editors.fake2true.requantiser import source_requant
 from quantlib.errors import ExportError
 from quantlib.modules.true_quant import Requant
 
 OPSET = 10
 IR_VERSION = 6
-DIGITAL_WEIGHT_BITS, ANALOG_WEIGHT_BITS, ACCUMULATOR_BITS = 8, 2, 32
+DIGITAL_WEIGHT_BITS, ANALOG_WEIGHT_BITS, ACCUMULATOR_BITS, STORAGE_BITS = 8, 2, 32, 8
 FLOAT32_EXACT = 2 ** 24
 
 
@@ -46,23 +51,25 @@ class DoryBuilder:
         self.nodes.append(oh.make_node(op_type, inputs, [name], name=f"{op_type}_{name}", **attrs))
         return name
 
-    def init(self, name: str, value: np.ndarray) -> str:
+    def init(self, name: str, value: np.ndarray, layer: str) -> str:
         """A float32 initializer holding integers, which float32 holds exactly up to 2^24."""
         value = np.asarray(value, np.float64)
         if value.size and np.abs(value).max() > FLOAT32_EXACT:
-            raise ExportError(f"DORY initializer '{name}' holds {np.abs(value).max():.0f}, beyond 2^24, which float32 "
-                              f"cannot hold exactly; lower the layer's bias or output resolution.")
+            raise ExportError(f"Layer '{layer}': its {name.partition('_')[2]} reaches {np.abs(value).max():.0f}, "
+                              f"beyond 2^24, which DORY's float32 initializers cannot hold exactly; lower the "
+                              f"resolution of the layer's input or weights.")
         self.initializers.append(numpy_helper.from_array(value.astype(np.float32), name))
         return name
 
-    def requant_chain(self, x: str, tag: str, mul: np.ndarray, add: np.ndarray, shift: int, lo: int, hi: int) -> str:
-        """Mul(const [C,1,1]) -> Add(const [C,1,1]) -> Div(Constant 2^shift) -> Floor -> Clip(lo, hi)."""
-        y = self.op("Mul", [x, self.init(f"{tag}_requant_mul", mul)], mult_bits=ACCUMULATOR_BITS)
-        y = self.op("Add", [y, self.init(f"{tag}_requant_add", add)], add_bits=ACCUMULATOR_BITS)
-        divisor = self.op("Constant", [], value=numpy_helper.from_array(np.asarray(2.0 ** shift, np.float32)))
+    def requant_chain(self, x: str, layer: HardwareLayer, mul: np.ndarray, add: np.ndarray, requant: Requant) -> str:
+        """Mul(const) -> Add(const) -> Div(Constant 2^shift) -> Floor -> Clip(lo, hi), 8-bit storage."""
+        tag = f"layer{layer.index}"
+        y = self.op("Mul", [x, self.init(f"{tag}_requant_mul", mul, layer.name)], mult_bits=ACCUMULATOR_BITS)
+        y = self.op("Add", [y, self.init(f"{tag}_requant_add", add, layer.name)], add_bits=ACCUMULATOR_BITS)
+        divisor = self.op("Constant", [], value=numpy_helper.from_array(np.asarray(2.0 ** requant.shift, np.float32)))
         y = self.op("Div", [y, divisor])
         y = self.op("Floor", [y])
-        return self.op("Clip", [y], min=float(lo), max=float(hi), out_bits=range_bits(lo, hi))
+        return self.op("Clip", [y], min=float(requant.lo), max=float(requant.hi), out_bits=STORAGE_BITS)
 
 
 def _channels(value: torch.Tensor, channels: int) -> np.ndarray:
@@ -71,22 +78,38 @@ def _channels(value: torch.Tensor, channels: int) -> np.ndarray:
     return np.broadcast_to(a, (channels,)).reshape(channels, 1, 1).copy()
 
 
+def _scalar(value: torch.Tensor, layer: HardwareLayer) -> np.ndarray:
+    if value.numel() != 1:
+        raise ExportError(f"Layer '{layer.name}' requantises per channel; DORY's pools take one multiplier and one "
+                          f"offset (a scalar requant).")
+    return np.asarray(float(value), np.float64)
+
+
 def _ints(v) -> list[int]:
     return [int(i) for i in pair(v)]
 
 
-def dory_onnx(integer: fx.GraphModule, hw: HardwareGraph, name: str) -> onnx.ModelProto:
-    """The DORY-dialect model of ``integer`` (shapes annotated) split into the hardware layers ``hw``."""
+def _as_4d(shape) -> list[int]:
+    """DORY's tensors are [1, C, H, W]: a [1, F] feature vector is [1, F, 1, 1]."""
+    shape = [1, *shape[1:]]
+    return shape + [1] * (4 - len(shape))
+
+
+def dory_onnx(integer: fx.GraphModule, hw: HardwareGraph, name: str) -> tuple[onnx.ModelProto, dict[int, str]]:
+    """The DORY-dialect model of ``integer`` (shapes annotated) split into the hardware layers ``hw``, and for each
+    layer index the DORY tensor that holds its output."""
     modules = dict(integer.named_modules())
     b = DoryBuilder()
-    input_shape = [1, *hw.input_quantiser.meta["tensor_meta"].shape[1:]]
+    input_shape = _as_4d(hw.input_quantiser.meta["tensor_meta"].shape)
     tensors: dict[fx.Node, str] = {hw.input_quantiser: "0"}
     shapes: dict[fx.Node, list[int]] = {hw.input_quantiser: input_shape}
     by_op = {layer.op: layer for layer in hw.layers}
+    outputs: dict[int, str] = {}
     for node in integer.graph.nodes:
         if node in by_op:
             layer = by_op[node]
             tensors[layer.output], shapes[layer.output] = _emit_layer(b, layer, modules, tensors, shapes)
+            outputs[layer.index] = tensors[layer.output]
         elif is_pass_through(node, modules) and node.args[0] in tensors:
             tensors[node], shapes[node] = tensors[node.args[0]], shapes[node.args[0]]
     last = hw.layers[-1].output
@@ -95,7 +118,7 @@ def dory_onnx(integer: fx.GraphModule, hw: HardwareGraph, name: str) -> onnx.Mod
                           b.initializers)
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", OPSET)], producer_name="quantlib")
     model.ir_version = IR_VERSION
-    return model
+    return model, outputs
 
 
 def _emit_layer(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict, shapes: dict
@@ -103,36 +126,32 @@ def _emit_layer(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: di
     op = modules[layer.op.target]
     requant: Requant | None = modules[layer.requant.target] if layer.requant is not None else None
     x, shape = tensors[layer.inputs[0]], shapes[layer.inputs[0]]
-    tag = f"layer{layer.index}"  # initializer names: DORY reads 'weight' and 'bias' in them
+    out_shape = _as_4d(layer.op.meta["tensor_meta"].shape)
     if layer.kind in ("conv", "analog_conv", "linear"):
-        y, out_shape, channels = _emit_linear(b, layer, op, x, shape, tag)
+        y, channels = _emit_linear(b, layer, op, x, shape)
         mul, add = (_channels(t, channels) for t in requant_mul_add(op, requant, channels))
-        return b.requant_chain(y, tag, mul, add, requant.shift, requant.lo, requant.hi), out_shape
+        return b.requant_chain(y, layer, mul, add, requant), [1, channels, *out_shape[2:]]
     if layer.kind == "maxpool":
-        k, s, p = (_ints(v) for v in (op.kernel_size, op.stride, op.padding))
-        out = layer.op.meta["tensor_meta"].shape
-        return b.op("MaxPool", [x], kernel_shape=k, strides=s, pads=p * 2, weight_bits=8), [1, *out[1:]]
-    channels = shape[1]
+        attrs = {"kernel_shape": _ints(op.kernel_size), "strides": _ints(op.stride), "pads": _ints(op.padding) * 2}
+        if op.ceil_mode:
+            attrs["ceil_mode"] = 1
+        if _ints(op.dilation) != [1, 1]:
+            attrs["dilations"] = _ints(op.dilation)
+        return b.op("MaxPool", [x], weight_bits=DIGITAL_WEIGHT_BITS, **attrs), out_shape
     if layer.kind == "pool":
-        window = shape[2] * shape[3] if op.kernel_size is None else math.prod(op.kernel_size)
         if op.kernel_size is None:
-            y = b.op("GlobalAveragePool", [x], weight_bits=8)
+            y = b.op("GlobalAveragePool", [x], weight_bits=DIGITAL_WEIGHT_BITS)
         else:
             y = b.op("AveragePool", [x], kernel_shape=list(op.kernel_size), strides=list(op.stride),
-                     pads=list(op.padding) * 2, weight_bits=8)
-        # DORY's pool averages; the integer graph sums: the requant multiplies the average back to the sum
-        mul = _channels(requant.mul, channels) * window
-        out = layer.op.meta["tensor_meta"].shape
-        return b.requant_chain(y, tag, mul, _channels(requant.add, channels), requant.shift, requant.lo,
-                               requant.hi), [1, *out[1:]]
-    return _emit_add(b, layer, modules, tensors, requant, shape), shape
+                     pads=list(op.padding) * 2, weight_bits=DIGITAL_WEIGHT_BITS)
+        return b.requant_chain(y, layer, _scalar(requant.mul, layer), _scalar(requant.add, layer), requant), out_shape
+    return _emit_add(b, layer, modules, tensors, requant), shape
 
 
-def _emit_linear(b: DoryBuilder, layer: HardwareLayer, op, x: str, shape: list[int], tag: str
-                 ) -> tuple[str, list[int], int]:
-    """Conv with DORY's attributes; a linear layer is a conv whose kernel covers its whole (4-D) input."""
+def _emit_linear(b: DoryBuilder, layer: HardwareLayer, op, x: str, shape: list[int]) -> tuple[str, int]:
+    """Conv with DORY's attributes; a linear layer is a conv whose kernel covers its whole [1, C, H, W] input."""
+    tag = f"layer{layer.index}"  # initializer names: DORY finds the bias by 'bias' in its name
     weight = op.weight.detach().double().numpy()
-    bits = ANALOG_WEIGHT_BITS if layer.kind == "analog_conv" else DIGITAL_WEIGHT_BITS
     if layer.kind == "linear":
         _, c, h, w = shape
         if weight.shape[1] != c * h * w:
@@ -140,30 +159,35 @@ def _emit_linear(b: DoryBuilder, layer: HardwareLayer, op, x: str, shape: list[i
         weight = weight.reshape(weight.shape[0], c, h, w)
         attrs = {"kernel_shape": [h, w], "pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1], "group": 1}
     else:
-        pad = _ints(op.padding)
-        attrs = {"kernel_shape": list(weight.shape[2:]), "pads": pad * 2, "strides": _ints(op.stride),
+        attrs = {"kernel_shape": list(weight.shape[2:]), "pads": _ints(op.padding) * 2, "strides": _ints(op.stride),
                  "dilations": _ints(getattr(op, "dilation", 1)), "group": getattr(op, "groups", 1)}
-    y = b.op("Conv", [x, b.init(f"{tag}_weight", weight)], weight_bits=bits, bias_bits=ACCUMULATOR_BITS, **attrs)
-    out = layer.op.meta["tensor_meta"].shape
-    out_shape = [1, out[1], 1, 1] if layer.kind == "linear" else [1, *out[1:]]
-    return y, out_shape, weight.shape[0]
+    inputs = [x, b.init(f"{tag}_weight", weight, layer.name)]
+    channels = weight.shape[0]
+    if layer.kind == "analog_conv":
+        attrs.update(weight_bits=ANALOG_WEIGHT_BITS, adc_shift=op.adc_shift, adc_min=ADC_LO, adc_max=ADC_HI,
+                     adc_rows=ARRAY_ROWS)
+    else:
+        bias = np.zeros(channels) if op.bias is None else op.bias.detach().double().numpy()
+        if np.abs(bias).max(initial=0) >= 2 ** (ACCUMULATOR_BITS - 1):
+            raise ExportError(f"Layer '{layer.name}': its bias does not fit in int32.")
+        inputs.append(b.init(f"{tag}_bias", bias, layer.name))
+        attrs["weight_bits"] = DIGITAL_WEIGHT_BITS
+    return b.op("Conv", inputs, bias_bits=ACCUMULATOR_BITS, **attrs), channels
 
 
-def _emit_add(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict, requant: Requant,
-              shape: list[int]) -> str:
-    """Add with DORY's residual attributes: per input the requantisation the add applies first, and the output's."""
-    attrs = {"add_bits": 8, "weight_bits": 8}
+def _emit_add(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict, requant: Requant) -> str:
+    """Add with Quantlab's DORYAdder attributes: per input the requantisation the add applies first (none on DIANA,
+    whose adds read both inputs on one scale), and the output's; nothing after it."""
+    attrs = {"add_bits": 8, "weight_bits": DIGITAL_WEIGHT_BITS}
     for side, source, rq_node in zip(("in1", "in2"), layer.inputs, layer.input_requants, strict=True):
         if rq_node is None:
+            lo, hi = _range(source, modules)
             attrs.update({f"{side}_mul": 1, f"{side}_add": 0, f"{side}_shift": 0, f"{side}_rq": 0,
-                          f"{side}_n_levels": _levels(source, modules)})
+                          f"{side}_n_levels": hi - lo + 1, f"{side}_signed": int(lo < 0)})
         else:
             attrs.update(_requant_attributes(side, modules[rq_node.target], rq_node.name))
     attrs.update(_requant_attributes("out", requant, layer.requant.name))
-    y = b.op("Add", [tensors[s] for s in layer.inputs], **attrs)
-    channels = shape[1]
-    return b.requant_chain(y, f"layer{layer.index}", _channels(requant.mul, channels), _channels(requant.add, channels),
-                           requant.shift, requant.lo, requant.hi)
+    return b.op("Add", [tensors[s] for s in layer.inputs], **attrs)
 
 
 def _requant_attributes(side: str, rq: Requant, name: str) -> dict[str, int]:
@@ -171,9 +195,12 @@ def _requant_attributes(side: str, rq: Requant, name: str) -> dict[str, int]:
         raise ExportError(f"Requantisation '{name}' of a residual add has one multiplier per channel; DORY's add "
                           f"takes one per input.")
     return {f"{side}_mul": int(rq.mul), f"{side}_add": int(rq.add), f"{side}_shift": rq.shift, f"{side}_rq": 1,
-            f"{side}_n_levels": rq.hi - rq.lo + 1}
+            f"{side}_n_levels": rq.hi - rq.lo + 1, f"{side}_signed": int(rq.lo < 0)}
 
 
-def _levels(node: fx.Node, modules: dict) -> int:
-    module = modules.get(node.target) if node.op == "call_module" else None
-    return module.hi - module.lo + 1 if isinstance(module, Requant) else 256
+def _range(node: fx.Node, modules: dict) -> tuple[int, int]:
+    """The integer range of the values ``node`` carries (the requantisation that produced them)."""
+    rq = source_requant(node, modules)
+    if rq is None:
+        raise ExportError(f"Residual add input '{node.name}' does not come from a requantisation.")
+    return rq.lo, rq.hi

@@ -24,6 +24,7 @@ import torch.fx as fx
 from quantlib.backends.diana.dory_conformance import check_dory_onnx
 from quantlib.backends.diana.dory_export import dory_onnx
 from quantlib.backends.diana.dory_files import dory_config, golden_text
+from quantlib.backends.diana.dory_interpreter import interpret_dory
 from quantlib.backends.diana.hardware_layers import HardwareGraph, hardware_layers, range_bits
 from quantlib.backends.diana.report import LayerReport
 from quantlib.backends.diana.twin import DIALECTS, twin_onnx
@@ -42,13 +43,15 @@ class ExportResult:
 
     out_dir: Path
     files: list[str]
-    comparisons: list[LayerComparison]  # per hardware layer: integer model vs onnxruntime on the twin
-    errors: list[str]                   # hardware-rule errors of the report (the files are written all the same)
+    comparisons: list[LayerComparison]       # per hardware layer: integer model vs onnxruntime on the twin
+    dory_comparisons: list[LayerComparison]  # per hardware layer: integer model vs the DORY file, interpreted
+    errors: list[str]                        # hardware-rule errors of the report (the files are written all the same)
     seconds: float
 
     @property
     def mismatches(self) -> int:
-        return sum(c.mismatches for c in self.comparisons)
+        """Elements where the twin or the interpreted DORY file differs from the integer model."""
+        return sum(c.mismatches for c in [*self.comparisons, *self.dory_comparisons])
 
 
 def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: torch.Tensor,
@@ -64,14 +67,16 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
     start = time.perf_counter()
     integer = _with_shapes(integer, sample)
     hw = hardware_layers(integer)
-    dory = dory_onnx(integer, hw, name)
+    dory, dory_tensors = dory_onnx(integer, hw, name)
     problems = check_dory_onnx(dory)
     if problems:
         raise ExportError("The DORY file would break DORY's rules:\n" + "\n".join(f"  {p}" for p in problems))
     twin = twin_onnx(integer, hw, dialect, sample, f"{name}_twin")
     goldens = record(integer, sample, [hw.input_quantiser.name, *(layer.output.name for layer in hw.layers)])
-    comparisons = compare_with_twin(integer, hw, twin, dialect, sample if verify_on is None else verify_on)
+    checked = sample if verify_on is None else verify_on
+    comparisons = compare_with_twin(integer, hw, twin, dialect, checked)
     rq = integer.get_submodule(hw.input_quantiser.target)
+    dory_comparisons = compare_with_dory_file(integer, hw, dory, dory_tensors, rq.lo < 0, checked)
     files = {
         f"{name}_QL_DORY.onnx": dory.SerializeToString(deterministic=True),
         f"{name}_QL_NOANNOTATION.onnx": twin.model.SerializeToString(deterministic=True),
@@ -80,14 +85,15 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
         "input.txt": golden_text("input", goldens[hw.input_quantiser.name]),
         **{f"out_layer{layer.index}.txt": golden_text(layer.name, _chw(goldens[layer.output.name]))
            for layer in hw.layers},
-        f"{name}_report.json": json.dumps(_report_json(report, hw, twin, dialect), indent=2) + "\n",
+        f"{name}_report.json": json.dumps(_report_json(report, hw, twin, dory_tensors, dialect), indent=2) + "\n",
     }
     out = _write_folder(Path(out_dir), files)
     errors = [f"{row.layer}: [{f['rule']}] {f['message']}" for row in report for f in row.findings
               if f["severity"] == "error"]
-    result = ExportResult(out, sorted(files), comparisons, errors, time.perf_counter() - start)
-    logger.info("Exported %d layers to %s in %.2f s (%d mismatches between onnxruntime and the integer model).",
-                len(hw.layers), out, result.seconds, result.mismatches)
+    result = ExportResult(out, sorted(files), comparisons, dory_comparisons, errors, time.perf_counter() - start)
+    logger.info("Exported %d layers to %s in %.2f s (elements differing from the integer model: %d on the twin, %d "
+                "in the DORY file).", len(hw.layers), out, result.seconds, sum(c.mismatches for c in comparisons),
+                sum(c.mismatches for c in dory_comparisons))
     return result
 
 
@@ -122,12 +128,33 @@ def compare_with_twin(integer: fx.GraphModule, hw: HardwareGraph, twin: IntegerO
     return compare_in_chunks(compare_batch, x)
 
 
-def _report_json(report: list[LayerReport], hw: HardwareGraph, twin: IntegerOnnx, dialect: str) -> dict:
-    """The report rows, and per hardware layer its golden file and the twin's tensor that holds its output."""
+def compare_with_dory_file(integer: fx.GraphModule, hw: HardwareGraph, dory: onnx.ModelProto,
+                           dory_tensors: dict[int, str], input_signed: bool, x: torch.Tensor) -> list[LayerComparison]:
+    """Per hardware layer, the integer model's values on the real inputs ``x`` against what the DORY file computes
+    (read by ``dory_interpreter``) on their integers, in chunks of inputs."""
+    names = [hw.input_quantiser.name, *(layer.output.name for layer in hw.layers)]
+    tensors = [dory_tensors[layer.index] for layer in hw.layers]
+    session = onnx_session(interpret_dory(dory, input_signed, tensors))
+
+    def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
+        expected = record(integer, part, names)
+        fed = expected[hw.input_quantiser.name].numpy().astype(np.float32)
+        got = session.run(None, {dory.graph.input[0].name: fed})
+        return [compare(layer.name, expected[layer.output.name], torch.from_numpy(value).reshape(
+            expected[layer.output.name].shape)) for layer, value in zip(hw.layers, got, strict=True)]
+
+    return compare_in_chunks(compare_batch, x)
+
+
+def _report_json(report: list[LayerReport], hw: HardwareGraph, twin: IntegerOnnx, dory_tensors: dict[int, str],
+                 dialect: str) -> dict:
+    """The report rows, and per hardware layer its golden file and the tensors of the twin and of the DORY file
+    that hold its output."""
     return {"dialect": dialect, "layers": [dataclasses.asdict(row) for row in report],
             "hardware_layers": [{"index": layer.index, "name": layer.name, "kind": layer.kind,
                                  "golden": f"out_layer{layer.index}.txt",
-                                 "twin_tensor": twin.node_tensors[layer.output.name]} for layer in hw.layers]}
+                                 "twin_tensor": twin.node_tensors[layer.output.name],
+                                 "dory_tensor": dory_tensors[layer.index]} for layer in hw.layers]}
 
 
 MARKER = ".quantlib-export"

@@ -64,11 +64,12 @@ def range_bits(lo: int, hi: int) -> int:
 
 
 def requant_mul_add(op: nn.Module, requant: Requant, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-channel ``mul`` and ``add`` of a layer's requantisation with the op's bias moved into ``add``
-    (``floor(((acc + bias) * mul + add) / 2^s)``): what DORY's Mul and Add hold."""
+    """The per-channel ``mul`` and ``add`` of a layer's requantisation, what DORY's Mul and Add hold: a digital
+    layer's bias stays in its Conv; an analog layer's (on the ADC sum's grid) moves into ``add``
+    (``floor(((acc + bias) * mul + add) / 2^s)``)."""
     mul = requant.mul.detach().double().reshape(-1).expand(channels)
     add = requant.add.detach().double().reshape(-1).expand(channels)
-    bias = getattr(op, "bias", None)
+    bias = op.bias if isinstance(op, TrueAnalogConv2d) else None
     return mul.clone(), (add if bias is None else add + bias.detach().double().reshape(-1) * mul).clone()
 
 

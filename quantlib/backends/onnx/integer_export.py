@@ -158,18 +158,22 @@ def _linear(b: OnnxGraphBuilder, node: fx.Node, m: TrueLinear, inputs: list[str]
 
 
 def _average_pool(b: OnnxGraphBuilder, node: fx.Node, m: TrueAvgPool2d, inputs: list[str]) -> str:
-    """The exact window sum in int32 (a depthwise ConvInteger of ones, or ReduceSum), then one float64 division."""
-    name = node.name
     shape = node.args[0].meta["tensor_meta"].shape
-    if m.kernel_size is None:
-        x = b.cast(inputs[0], INT32, f"{name}.in")
+    x = inputs[0] if m.kernel_size is None else eight_bit_input(b, inputs[0], node)
+    return average_pool(b, x, node.name, shape, m.kernel_size, m.stride, m.padding)
+
+
+def average_pool(b: OnnxGraphBuilder, x: str, name: str, shape, kernel, stride, padding) -> str:
+    """The exact average of the integer tensor ``x`` of ``shape``: the window sums in int32 (a depthwise ConvInteger
+    of ones; ReduceSum over the whole map for ``kernel`` None), then one float64 division by the window size."""
+    if kernel is None:
+        x = b.cast(x, INT32, f"{name}.in")
         total = b.op("ReduceSum", [x, b.const(f"{name}.axes", [2, 3], INT64)], f"{name}.sum", INT32, keepdims=1)
         window = shape[2] * shape[3]
     else:
-        x = eight_bit_input(b, inputs[0], node)
-        ones = np.ones((shape[1], 1, *m.kernel_size), np.int8)
-        total = conv_integer(b, x, ones, f"{name}.sum", m.stride, m.padding, groups=shape[1])
-        window = m.window
+        ones = np.ones((shape[1], 1, *kernel), np.int8)
+        total = conv_integer(b, x, ones, f"{name}.sum", stride, padding, groups=shape[1])
+        window = kernel[0] * kernel[1]
     total = b.cast(total, DOUBLE, f"{name}.sum_double")
     return b.op("Div", [total, b.const(f"{name}.window", float(window), DOUBLE)], name, DOUBLE)
 

@@ -343,8 +343,8 @@ def test_module_names_with_bias_in_them_do_not_confuse_dory(tmp_path):
         run(dm)
     dory = onnx.load(str(dm.export(tmp_path / "out", "net").out_dir / "net_QL_DORY.onnx"))
     assert sorted(t.name for t in dory.graph.initializer) == [
-        "layer0_requant_add", "layer0_requant_mul", "layer0_weight", "layer1_requant_add", "layer1_requant_mul",
-        "layer2_requant_add", "layer2_requant_mul", "layer2_weight"]
+        "layer0_bias", "layer0_requant_add", "layer0_requant_mul", "layer0_weight", "layer1_requant_add",
+        "layer1_requant_mul", "layer2_bias", "layer2_requant_add", "layer2_requant_mul", "layer2_weight"]
 
 
 class FunctionalConvNet(nn.Module):
