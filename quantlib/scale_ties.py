@@ -30,7 +30,7 @@ from quantlib.modules.qmodule import _QModule
 ScaleHolder = _QModule | AveragePool2d
 
 
-def _source_quantiser(node: fx.Node, modules: dict[str, nn.Module]) -> _QModule | None:
+def source_quantiser(node: fx.Node, modules: dict[str, nn.Module]) -> _QModule | None:
     """The quantiser whose integers ``node`` carries unchanged, or None (an accumulator, a float value)."""
     source = grid_source(node, modules)
     module = modules.get(source.target) if source.op == "call_module" else None
@@ -86,14 +86,14 @@ def harmonise_scales(gm: fx.GraphModule) -> fx.GraphModule:
     for node in gm.graph.nodes:
         module = modules.get(node.target) if node.op == "call_module" else None
         if isinstance(module, AveragePool2d):
-            source = _source_quantiser(node.args[0], modules)
+            source = source_quantiser(node.args[0], modules)
             if source is not None:
                 groups.tie(module, source)
                 voters.add(id(source))
         elif isinstance(module, QHarmonisedAdd):
             for x, quantiser in zip(node.args, module.input_quantisers, strict=True):
                 groups.tie(quantiser, module.input_quantisers[0])
-                source = _source_quantiser(x, modules)
+                source = source_quantiser(x, modules)
                 if source is None:
                     voters.add(id(quantiser))
                     continue

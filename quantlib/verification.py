@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from quantlib.modules.true_quant import Requant, TrueAvgPool2d, TrueQuantModule
+from quantlib.modules.true_quant import Requant, TrueQuantModule
 
 CHUNK = 16
 """Inputs per batch when comparing whole networks layer by layer (memory grows with it)."""
@@ -79,15 +79,11 @@ def integer_layers(integer: fx.GraphModule) -> list[str]:
 
 def compare_fake_and_exact(fake: fx.GraphModule, exact: fx.GraphModule, x: torch.Tensor) -> list[LayerComparison]:
     """Per layer the fake-quantised model's quantiser outputs against the exact model's requantisations (same node
-    names; an average pool, which floors its own mean, against the requantisation after its integer twin), in units
-    of the layer's scale."""
+    names, or the fake node a requantisation names in ``meta['fake_node']``: an add's output, an average pool), in
+    units of the layer's scale."""
     modules = dict(exact.named_modules())
-    requants: dict[str, tuple[str, torch.Tensor]] = {}
-    for n in exact.graph.nodes:
-        if n.op == "call_module" and isinstance(modules[n.target], Requant):
-            source = n.args[0]
-            pooled = source.op == "call_module" and isinstance(modules[source.target], TrueAvgPool2d)
-            requants[source.name if pooled else n.name] = (n.name, n.meta["scale"])
+    requants = {n.meta.get("fake_node", n.name): (n.name, n.meta["scale"]) for n in exact.graph.nodes
+                if n.op == "call_module" and isinstance(modules[n.target], Requant)}
     layers = [n.name for n in fake.graph.nodes if n.name in requants]
 
     def compare_batch(part: torch.Tensor) -> list[LayerComparison]:

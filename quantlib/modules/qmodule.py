@@ -50,6 +50,7 @@ class _QModule(nn.Module):
             self.clip_lo = nn.Parameter(torch.tensor(-1.0))
         self.is_observing = False
         self.is_quantised = False
+        self.calibrated_on_zeros = False  # the last calibration saw nothing its grid could cover
         self.observer: TensorObserver | None = None
 
     # -- the plug-in point for quantisation ops ---------------------------------------------------------------
@@ -111,6 +112,7 @@ class _QModule(nn.Module):
             raise CalibrationError(f"Module '{self.qualname}' was never observing: call start_observing() and run "
                                    f"calibration data through the model before init_qhparams().")
         a, b = self.observer.clip_bounds(self.spec.qrange)
+        self.calibrated_on_zeros = False
         self.set_clip_bounds(a, b)
         self.is_quantised = True
 
@@ -128,12 +130,15 @@ class _QModule(nn.Module):
 
     def _nonzero(self, scale: torch.Tensor) -> torch.Tensor:
         """Slices whose observed range gives no positive scale (a dead ReLU saw only zeros) get scale 1: a tiny one
-        would overflow the integers of the layers that read it."""
+        would overflow the integers of the layers that read it. The module remembers it (``calibrated_on_zeros``)."""
         dead = scale <= 0
         if bool(dead.any()):
-            logger.warning("Module '%s': %d of its %d slices observed no range its grid can cover (only zeros, or "
-                           "only values its range excludes); their scale is set to 1.", self.qualname,
-                           int(dead.sum()), dead.numel())
+            seen = self.observer.statistics.count if self.observer is not None else 0
+            self.calibrated_on_zeros = True
+            logger.warning("Quantiser '%s': %d of its %d slices saw only zeros (or only values its range excludes) in "
+                           "the %d calibration values it observed; their scale is set to 1, and what depends on it "
+                           "(shifts, findings) comes from degenerate data. Calibrate on inputs that reach this layer.",
+                           self.qualname, int(dead.sum()), dead.numel(), seen)
         return torch.where(dead, torch.ones_like(scale), scale)
 
     def set_scale(self, scale: torch.Tensor, zero: torch.Tensor | None = None) -> None:
@@ -162,10 +167,11 @@ class _QModule(nn.Module):
 
     # -- state ----------------------------------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
-        return {"is_quantised": self.is_quantised}
+        return {"is_quantised": self.is_quantised, "calibrated_on_zeros": self.calibrated_on_zeros}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.is_quantised = bool(state["is_quantised"])
+        self.calibrated_on_zeros = bool(state.get("calibrated_on_zeros", False))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:

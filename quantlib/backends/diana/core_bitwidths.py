@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection
 
+import torch
 import torch.fx as fx
 
 from quantlib.backends.diana.analog_conv import AnalogConv2d
@@ -16,6 +17,7 @@ from quantlib.modules.qactivations import QReLU
 from quantlib.modules.qlinear import QConv2d
 from quantlib.modules.qmodule import _QModule
 from quantlib.modules.specs import QRange
+from quantlib.scale_ties import source_quantiser
 
 RELU_RANGE = QRange.from_spec({"bitwidth": 7, "signed": False})
 
@@ -52,3 +54,20 @@ def init_ternary_weights(convs: Collection[AnalogConv2d]) -> None:
 
 def adc_quantisers(convs: Collection[AnalogConv2d]) -> list[_QModule]:
     return [conv.adc for conv in convs]
+
+
+def clamp_adc_scales(gm: fx.GraphModule) -> None:
+    """No ADC scale finer than its layer's input scale x weight scale: every partial sum is a multiple of that
+    product, so a finer ADC grid resolves nothing more, and the ADC would have to multiply (it can only shift)."""
+    modules = dict(gm.named_modules())
+    for node in gm.graph.nodes:
+        conv = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(conv, AnalogConv2d) or not (conv.is_quantised and conv.adc.is_quantised):
+            continue
+        source = source_quantiser(node.args[0], modules)
+        if source is None:
+            continue
+        grid = (source.scale.detach().amax() * conv.scale.detach().amax()).reshape(())
+        if bool(conv.adc.scale.detach().amax() < grid):
+            with torch.no_grad():
+                conv.adc.set_scale(grid.expand_as(conv.adc.scale.detach()).clone())

@@ -28,7 +28,12 @@ from quantlib.backends.diana.analog_batchnorm import AnalogBatchNorm
 from quantlib.backends.diana.analog_batchnorm_keeper import AnalogBatchNormKeeper
 from quantlib.backends.diana.analog_conv import AnalogConv2d
 from quantlib.backends.diana.analog_integerisation import diana_exact_editors
-from quantlib.backends.diana.core_bitwidths import adc_quantisers, init_ternary_weights, to_core_bitwidths
+from quantlib.backends.diana.core_bitwidths import (
+    adc_quantisers,
+    clamp_adc_scales,
+    init_ternary_weights,
+    to_core_bitwidths,
+)
 from quantlib.backends.diana.core_choice import AnalogPolicy, CoreChoice, Ineligible, choose_cores, layer_nodes
 from quantlib.backends.diana.descriptors import load_descriptors, parse_descriptors, write_template
 from quantlib.backends.diana.export import ExportResult, export_diana
@@ -129,15 +134,17 @@ class DianaModule(nn.Module):
         init_ternary_weights(analog)
         if analog:
             calibrate(self.gm, batches, progress=progress, quantisers=adc_quantisers(analog))
+            clamp_adc_scales(self.gm)
         self.stage = Stage.SCALES_MAPPED
         return self
 
     def clip_scales_pow2(self) -> DianaModule:
-        """Round every scale to a power of two (round below 128 levels, ceil otherwise), re-harmonise adds, and
-        freeze the scales there: retraining from now on trains weights, biases and analog BatchNorms, which now
-        compute the chip's integer affine after the ADC."""
+        """Round every scale to a power of two (round below 128 levels, ceil otherwise), tie adds and pools again,
+        keep every ADC no finer than its input x weight scale, and freeze the scales there: retraining from now on
+        trains weights, biases and analog BatchNorms, which now compute the chip's integer affine after the ADC."""
         self._require(Stage.SCALES_MAPPED, "clip_scales_pow2", allowed=(Stage.SCALES_MAPPED, Stage.POW2))
         clip_scales_pow2(self.gm)
+        clamp_adc_scales(self.gm)
         self._freeze_scales()
         self._map_analog_batchnorms()
         self.stage = Stage.POW2

@@ -82,7 +82,7 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
         f"{name}_QL_NOANNOTATION.onnx": twin.model.SerializeToString(deterministic=True),
         "config.json": json.dumps(dory_config(f"{name}_QL_DORY.onnx", range_bits(rq.lo, rq.hi), rq.lo < 0,
                                               hw.input_scale), indent=2) + "\n",
-        "input.txt": golden_text("input", goldens[hw.input_quantiser.name]),
+        "input.txt": golden_text("input", _chw(goldens[hw.input_quantiser.name])),
         **{f"out_layer{layer.index}.txt": golden_text(layer.name, _chw(goldens[layer.output.name]))
            for layer in hw.layers},
         f"{name}_report.json": json.dumps(_report_json(report, hw, twin, dory_tensors, dialect), indent=2) + "\n",
@@ -105,9 +105,14 @@ def _with_shapes(integer: fx.GraphModule, sample: torch.Tensor) -> fx.GraphModul
     return twin
 
 
+def _nchw(values: torch.Tensor) -> torch.Tensor:
+    """Activations as N x C x H x W: a [N, C] feature vector is [N, C, 1, 1] (DORY's tensors are 4-D)."""
+    return values.reshape(*values.shape, 1, 1) if values.dim() == 2 else values
+
+
 def _chw(values: torch.Tensor) -> torch.Tensor:
-    """An activation as C x H x W: a linear layer's [1, C] output is [C, 1, 1] (DORY's 1x1 convolution)."""
-    return values.reshape(values.shape[1], 1, 1) if values.dim() == 2 else values[0]
+    """One activation as C x H x W: a linear layer's [1, C] output is [C, 1, 1] (DORY's 1x1 convolution)."""
+    return _nchw(values)[0]
 
 
 def compare_with_twin(integer: fx.GraphModule, hw: HardwareGraph, twin: IntegerOnnx, dialect: str,
@@ -138,7 +143,7 @@ def compare_with_dory_file(integer: fx.GraphModule, hw: HardwareGraph, dory: onn
 
     def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
         expected = record(integer, part, names)
-        fed = expected[hw.input_quantiser.name].numpy().astype(np.float32)
+        fed = _nchw(expected[hw.input_quantiser.name]).numpy().astype(np.float32)
         got = session.run(None, {dory.graph.input[0].name: fed})
         return [compare(layer.name, expected[layer.output.name], torch.from_numpy(value).reshape(
             expected[layer.output.name].shape)) for layer, value in zip(hw.layers, got, strict=True)]

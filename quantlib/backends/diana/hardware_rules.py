@@ -103,6 +103,31 @@ def adc_findings(layer: str, adc_mul: torch.Tensor) -> list[Finding]:
                     "recalibrate the ADC (map_scales) so that its scale is at least input scale x weight scale.")]
 
 
+def multiplier_findings(layer: str, kind: str, mul: torch.Tensor) -> list[Finding]:
+    """DIANA's digital core and its adds end with a shift and a clip: no multiplier."""
+    if bool((mul == 1).all()):
+        return []
+    what = "add's output" if kind == "add" else "layer's output"
+    return [Finding(layer, "requant-multiplier", f"the {what} requantisation multiplies by {_values(mul)}: its output "
+                    f"scale is finer than its input's (a left shift), or it differs per channel; DIANA only shifts "
+                    f"right.", "give the output quantiser a scale no finer than input scale x weight scale, and use "
+                    "per-tensor weight scales on digital layers.")]
+
+
+def add_input_findings(layer: str, input_requants: list[tuple[int, torch.nn.Module]]) -> list[Finding]:
+    """DIANA's add reads two tensors of one scale: every input requantisation left is a broken rule."""
+    return [Finding(layer, "add-input-scale", f"input {i} must be requantised first (x {_values(rq.mul)} / 2^"
+                    f"{rq.shift}, clip [{rq.lo}, {rq.hi}]): DIANA's add has no per-input multiplier.",
+                    "let harmonise_scales tie both inputs to one scale (calibrate and clip_scales_pow2 do); an input "
+                    "tied to two adds of other scales cannot be: requantise it with a conv first.")
+            for i, rq in input_requants]
+
+
+def _values(t: torch.Tensor) -> int | list[int]:
+    v = t.detach().double().reshape(-1).long().tolist()
+    return v[0] if len(set(v)) == 1 else v
+
+
 def analog_eligibility(layer: str, module: nn.Module) -> list[Finding]:
     """Why ``module`` cannot run on the analog core (empty: it can)."""
     if not isinstance(module, nn.Conv2d):

@@ -11,6 +11,7 @@ import torch.fx as fx
 from torch import nn
 
 from quantlib.backends.diana.core_choice import CoreChoice, layer_nodes
+from quantlib.backends.diana.dory_limits import dory_findings
 from quantlib.backends.diana.hardware_layers import (
     HardwareLayer,
     hardware_layers,
@@ -18,7 +19,14 @@ from quantlib.backends.diana.hardware_layers import (
     range_bits,
     requant_mul_add,
 )
-from quantlib.backends.diana.hardware_rules import Finding, adc_findings, pair, shift_findings
+from quantlib.backends.diana.hardware_rules import (
+    Finding,
+    adc_findings,
+    add_input_findings,
+    multiplier_findings,
+    pair,
+    shift_findings,
+)
 from quantlib.modules.true_quant import Requant
 
 
@@ -67,14 +75,14 @@ def _geometry(module: nn.Module) -> dict[str, list[int]]:
 
 
 def _mapped_row(layer: HardwareLayer, modules: dict, fake_modules: dict, choice: CoreChoice) -> LayerReport:
-    """A layer's row from the exact graph (and, for the ternary weight scale the integer op folds away, the fake
-    one)."""
+    """A layer's row from the exact graph (and, for the ternary weight scale the integer op folds away and the
+    calibration of its quantisers, the fake one)."""
     op = modules[layer.op.target]
     core = choice.cores.get(layer.name, "digital")
     findings = [_finding(f) for f in choice.findings.get(layer.name, [])]
     row = LayerReport(layer.name, layer.kind, core, **_geometry(op), findings=findings)
-    if layer.requant is None:
-        return row
+    if layer.requant is None:  # a max pool
+        return dataclasses.replace(row, findings=findings + [_finding(f) for f in dory_findings(layer, None, None)])
     rq: Requant = modules[layer.requant.target]
     bits = {"output": range_bits(rq.lo, rq.hi)}
     scales = {"output": _exponent(rq.eps_out)}
@@ -96,8 +104,33 @@ def _mapped_row(layer: HardwareLayer, modules: dict, fake_modules: dict, choice:
         findings += [_finding(f) for f in shift_findings(layer.name, op.adc_shift)]
         findings += [_finding(f) for f in adc_findings(layer.name, op.adc_mul)]
         findings += _affine_findings(layer.name, rq)
+    if layer.kind in ("conv", "linear", "add"):
+        findings += [_finding(f) for f in multiplier_findings(layer.name, layer.kind, rq.mul)]
+    if layer.kind == "add":
+        findings += [_finding(f) for f in add_input_findings(layer.name, [
+            (i, modules[n.target]) for i, n in enumerate(layer.input_requants) if n is not None])]
     findings += [_finding(f) for f in shift_findings(layer.name, rq.shift)]
+    findings += [_finding(f) for f in _calibration_findings(layer, fake_modules)]
+    in_channels = _channels_of(layer.inputs[0])
+    findings += [_finding(f) for f in dory_findings(layer, rq, in_channels)]
     return dataclasses.replace(row, bits=bits, scales=scales, requant=requant, findings=findings)
+
+
+def _channels_of(node: fx.Node) -> int | None:
+    meta = node.meta.get("tensor_meta")
+    return int(meta.shape[1]) if meta is not None and len(meta.shape) > 1 else None
+
+
+def _calibration_findings(layer: HardwareLayer, fake_modules: dict) -> list[Finding]:
+    """A quantiser of the layer (its output's, an add's output, an ADC) that saw only zeros in calibration."""
+    names = [layer.requant.target, f"{layer.name}.output_quantiser", f"{layer.name}.adc"]
+    zeros = [n for n in names if getattr(fake_modules.get(n), "calibrated_on_zeros", False)]
+    if not zeros:
+        return []
+    return [Finding(layer.name, "degenerate-calibration", f"quantiser(s) {zeros} saw only zeros in calibration: "
+                    f"their scale was set to 1, and this layer's scales, shifts and findings come from degenerate "
+                    f"calibration data.", "calibrate on inputs that reach this layer (representative data, enough "
+                    "batches).", "warning")]
 
 
 def _source_requant(node: fx.Node, modules: dict) -> Requant | None:

@@ -1,6 +1,7 @@
 """Average pools become integer ones: ``TrueAvgPool2d`` (the exact ``sum / (kh * kw)``) then a ``Requant`` that floors
-it on the input's grid (``mul = 1``, ``shift = 0``) and clips it to the input's range, which the mean never leaves.
-Runs after the Requantiser, so that the integers a pool reads come from a requantisation."""
+it on the input's grid (``mul = 1``, ``shift = 0``) and clips it to the input's range, which the mean never leaves
+(``meta['fake_node']`` names the pool it reproduces). Runs after the Requantiser, so that the integers a pool reads
+come from a requantisation."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class AveragePoolSplitApplier(Applier):
         with gm.graph.inserting_after(node):
             requant = gm.graph.call_module(name, (node,))
         node.replace_all_uses_with(requant, delete_user_cb=lambda user: user is not requant)
-        requant.meta = {**node.meta, "scale": scale}
+        requant.meta = {**node.meta, "scale": scale, "fake_node": node.name}
         if not pool.keepdim and pool.is_global:
             with gm.graph.inserting_after(requant):
                 flat = gm.graph.call_method("flatten", (requant, 1))

@@ -69,7 +69,9 @@ class Requantiser(Rewriter):
 
 
 class AddSplitApplier(Applier):
-    """``add(x0, x1, ...)`` becomes ``requant_out(requant_0(x0) + requant_1(x1) + ...)`` (integer adds)."""
+    """``add(x0, x1, ...)`` becomes ``requant_out(requant_0(x0) + requant_1(x1) + ...)`` (integer adds; the last one
+    keeps the add's module name, so that the hardware layer is named as the user's add). The output requantisation
+    records the fake node it reproduces (``meta['fake_node']``)."""
 
     def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
         node = point["add"]
@@ -79,6 +81,8 @@ class AddSplitApplier(Applier):
             raise EditorError(f"Add '{node.name}' is not harmonised (input scales {scales.tolist()}): call "
                               f"harmonise_scales() (calibrate does) before integerising.")
         parent, _, leaf = node.target.rpartition(".")
+        out_name = unique_submodule_name(gm, parent, f"{leaf}_requant")
+        gm.add_submodule(out_name, make_requant(add.output_quantiser, scales[0]))
         with gm.graph.inserting_before(node):
             total = None
             for i, (x, quantiser) in enumerate(zip(node.args, add.input_quantisers, strict=True)):
@@ -89,14 +93,13 @@ class AddSplitApplier(Applier):
                 if total is None:
                     total = requanted
                     continue
-                add_name = unique_submodule_name(gm, parent, f"{leaf}_sum")
+                last = i == len(node.args) - 1
+                add_name = node.target if last else unique_submodule_name(gm, parent, f"{leaf}_sum")
                 gm.add_submodule(add_name, Add())
                 total = gm.graph.call_module(add_name, (total, requanted))
                 total.meta["scale"] = scales[0]
-            out_name = unique_submodule_name(gm, parent, f"{leaf}_requant")
-            gm.add_submodule(out_name, make_requant(add.output_quantiser, scales[0]))
             out = gm.graph.call_module(out_name, (total,))
-        out.meta = dict(node.meta)
+        out.meta = {**node.meta, "fake_node": node.name}
         node.replace_all_uses_with(out)
         gm.graph.erase_node(node)
 

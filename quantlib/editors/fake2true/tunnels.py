@@ -99,7 +99,7 @@ class TunnelSimplifier(Editor):
                 return True
             tunnel_users = [u for u in node.users if _tunnel_of(gm, u) is not None]
             if not tunnel_users:
-                return False
+                return self._split(gm, node, tunnel)
             for user in tunnel_users:  # merge into every reading tunnel; other readers keep this one
                 user_tunnel = _tunnel_of(gm, user)
                 user_tunnel.factor = user_tunnel.factor * tunnel.factor
@@ -108,6 +108,16 @@ class TunnelSimplifier(Editor):
                 gm.graph.erase_node(node)
             return True
         return self._move_through(gm, node)
+
+    @staticmethod
+    def _split(gm: fx.GraphModule, node: fx.Node, tunnel: ScaleTunnel) -> bool:
+        """A tunnel read by several ops becomes one tunnel per reader, so that each can move through its reader."""
+        users = list(node.users)
+        if len(users) < 2:
+            return False
+        for user in users[1:]:
+            user.replace_input_with(node, _new_tunnel(gm, tunnel.factor.clone(), node.args[0]))
+        return True
 
     @staticmethod
     def _move_through(gm: fx.GraphModule, node: fx.Node) -> bool:
