@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/compile_speed.py
 	$(PY) bench/diana_flow.py
+	$(PY) bench/random_diana_nets.py
 	$(PY) bench/fidelity.py
 	$(PY) bench/accuracy_digits.py
 	$(PY) bench/qat_overhead.py

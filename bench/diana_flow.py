@@ -1,8 +1,8 @@
 """The whole DIANA flow per model, digital-only and mixed (analog="auto"): layers per core, time of each stage, and
-mismatches at every layer between the hardware-mapped fake-quantised model, the exact and integer models, and
-onnxruntime on the exported twin.
+mismatches at every layer between the hardware-mapped fake-quantised model, the exact and integer models,
+onnxruntime on the exported twin, and the DORY file itself (read back by dory_interpreter).
 
-    python bench/diana_flow.py [--inputs 64] [--threads 2] [--models resnet20 mobilenetv2 mobilenet_diana digits_cnn]
+    python bench/diana_flow.py [--inputs 64] [--threads 2] [--models resnet20 resnet8_mlperf ds_cnn ...]
 
 One JSON line per model and policy.
 """
@@ -40,7 +40,8 @@ def diana_flow(name: str, analog: str, n_inputs: int, out_dir: Path) -> dict:
     exact = dm.exact_model()
     fake_vs_exact = compare_fake_and_exact(dm.gm.eval(), exact, x)
     exact_vs_int = compare_exact_and_integer(exact, dm.integer, x)
-    int_vs_twin = dm.export(out_dir / f"{name}-verify", name, verify_on=x).comparisons
+    verified = dm.export(out_dir / f"{name}-verify", name, verify_on=x)
+    int_vs_twin = verified.comparisons
     cores = list(dm.cores.values())
     return {
         "model": name, "analog": analog, "digital_layers": cores.count("digital"),
@@ -48,6 +49,7 @@ def diana_flow(name: str, analog: str, n_inputs: int, out_dir: Path) -> dict:
         "fake_vs_exact_mismatches": sum(c.mismatches for c in fake_vs_exact),
         "exact_vs_int_mismatches": sum(c.mismatches for c in exact_vs_int),
         "int_vs_twin_mismatches": sum(c.mismatches for c in int_vs_twin),
+        "int_vs_dory_file_mismatches": sum(c.mismatches for c in verified.dory_comparisons),
         "elements_compared": sum(c.elements for c in int_vs_twin),
         "golden_mismatches": result.mismatches,
         "seconds": {k: round(v, 3) for k, v in times.items()},
@@ -59,7 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inputs", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2", "mobilenet_diana", "digits_cnn"])
+    parser.add_argument("--models", nargs="+", default=["resnet20", "resnet8_mlperf", "ds_cnn", "mobilenetv2",
+                                                        "mobilenet_diana", "digits_cnn"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as out_dir:

@@ -110,9 +110,7 @@ def main() -> None:
     print()
     print(format_report(dm.report()))
     export = result.export
-    compared = sum(c.elements for c in export.comparisons)
-    print(f"\nonnxruntime on the twin vs the integer model: {export.mismatches} mismatches in {compared} values at "
-          f"{len(export.comparisons)} layers")
+    print(f"\n{export.summary()}")
     plot(args.out / "demo.png", history, dm.report())
     print(f"DIANA files in {export.out_dir}/; plot in {args.out / 'demo.png'}; {time.perf_counter() - start:.1f} s "
           f"in all")

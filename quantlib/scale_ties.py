@@ -7,10 +7,10 @@ Two kinds of ties:
   quantiser also takes its source's range, so that it is the identity once scales are powers of two.
 
 Tied quantisers form groups (an input that feeds two adds joins their groups). The quantisers that observe values of
-their own vote: a group's scale is min(max(their scales), output scale of every add the group feeds) (diana.md), and
-then every add whose output scale is finer than its inputs' gets its inputs' scale (its shift would be negative: DIANA
-cannot shift left), repeated until nothing changes (scales only grow, so it ends). Pools and tied input quantisers
-follow their group.
+their own vote: a group's scale is min(max(their scales), output scale of every add the group feeds) (DIANA's
+rule), and then every add whose output scale is finer than its inputs' gets its inputs' scale (its shift would be
+negative: DIANA cannot shift left), repeated until nothing changes (scales only grow, so it ends). Pools and tied
+input quantisers follow their group.
 """
 
 from __future__ import annotations

@@ -73,6 +73,5 @@ def run(checkpoint: Checkpoint, data: DataSource, config: RecipeConfig, retrain:
                         dialect=dialect, on_stage=on_stage)
     for stage in ("integer", "onnxruntime"):
         print(f"{stage:>14s}: {result.accuracy[stage]:.2f} %")
-    print(f"exported to {result.export.out_dir}/ ({result.export.mismatches} mismatches between onnxruntime and the "
-          f"integer model)")
+    print(f"exported to {result.export.out_dir}/ ({result.export.summary()})")
     return {**history, **result.accuracy}

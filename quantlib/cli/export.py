@@ -105,9 +105,7 @@ def run(args: argparse.Namespace) -> int:
     cores = list(dm.cores.values())
     print(f"wrote {len(result.files)} files to {result.out_dir}/ in {time.perf_counter() - start:.2f} s "
           f"({cores.count('digital')} digital, {cores.count('analog')} analog layers; dialect {args.dialect})")
-    compared = sum(c.elements for c in result.comparisons)
-    print(f"onnxruntime on the twin vs the integer model: {result.mismatches} mismatches in {compared} values "
-          f"at {len(result.comparisons)} layers")
+    print(result.summary())
     if result.mismatches:
         return EXIT_MISMATCH
     if result.errors:

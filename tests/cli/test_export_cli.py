@@ -157,7 +157,8 @@ def test_a_verification_mismatch_exits_4(float_checkpoint, tmp_path, capsys, mon
 
     monkeypatch.setattr(diana_export, "compare_with_twin", one_mismatch)
     code, out, _ = run([float_checkpoint, "--quiet", "-o", tmp_path / "o"], capsys)
-    assert code == EXIT_MISMATCH and "1 mismatches in 100 values at 1 layers" in out
+    assert code == EXIT_MISMATCH and "onnxruntime on the twin: 1 mismatches in 100 values at 1 layers" in out
+    assert "vs the DORY file (interpreted): 0 mismatches in" in out
 
 
 def test_the_console_script_prints_help_with_examples():

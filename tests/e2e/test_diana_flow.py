@@ -18,6 +18,8 @@ from quantlib.backends.onnx.verify import infer_types, run_onnxruntime
 from quantlib.verification import compare_exact_and_integer, compare_fake_and_exact, record
 from quantlib.zoo import ZOO, build
 
+pytestmark = pytest.mark.slow
+
 MODELS = ["resnet20", "mobilenetv2", "digits_cnn", "resnet8_mlperf", "ds_cnn"]
 N_INPUTS = 16
 

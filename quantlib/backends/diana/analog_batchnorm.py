@@ -2,11 +2,12 @@
 
 The analog array's weights are ternary with one scale per layer, so a BatchNorm cannot be folded into them. It stays a
 BatchNorm (trained as usual) until the power-of-two stage gives it the scale of its input, the ADC sum. From then on it
-uses its running statistics and computes what the chip computes (diana.md), its integers rounded straight-through so
-that retraining adapts gamma and beta to them. With gamma' = eps_in * gamma / sigma and beta' = beta - mu * gamma /
-sigma, and the largest p <= 15 with 2^p * max(|gamma'|, |beta'|) < 128: ``mul = clamp(round(2^p gamma'), -128, 127)``,
-``add = clamp(round(2^p beta'), -128, 127)``, and the output is ``(acc * mul + add) / 2^p`` for the integer ADC sum
-``acc``: integers on a grid of 2^-p, which the next requantisation divides by a power of two.
+uses its running statistics and computes what the chip computes (docs/diana-numerics.md), its integers rounded
+straight-through so that retraining adapts gamma and beta to them. With gamma' = eps_in * gamma / sigma and
+beta' = beta - mu * gamma / sigma, and the largest p <= 15 with 2^p * max(|gamma'|, |beta'|) < 128:
+``mul = clamp(round(2^p gamma'), -128, 127)``, ``add = clamp(round(2^p beta'), -128, 127)``, and the output is
+``(acc * mul + add) / 2^p`` for the integer ADC sum ``acc``: integers on a grid of 2^-p, which the next
+requantisation divides by a power of two.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``DianaModule``: the user's handle on a model on its way to DIANA. Its forward runs the model of the current stage,
-so any training loop retrains it; each stage of diana.md's recipe is a method, called in order:
+so any training loop retrains it; each stage of the recipe of docs/diana-numerics.md is a method, called in order:
 
     dm = DianaModule.from_fp_model(model)      # 8-bit digital fake-quantised (BN folded, inputs and adds quantised)
     dm.calibrate(batches)                      # observers -> clipping bounds; retrain
@@ -54,7 +54,8 @@ from quantlib.verification import compare_fake_and_exact
 logger = logging.getLogger(__name__)
 
 DIANA_8BIT = QuantisationSpec()
-"""The first stage: int8 floor weights, 8-bit unsigned PACT ReLUs, 8-bit signed floor activations (diana.md)."""
+"""The first stage: int8 floor weights, 8-bit unsigned PACT ReLUs, 8-bit signed floor activations
+(docs/diana-numerics.md)."""
 
 
 class Stage(enum.IntEnum):
@@ -183,7 +184,7 @@ class DianaModule(nn.Module):
 
     def export(self, out_dir: str | os.PathLike, name: str = "network", dialect: str = "dory",
                sample: torch.Tensor | None = None, verify_on: torch.Tensor | None = None) -> ExportResult:
-        """Write the DIANA deliverables (dory-onnx.md) into ``out_dir``, which appears complete or not at all.
+        """Write the DIANA deliverables (docs/export-format.md) into ``out_dir``, which appears complete or not at all.
         ``sample``: the input of the golden files (default: the first calibration input); ``verify_on``: inputs on
         which onnxruntime on the twin must equal the integer model at every layer (default: the sample)."""
         self._require(Stage.INTEGER, "export")

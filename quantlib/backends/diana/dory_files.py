@@ -1,4 +1,4 @@
-"""The text that goes beside a DORY network: golden activations and the network config (dory-onnx.md).
+"""The text that goes beside a DORY network: golden activations and the network config (docs/export-format.md).
 
 Golden file: one header line starting with '#', then one integer per line followed by a comma, in HWC order:
 

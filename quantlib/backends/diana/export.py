@@ -1,6 +1,6 @@
-"""Writing a DIANA network's deliverables into one folder (dory-onnx.md): the DORY file, its executable twin, the
-golden activations (checked against onnxruntime on the twin), DORY's config and the JSON report. The folder is built
-under a temporary name and renamed into place, so it is complete or absent."""
+"""Writing a DIANA network's deliverables into one folder (docs/export-format.md): the DORY file, its executable
+twin, the golden activations (checked against onnxruntime on the twin and against the DORY file itself), DORY's config
+and the JSON report. The folder is built under a temporary name and renamed into place, so it is complete or absent."""
 
 from __future__ import annotations
 
@@ -52,6 +52,14 @@ class ExportResult:
     def mismatches(self) -> int:
         """Elements where the twin or the interpreted DORY file differs from the integer model."""
         return sum(c.mismatches for c in [*self.comparisons, *self.dory_comparisons])
+
+    def summary(self) -> str:
+        """One line: how the twin and the DORY file compare with the integer model."""
+        def counts(comparisons: list[LayerComparison]) -> str:
+            return (f"{sum(c.mismatches for c in comparisons)} mismatches in {sum(c.elements for c in comparisons)} "
+                    f"values at {len(comparisons)} layers")
+        return (f"the integer model vs onnxruntime on the twin: {counts(self.comparisons)}; vs the DORY file "
+                f"(interpreted): {counts(self.dory_comparisons)}")
 
 
 def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: torch.Tensor,

@@ -123,9 +123,9 @@ def hardware_layers(gm: fx.GraphModule) -> HardwareGraph:
                                   f"{[r.name for r in readers]}.")
             requant = readers[0]
         inputs, input_requants = list(node.args), []
-        if kind == "add":
+        if kind == "add":  # an input requantisation that ends no layer is the add's own (DORY's in1_ / in2_)
             for i, arg in enumerate(node.args):
-                folded = not is_layer_op(arg.args[0])
+                folded = isinstance(module(arg), Requant) and not is_layer_op(without_tunnels(arg.args[0]))
                 input_requants.append(arg if folded else None)
                 inputs[i] = arg.args[0] if folded else arg
         layers.append(HardwareLayer(len(layers), kind, node, requant, tuple(inputs), tuple(input_requants)))

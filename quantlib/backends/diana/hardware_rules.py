@@ -1,5 +1,6 @@
-"""DIANA's hardware rules (diana.md), checked per layer. Each broken rule is one Finding naming the layer, the rule
-and the fix, so that a user can answer "why did layer X not go to the analog core?" from the report alone."""
+"""DIANA's hardware rules (docs/hardware-rules.md), checked per layer. Each broken rule is one Finding naming the
+layer, the rule and the fix, so that a user can answer "why did layer X not go to the analog core?" from the report
+alone."""
 
 from __future__ import annotations
 

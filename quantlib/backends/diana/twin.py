@@ -7,7 +7,7 @@ analog ADC steps written out. Two shapes of it:
 Both end at the last layer's integers (no output scale), and every layer ends with its requantisation
 (``... -> Div(2^s) -> Floor -> Clip``, the Mul / Add written only where they are not 1 / 0). Linear ops are
 ``ConvInteger`` / ``MatMulInteger`` (with the int32 bias added after them): onnxruntime has no int8 ``Conv``, so the
-``Conv (int8 weights, int32 bias)`` that dory-onnx.md shows for HTVM is written in its executable standard form.
+``Conv (int8 weights, int32 bias)`` of HTVM's form (docs/export-format.md) is written in its executable standard form.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ def test_nested_adds_are_two_hardware_adds(tmp_path):
     _export(dm, tmp_path, x)
 
 
-def test_an_add_whose_input_is_off_its_scale_is_a_named_hardware_error():
+def test_an_add_whose_input_is_off_its_scale_is_a_named_hardware_error_and_still_exports_exactly(tmp_path):
     x = torch.randn(16, 3, 6, 6)
     dm = DianaModule.from_fp_model(Residual(), x[:1])
     dm.calibrate([x]).map_scales([x]).clip_scales_pow2()
@@ -181,3 +181,10 @@ def test_an_add_whose_input_is_off_its_scale_is_a_named_hardware_error():
     rows = {r.layer: r for r in dm.report()}
     [finding] = [f for f in rows["add"].findings if f["rule"] == "add-input-scale"]
     assert finding["severity"] == "error" and "input 1 must be requantised first" in finding["message"]
+    dm.integrize()
+    result, dory = _export(dm, tmp_path, x)  # the DORY file carries the input requant (in2_rq = 1): still exact
+    assert any("[add-input-scale]" in e for e in result.errors)
+    inits = {t.name for t in dory.graph.initializer}
+    [residual] = [n for n in dory.graph.node if n.op_type == "Add" and all(i not in inits for i in n.input)]
+    a = _attributes(residual)
+    assert (a["in1_rq"], a["in2_rq"], a["in2_mul"], a["in2_shift"]) == (0, 1, 1, 1)  # half the scale: >> 1

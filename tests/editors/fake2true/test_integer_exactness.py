@@ -33,6 +33,7 @@ def _check_exact(flow, x, tmp_path, name, fake_too=True):
     assert sum(c.elements for c in exact_vs_int) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", INTEGER_ZOO)
 def test_zoo_models_are_integer_exact_at_every_layer_on_64_inputs(name, tmp_path):
     g = torch.Generator().manual_seed(7)
