@@ -66,6 +66,9 @@ def check_dory_onnx(model: onnx.ModelProto) -> list[str]:
             problems.append(f"{label}: pooling needs attribute weight_bits = 8.")
         if node.op_type in AVERAGE_POOLS:
             problems += _check_requant_chain(m, node, label, scalar=True)
+            if any(attrs.get("pads", [0])) and attrs.get("count_include_pad") != 1:
+                problems.append(f"{label}: a padded AveragePool needs count_include_pad = 1 (DIANA divides every "
+                                f"window by kh * kw).")
         if node.op_type == "Add" and all(m.const(i) is None for i in node.input):
             problems += _check_residual_add(m, node, attrs, label)
         if node.op_type == "Clip":

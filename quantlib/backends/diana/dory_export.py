@@ -142,8 +142,9 @@ def _emit_layer(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: di
         if op.kernel_size is None:
             y = b.op("GlobalAveragePool", [x], weight_bits=DIGITAL_WEIGHT_BITS)
         else:
+            padded = {"count_include_pad": 1} if any(op.padding) else {}  # DIANA divides by kh * kw everywhere
             y = b.op("AveragePool", [x], kernel_shape=list(op.kernel_size), strides=list(op.stride),
-                     pads=list(op.padding) * 2, weight_bits=DIGITAL_WEIGHT_BITS)
+                     pads=list(op.padding) * 2, weight_bits=DIGITAL_WEIGHT_BITS, **padded)
         return b.requant_chain(y, layer, _scalar(requant.mul, layer), _scalar(requant.add, layer), requant), out_shape
     return _emit_add(b, layer, modules, tensors, requant), shape
 

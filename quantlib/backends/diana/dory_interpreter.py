@@ -109,6 +109,9 @@ class _Reader:
         elif op in ("AveragePool", "GlobalAveragePool"):
             shape = self.shapes[ins[0]]
             kernel = None if op == "GlobalAveragePool" else a["kernel_shape"]
+            if any(a.get("pads", [0])) and not a.get("count_include_pad", 0):
+                raise ExportError(f"DORY node '{out}' (AveragePool) pads without count_include_pad = 1: its border "
+                                  f"windows divide by fewer values, which no integer pool of DIANA's computes.")
             x = self.eight_bit(ins[0], name) if kernel is not None else self.t[ins[0]]
             self.t[out] = average_pool(self.b, x, name, shape, kernel, a.get("strides", kernel),
                                        a.get("pads", [0, 0, 0, 0])[:2])

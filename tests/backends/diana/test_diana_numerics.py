@@ -82,14 +82,17 @@ def test_digital_bias_is_the_conv_input_and_the_add_is_doryadder_with_nothing_af
 
 
 def test_an_average_pool_of_any_window_floors_the_exact_mean(tmp_path):
-    """A 5x3 window (15) and a global pool over 7x7 (49): neither is a power of two."""
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d((5, 3), (5, 3)),
+    """A 5x3 window (15), padded, and a global pool over 7x7 (49): neither is a power of two."""
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d((5, 3), (5, 3), padding=(2, 1)),
                           nn.Conv2d(8, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
-    x = torch.randn(16, 1, 35, 21)
+    x = torch.randn(16, 1, 31, 19)  # padded: 35 x 21, pooled to 7 x 7
     dm = _flow(model, x, analog="auto")
     result, _ = _export(dm, tmp_path, x)
     pools = [layer for layer in hardware_layers(dm.integer).layers if layer.kind == "pool"]
     assert [dm.integer.get_submodule(p.op.target).kernel_size for p in pools] == [(5, 3), None]
+    dory = onnx.load(str(result.out_dir / "net_QL_DORY.onnx"))
+    [pool] = [n for n in dory.graph.node if n.op_type == "AveragePool"]
+    assert _attributes(pool)["count_include_pad"] == 1 and _attributes(pool)["pads"] == [2, 1, 2, 1]
     values = {c.layer: c for c in result.comparisons}
     assert all(values[p.name].elements > 0 and values[p.name].mismatches == 0 for p in pools)
 

@@ -133,6 +133,8 @@ def _conv_input(index, op="Conv"):
     (lambda m: _set_attr(_node(m, "Clip"), "max", None), "Clip needs min and max as attributes"),
     (lambda m: _set_attr(_node(m, "GlobalAveragePool"), "weight_bits", None), "pooling needs attribute weight_bits"),
     (lambda m: _set_attr(_node(m, "MaxPool"), "weight_bits", None), "pooling needs attribute weight_bits"),
+    (lambda m: setattr(_node(m, "GlobalAveragePool"), "op_type", "AveragePool") or
+     _set_attr(_node(m, "AveragePool"), "pads", [1, 1, 1, 1]), "a padded AveragePool needs count_include_pad = 1"),
     (lambda m: _init(m, "pool_mul").CopyFrom(numpy_helper.from_array(np.ones((16, 1, 1), np.float32), "pool_mul")),
      "after a pool needs a scalar constant"),
     (lambda m: _init(m, "conv1_mul").CopyFrom(numpy_helper.from_array(np.ones((), np.float32), "conv1_mul")),
