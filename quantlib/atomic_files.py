@@ -7,9 +7,17 @@ import tempfile
 from pathlib import Path
 
 
+def umask_mode(mode: int) -> int:
+    """``mode`` as the process's umask lets a new file or folder have it (0o666 -> 0o644 under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
 def write_atomically(path: str | os.PathLike, data: bytes | str) -> Path:
     """Write ``data`` (bytes, or text as UTF-8) to ``path`` via a temporary file in the same folder and a rename;
-    on failure nothing is left behind and an existing file keeps its old content."""
+    on failure nothing is left behind and an existing file keeps its old content. The file gets the permissions the
+    umask gives a new file (a temporary file alone would be private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
@@ -17,6 +25,7 @@ def write_atomically(path: str | os.PathLike, data: bytes | str) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
+        os.chmod(tmp, umask_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

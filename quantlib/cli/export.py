@@ -15,6 +15,7 @@ from torch import nn
 
 from quantlib.backends.diana.descriptors import DescriptorError
 from quantlib.backends.diana.diana_module import DianaModule, Stage
+from quantlib.backends.diana.export import check_output_folder
 from quantlib.backends.diana.recipe import restore, step
 from quantlib.backends.diana.report import format_report
 from quantlib.checkpoint import Checkpoint, CheckpointError, build_architecture, checkpoint_from, is_checkpoint
@@ -80,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    out = check_output_folder(args.out or args.checkpoint.with_name(f"{args.checkpoint.stem}_diana"))  # before work
     loaded = _load(args.checkpoint, args.trust_pickle)
     model, checkpoint = _model(loaded, args)
     shape = _input_shape(args, checkpoint)
@@ -96,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
     while dm.stage < Stage.INTEGER:
         step(dm, calibration, progress=not args.quiet)
     name = args.name or args.checkpoint.stem
-    out = args.out or args.checkpoint.with_name(f"{args.checkpoint.stem}_diana")
     verify_on = torch.cat(calibration)[:VERIFY_INPUTS] if calibration else None
     result = dm.export(out, name, dialect=args.dialect, verify_on=verify_on)
     if not args.quiet:

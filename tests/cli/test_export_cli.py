@@ -176,3 +176,15 @@ def test_an_output_folder_holding_other_files_is_left_alone(float_checkpoint, tm
     assert code == EXIT_USAGE and f"Output folder '{precious}' exists and is not an earlier quantlib export" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
     assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_refused_output_folder_is_refused_before_any_stage_runs(float_checkpoint, tmp_path, capsys, monkeypatch):
+    from quantlib.cli import export as cli
+
+    precious = tmp_path / "project"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    ran = []
+    monkeypatch.setattr(cli, "step", lambda *args, **kwargs: ran.append(args))
+    code, _, err = run([float_checkpoint, "--quiet", "-o", precious], capsys)
+    assert code == EXIT_USAGE and "is not an earlier quantlib export" in err and ran == []

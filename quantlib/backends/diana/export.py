@@ -21,6 +21,7 @@ import onnx
 import torch
 import torch.fx as fx
 
+from quantlib.atomic_files import umask_mode
 from quantlib.backends.diana.dory_conformance import check_dory_onnx
 from quantlib.backends.diana.dory_export import dory_onnx
 from quantlib.backends.diana.dory_files import dory_config, golden_text
@@ -72,6 +73,7 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
         raise ExportError(f"Unknown dialect {dialect!r}; use one of {list(DIALECTS)}.")
     if not name or "/" in name or name.startswith("."):
         raise ExportError(f"Network name {name!r} must be a plain file-name stem such as 'resnet20'.")
+    check_output_folder(out_dir)
     start = time.perf_counter()
     integer = _with_shapes(integer, sample)
     hw = hardware_layers(integer)
@@ -170,23 +172,55 @@ def _report_json(report: list[LayerReport], hw: HardwareGraph, twin: IntegerOnnx
                                  "dory_tensor": dory_tensors[layer.index]} for layer in hw.layers]}
 
 
-MARKER = ".quantlib-export"
-"""A file in every export folder: a folder holding it may be replaced by a new export, any other is left alone."""
+MANIFEST = ".quantlib-export"
+"""The file in every export folder that lists the files the export wrote: a new export replaces a folder only when
+it holds exactly those files (and the manifest)."""
+
+
+def check_output_folder(out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` resolved, if an export may write it: it does not exist, is an empty folder, or holds exactly the
+    files an earlier export wrote; else ExportError naming what is in the way. Call it before any work."""
+    out = Path(out_dir).resolve()
+    if not out.exists():
+        return out
+    if not out.is_dir():
+        raise ExportError(f"Output folder '{out}' is a file; choose a folder.")
+    present = {p.name for p in out.iterdir()}
+    if not present:
+        return out
+    written = _manifest(out / MANIFEST)
+    if written is None:
+        raise ExportError(f"Output folder '{out}' exists and is not an earlier quantlib export (it holds "
+                          f"{sorted(present)[:5]}); choose another folder or empty it.")
+    extra = sorted(present - written - {MANIFEST})
+    if extra:
+        raise ExportError(f"Output folder '{out}' holds files that no export wrote: {extra}; an export replaces the "
+                          f"whole folder, so move them out or choose another folder.")
+    return out
+
+
+def _manifest(path: Path) -> set[str] | None:
+    """The file names a manifest lists, or None when there is none (or it is not one)."""
+    try:
+        listed = json.loads(path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return set(listed) if isinstance(listed, list) and all(isinstance(f, str) for f in listed) else None
 
 
 def _write_folder(out: Path, files: dict[str, str | bytes]) -> Path:
-    """Write ``files`` into a temporary folder beside ``out`` and rename it to ``out``. An existing ``out`` is
-    replaced only when it is empty or an earlier export; if the swap fails, the earlier export is put back."""
-    out = out.resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir()) and not (out / MARKER).exists()):
-        raise ExportError(f"Output folder '{out}' exists and is not an earlier quantlib export; choose another "
-                          f"folder or remove it.")
+    """Write ``files`` and their manifest into a temporary folder beside ``out`` and rename it to ``out`` (with the
+    permissions the umask gives a new folder). An existing ``out`` is replaced only when ``check_output_folder``
+    allows it; if the swap fails, the earlier export is put back."""
+    out = check_output_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     old = out.with_name(f".{out.name}.old")
+    manifest = json.dumps({"written_by": "quantlib", "files": sorted(files)}, indent=2) + "\n"
     try:
-        for file, data in {**files, MARKER: "written by quantlib; a new export may replace this folder\n"}.items():
+        for file, data in {**files, MANIFEST: manifest}.items():
             (tmp / file).write_bytes(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, umask_mode(0o777))
         shutil.rmtree(old, ignore_errors=True)
         if out.exists():
             os.replace(out, old)

@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from quantlib.backends.diana.diana_module import DianaModule, Stage
-from quantlib.backends.diana.export import ExportResult, twin_accuracy
+from quantlib.backends.diana.export import ExportResult, check_output_folder, twin_accuracy
 from quantlib.calibration import model_inputs
 from quantlib.checkpoint import FLOAT_STAGE, Checkpoint, CheckpointError
 from quantlib.errors import QuantlibError
@@ -136,7 +136,9 @@ def run_recipe(dm: DianaModule, train: Iterable, test: Iterable, config: RecipeC
                progress: bool = True) -> RecipeResult:
     """From ``dm``'s stage through the recipe to an exported DIANA network: after each stage retrain (``retrain``
     and the config's epochs; analog noise during pow2 if configured), measure test accuracy and call ``on_stage``
-    (to write a checkpoint, say); then integerise, export to ``export_dir`` and measure onnxruntime on the twin."""
+    (to write a checkpoint, say); then integerise, export to ``export_dir`` (checked first: ``check_output_folder``)
+    and measure onnxruntime on the twin."""
+    check_output_folder(export_dir)  # refused now, not after the retraining
     history: dict[str, float] = {}
     calibration = [model_inputs(dm.gm, b)[0] for b in itertools.islice(iter(train), config.calibration_batches)]
     while dm.stage < Stage.HW_MAPPED:

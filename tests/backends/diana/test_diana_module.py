@@ -226,12 +226,18 @@ def test_htvm_twin_takes_the_real_input_and_equals_the_goldens(tmp_path):
     assert np.array_equal(got[last["twin_tensor"]] * scale.factor.numpy(), logits.numpy())
 
 
-def test_export_replaces_a_folder_whole_and_refuses_bad_input_before_writing(tmp_path):
+def test_export_replaces_only_what_an_export_wrote_and_refuses_bad_input_before_writing(tmp_path):
     dm, result = exported(tmp_path, "dory")
-    stale = result.out_dir / "stale.txt"
-    stale.write_text("from an older export")
-    again = dm.export(result.out_dir, "digits")
-    assert not stale.exists() and (again.out_dir / "digits_QL_DORY.onnx").exists()
+    manifest = json.loads((result.out_dir / ".quantlib-export").read_text())
+    assert manifest["files"] == sorted(p.name for p in result.out_dir.iterdir() if p.name != ".quantlib-export")
+    again = dm.export(result.out_dir, "digits")  # an earlier export, exactly as written: replaced
+    assert (again.out_dir / "digits_QL_DORY.onnx").exists()
+    notes = result.out_dir / "notes.txt"
+    notes.write_text("the user's own")
+    with pytest.raises(ExportError, match=r"holds files that no export wrote: \['notes.txt'\]"):
+        dm.export(result.out_dir, "digits")
+    assert notes.read_text() == "the user's own"
+    notes.unlink()
     before = sorted(p.name for p in result.out_dir.iterdir())
     with pytest.raises(ExportError, match="Unknown dialect 'tvm'"):
         dm.export(result.out_dir, "digits", dialect="tvm")
@@ -359,3 +365,20 @@ class FunctionalConvNet(nn.Module):
 def test_linear_ops_without_a_diana_form_are_named_at_once(caplog):
     DianaModule.from_fp_model(FunctionalConvNet())
     assert "stay in float, so the model cannot be exported for DIANA: conv2d (conv2d)" in caplog.text
+
+
+def test_export_folders_and_checkpoints_get_the_umasks_permissions(tmp_path):
+    import os
+
+    from quantlib.atomic_files import write_atomically
+
+    dm, _ = exported(tmp_path, "dory")
+    old = os.umask(0o027)
+    try:
+        out = dm.export(tmp_path / "shared", "digits").out_dir
+        checkpoint = write_atomically(tmp_path / "model.pt", b"weights")
+    finally:
+        os.umask(old)
+    assert oct(out.stat().st_mode & 0o777) == oct(0o750)
+    assert oct((out / "digits_QL_DORY.onnx").stat().st_mode & 0o777) == oct(0o640)
+    assert oct(checkpoint.stat().st_mode & 0o777) == oct(0o640)
