@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,15 +44,29 @@ class Checkpoint:
         return build_architecture(self.arch, self.arch_kwargs)
 
 
+def _import_as_python_m_does(module_name: str):
+    """Import ``module_name``, finding modules of the current folder first, as ``python -m`` does."""
+    cwd = os.getcwd()
+    if cwd in sys.path:
+        return importlib.import_module(module_name)
+    sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path.remove(cwd)
+
+
 def build_architecture(arch: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """Call the factory named ``module:callable`` with ``kwargs``; CheckpointError says what went wrong."""
+    """Call the factory named ``module:callable`` (its module found in the current folder too, as ``python -m``
+    finds it) with ``kwargs``; CheckpointError says what went wrong."""
     module_name, _, attr = arch.partition(":")
     if not module_name or not attr:
         raise CheckpointError(f"Architecture '{arch}' must be 'module:callable', e.g. 'quantlib.zoo:resnet20'.")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        factory = getattr(_import_as_python_m_does(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise CheckpointError(f"Cannot import architecture '{arch}': {exc}.") from exc
+        raise CheckpointError(f"Cannot import architecture '{arch}' (looked in the current folder "
+                              f"{os.getcwd()} and the installed packages): {exc}.") from exc
     try:
         model = factory(**dict(kwargs or {}))
     except Exception as exc:

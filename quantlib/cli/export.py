@@ -58,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
                    help="core policy for layers the descriptors do not name (default: none)")
     p.add_argument("--calib", help="calibration data: digits, cifar10:PATH or random:N (default: the checkpoint's "
                                    "training data)")
-    p.add_argument("--input-shape", help="input shape C,H,W (default: from the checkpoint or the data)")
+    p.add_argument("--input-shape", help="input shape without the batch: C,H,W for images, C,L for sequences, F "
+                                         "for feature vectors (default: from the checkpoint or the data)")
     p.add_argument("--arch", help="architecture as module:callable, for a plain state_dict or to override")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a whole pickled nn.Module (unpickling runs code from the file)")
@@ -169,8 +170,9 @@ def _input_shape(args: argparse.Namespace, checkpoint: Checkpoint | None) -> tup
             shape = tuple(int(v) for v in args.input_shape.split(","))
         except ValueError:
             shape = ()
-        if len(shape) != 3 or min(shape) < 1:
-            raise UsageError(f"--input-shape {args.input_shape!r} must be three positive integers C,H,W.")
+        if not 1 <= len(shape) <= 3 or min(shape) < 1:
+            raise UsageError(f"--input-shape {args.input_shape!r} must be 1 to 3 positive integers: C,H,W (images), "
+                             f"C,L (sequences) or F (feature vectors).")
         return shape
     return tuple(checkpoint.input_shape) if checkpoint is not None else None
 

@@ -47,7 +47,7 @@ def data_source(spec: str, input_shape: tuple[int, ...] | None = None, batch_siz
         return DataSource(spec, train, test, CIFAR10_SHAPE, 10)
     if kind == "random" and arg.isdecimal() and int(arg) > 0:
         if input_shape is None:
-            raise ValueError(f"Data '{spec}' needs an input shape (--input-shape C,H,W).")
+            raise ValueError(f"Data '{spec}' needs an input shape (--input-shape C,H,W, C,L or F).")
         g = torch.Generator().manual_seed(0)
         batches = [(torch.randn(batch_size, *input_shape, generator=g),) for _ in range(int(arg))]
         return DataSource(spec, batches, None, tuple(input_shape), 0)

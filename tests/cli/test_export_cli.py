@@ -140,7 +140,7 @@ def test_descriptor_errors(tmp_path, capsys, float_checkpoint):
 
 def test_bad_options(tmp_path, capsys, float_checkpoint):
     code, _, err = run([float_checkpoint, "--input-shape", "1x8x8", "-o", tmp_path / "o"], capsys)
-    assert code == EXIT_USAGE and "--input-shape '1x8x8' must be three positive integers C,H,W" in err
+    assert code == EXIT_USAGE and "--input-shape '1x8x8' must be 1 to 3 positive integers: C,H,W (images)" in err
     code, _, err = run([float_checkpoint, "--calib", "imagenet", "-o", tmp_path / "o"], capsys)
     assert code == EXIT_USAGE and "Data 'imagenet' is not one of 'digits', 'cifar10:PATH'" in err
     code, _, err = run([float_checkpoint, "--calib", f"cifar10:{tmp_path / 'nowhere'}", "-o", tmp_path / "o"],
@@ -188,3 +188,34 @@ def test_a_refused_output_folder_is_refused_before_any_stage_runs(float_checkpoi
     monkeypatch.setattr(cli, "step", lambda *args, **kwargs: ran.append(args))
     code, _, err = run([float_checkpoint, "--quiet", "-o", precious], capsys)
     assert code == EXIT_USAGE and "is not an earlier quantlib export" in err and ran == []
+
+
+def test_arch_from_the_current_folder_and_a_feature_vector_input(tmp_path, capsys, monkeypatch):
+    """`--arch mymodels:mlp` finds mymodels.py in the current folder (as `python -m` would), and an MLP takes
+    `--input-shape 16`."""
+    (tmp_path / "mymodels.py").write_text(
+        "from torch import nn\n\n\ndef mlp():\n    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), "
+        "nn.Linear(32, 4))\n")
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    weights = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).state_dict()
+    torch.save(weights, tmp_path / "mlp.pt")
+    code, out, err = run([tmp_path / "mlp.pt", "--arch", "mymodels:mlp", "--input-shape", "16", "--calib",
+                          "random:2", "--quiet", "-o", tmp_path / "out"], capsys)
+    assert code == EXIT_OK, err
+    assert "onnxruntime on the twin: 0 mismatches" in out and "DORY file (interpreted): 0 mismatches" in out
+    assert "mymodels" not in sys.modules or str(tmp_path) not in sys.path  # the folder is not left on sys.path
+    code, _, err = run([tmp_path / "mlp.pt", "--arch", "nomodels:mlp", "--input-shape", "16", "--calib", "random:2",
+                        "-o", tmp_path / "out2"], capsys)
+    assert code == EXIT_USAGE and f"looked in the current folder {tmp_path}" in err and "nomodels" in err
+
+
+def test_the_report_prints_as_its_table():
+    from quantlib.backends.diana.diana_module import DianaModule
+
+    dm = DianaModule.from_fp_model(digits_cnn())
+    table = str(dm.report())
+    assert table.splitlines()[0].split()[:3] == ["layer", "kind", "core"]
+    assert "features.0" in table and "LayerReport(" not in table
+    assert repr(dm).splitlines()[0] == "DianaModule(stage='quantised', 4 digital and 0 analog layers)"
+    assert repr(dm).splitlines()[1:] == table.splitlines()

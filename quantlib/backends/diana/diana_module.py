@@ -38,7 +38,7 @@ from quantlib.backends.diana.core_choice import AnalogPolicy, CoreChoice, Inelig
 from quantlib.backends.diana.descriptors import load_descriptors, parse_descriptors, write_template
 from quantlib.backends.diana.export import ExportResult, export_diana
 from quantlib.backends.diana.hardware_rules import Core
-from quantlib.backends.diana.report import LayerReport, layer_reports
+from quantlib.backends.diana.report import LayerReport, Report, layer_reports
 from quantlib.calibration import calibrate, model_inputs
 from quantlib.editors.base import ComposedEditor
 from quantlib.editors.canonicalise import FoldBatchNorm, canonicalise
@@ -209,13 +209,18 @@ class DianaModule(nn.Module):
         """The core of every layer."""
         return dict(self.choice.cores)
 
-    def report(self) -> list[LayerReport]:
+    def report(self) -> Report:
         """Per layer: core, geometry, bits, scales as 2^k, requantisation and hardware-rule findings (scales and
-        shifts once the model is hardware-mapped)."""
+        shifts once the model is hardware-mapped); ``print`` shows it as a table."""
         if self.stage is Stage.INTEGER:
-            return list(self._integer_report)
+            return Report(self._integer_report)
         exact = self.exact_model() if self.stage >= Stage.HW_MAPPED else None
-        return layer_reports(self.gm, exact, self.choice)
+        return Report(layer_reports(self.gm, exact, self.choice))
+
+    def __repr__(self) -> str:
+        cores = list(self.cores.values())
+        return (f"DianaModule(stage={self.stage.label!r}, {cores.count('digital')} digital and "
+                f"{cores.count('analog')} analog layers)\n{self.report()}")
 
     def describe(self, path: str | os.PathLike) -> Path:
         """Write a descriptor template: every layer with its current core and, as comments, the rules it breaks."""

@@ -178,3 +178,10 @@ def format_report(rows: list[LayerReport]) -> str:
     table = [list(REPORT_COLUMNS), *(cell(row) for row in rows)]
     widths = [max(len(r[i]) for r in table) for i in range(len(REPORT_COLUMNS))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
+
+
+class Report(list):
+    """The rows of a model's report (a list of LayerReport) that prints as the per-layer table."""
+
+    def __str__(self) -> str:
+        return format_report(self)
