@@ -17,6 +17,7 @@ from torch import nn
 
 from quantlib.errors import UnsupportedOpError
 from quantlib.graphs.tracing import leaf_module
+from quantlib.modules.saved_shapes import resize_buffers_to_saved
 
 Pair = tuple[int, int]
 
@@ -90,9 +91,7 @@ class AveragePool2d(nn.Module):
         return y if self.keepdim or not self.is_global else y.flatten(1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
-        saved = state_dict.get(prefix + "scale")
-        if saved is not None and saved.shape != self.scale.shape:
-            self.scale = torch.zeros_like(saved)
+        resize_buffers_to_saved(self, state_dict, prefix, ("scale",))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def extra_repr(self) -> str:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from quantlib.graphs.tracing import leaf_module
+from quantlib.modules.saved_shapes import resize_buffers_to_saved
 
 AFFINE_BITS = 8
 MAX_P = 15
@@ -80,9 +81,7 @@ class AnalogBatchNorm(nn.BatchNorm2d):
         return (acc * mul.reshape(shape) + add.reshape(shape)) * 2.0 ** -p
 
     def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
-        saved = state_dict.get(prefix + "input_scale")
-        if saved is not None and saved.shape != self.input_scale.shape:
-            self.input_scale = torch.zeros_like(saved)
+        resize_buffers_to_saved(self, state_dict, prefix, ("input_scale",))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def extra_repr(self) -> str:
