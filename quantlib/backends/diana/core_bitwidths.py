@@ -24,7 +24,8 @@ RELU_RANGE = QRange.from_spec({"bitwidth": 7, "signed": False})
 
 def to_core_bitwidths(gm: fx.GraphModule, analog_layers: Collection[str]) -> list[AnalogConv2d]:
     """Edit ``gm`` in place: 7-bit ReLUs, and an AnalogConv2d (uncalibrated) for every layer in ``analog_layers``,
-    which must be QConv2d modules; returns the new analog convolutions."""
+    which must be QConv2d modules and keep their weight, bias and clip Parameters (only the ADCs' are new); returns
+    the new analog convolutions."""
     for module in gm.modules():
         if isinstance(module, QReLU):
             module.spec = dataclasses.replace(module.spec, qrange=RELU_RANGE)
@@ -37,6 +38,9 @@ def to_core_bitwidths(gm: fx.GraphModule, analog_layers: Collection[str]) -> lis
                             f"move to the analog core.")
         new = AnalogConv2d.from_fp_module(conv, name=name)
         new.is_quantised = False
+        new.weight, new.clip_hi = conv.weight, conv.clip_hi  # the same Parameters: optimisers keep training them
+        if conv.bias is not None:
+            new.bias = conv.bias
         gm.add_submodule(name, new)
         analog.append(new)
     gm.recompile()

@@ -131,11 +131,16 @@ class DianaModule(nn.Module):
         if self.choice.analog and batches is None:
             raise StageError(f"map_scales() needs calibration batches for the ADCs of the analog layers "
                              f"{self.choice.analog}.")
+        before = {id(p) for p in self.parameters()}
         analog = to_core_bitwidths(self.gm, self.choice.analog)
         init_ternary_weights(analog)
         if analog:
             calibrate(self.gm, batches, progress=progress, quantisers=adc_quantisers(analog))
             clamp_adc_scales(self.gm)
+        added = [name for name, p in self.named_parameters() if id(p) not in before]
+        if added:
+            logger.info("map_scales added %d parameters (%s): build the optimiser again, e.g. "
+                        "torch.optim.Adam(dm.param_groups(), lr), to train them.", len(added), ", ".join(added))
         self.stage = Stage.SCALES_MAPPED
         return self
 
@@ -202,6 +207,16 @@ class DianaModule(nn.Module):
             if isinstance(module, AnalogConv2d):
                 module.noise_sigma = float(sigma)
         return self
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The trainable parameters as optimiser groups: weights, biases and BatchNorms; then the quantisers' learned
+        clips, without weight decay (decay would shrink the ranges). ``torch.optim.SGD(dm.param_groups(), lr=...)``
+        after a stage trains everything the stage left trainable."""
+        clips, others = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (clips if name.rpartition(".")[2] in ("clip_lo", "clip_hi") else others).append(p)
+        return [{"params": others}, {"params": clips, "weight_decay": 0.0}]
 
     # -- inspection -----------------------------------------------------------------------------------------------
     @property

@@ -382,3 +382,26 @@ def test_export_folders_and_checkpoints_get_the_umasks_permissions(tmp_path):
     assert oct(out.stat().st_mode & 0o777) == oct(0o750)
     assert oct((out / "digits_QL_DORY.onnx").stat().st_mode & 0o777) == oct(0o640)
     assert oct(checkpoint.stat().st_mode & 0o777) == oct(0o640)
+
+
+def test_map_scales_keeps_the_parameters_it_does_not_add_and_param_groups_train_every_one(caplog):
+    dm = digits().calibrate([X])
+    before = {name: p for name, p in dm.named_parameters()}
+    with caplog.at_level("INFO", logger="quantlib.backends.diana.diana_module"):
+        dm.map_scales([X])
+    after = dict(dm.named_parameters())
+    added = sorted(set(after) - set(before))
+    assert added == ["gm.features.3.adc.clip_hi", "gm.features.7.adc.clip_hi"]
+    assert all(after[name] is p for name, p in before.items())  # the analog convs kept their weights and clips
+    assert "map_scales added 2 parameters (gm.features.3.adc.clip_hi, gm.features.7.adc.clip_hi)" in caplog.text
+    groups = dm.param_groups()
+    assert groups[1]["weight_decay"] == 0.0 and all(p.requires_grad for g in groups for p in g["params"])
+    optimiser = torch.optim.SGD(groups, lr=0.1)
+    values = {name: p.detach().clone() for name, p in dm.named_parameters()}
+    dm.train()
+    optimiser.zero_grad()
+    nn.functional.cross_entropy(dm(X * 4), torch.arange(len(X)) % 10).backward()
+    optimiser.step()
+    with_grad = [name for name, p in dm.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)]
+    assert len(with_grad) >= 10
+    assert [name for name in with_grad if torch.equal(values[name], dict(dm.named_parameters())[name])] == []
