@@ -248,6 +248,19 @@ class DianaModule(nn.Module):
         return self.gm(*inputs)
 
     # -- state ----------------------------------------------------------------------------------------------------
+    def __reduce_ex__(self, protocol):
+        raise QuantlibError("A DianaModule is not pickled (torch.save(dm) would need torch.load(weights_only=False), "
+                            "which runs code from the file): save torch.save(dm.state_dict(), path) or a quantlib "
+                            "checkpoint (quantlib.checkpoint.save_checkpoint), and rebuild with "
+                            "DianaModule.from_fp_model(model, ...).load_state_dict(torch.load(path, "
+                            "weights_only=True)) at any stage.")
+
+    def __deepcopy__(self, memo: dict) -> DianaModule:
+        copied = DianaModule.__new__(DianaModule)
+        memo[id(self)] = copied
+        copied.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return copied
+
     def get_extra_state(self) -> dict[str, Any]:
         return {"stage": self.stage.label, "cores": self.cores}
 

@@ -15,7 +15,7 @@ from quantlib.backends.diana.descriptors import DescriptorError, load_descriptor
 from quantlib.backends.diana.diana_module import DianaModule, Stage, StageError
 from quantlib.backends.diana.report import format_report
 from quantlib.backends.onnx.verify import infer_types, run_onnxruntime
-from quantlib.errors import ExportError, HardwareRuleError
+from quantlib.errors import ExportError, HardwareRuleError, QuantlibError
 from quantlib.verification import record
 from quantlib.zoo import build
 
@@ -405,3 +405,16 @@ def test_map_scales_keeps_the_parameters_it_does_not_add_and_param_groups_train_
     with_grad = [name for name, p in dm.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)]
     assert len(with_grad) >= 10
     assert [name for name in with_grad if torch.equal(values[name], dict(dm.named_parameters())[name])] == []
+
+
+def test_torch_save_of_the_module_says_what_to_save_instead_and_deepcopy_still_works(tmp_path):
+    import copy
+
+    dm = digits()
+    for _, run in STEPS[:2]:
+        run(dm)
+    with pytest.raises(QuantlibError, match=r"save torch.save\(dm.state_dict\(\), path\) or a quantlib checkpoint"):
+        torch.save(dm, tmp_path / "dm.pt")
+    twin = copy.deepcopy(dm)
+    assert twin.stage is dm.stage and twin.gm is not dm.gm
+    assert torch.equal(twin(X), dm(X))
