@@ -14,7 +14,7 @@ import torch.fx as fx
 from torch import nn
 
 from quantlib.editors.base import ComposedEditor, Editor
-from quantlib.editors.canonicalise.average_pools import CanonicalAveragePools
+from quantlib.editors.canonicalise.canonical_modules import CanonicalModules
 from quantlib.editors.canonicalise.explicit_padding import ExplicitPadding
 from quantlib.editors.canonicalise.fold_batchnorm import FoldBatchNorm
 from quantlib.editors.canonicalise.functional_to_modular import FunctionalToModular
@@ -32,7 +32,7 @@ def canonicalisation_editors(fold_batchnorm: bool = True) -> list[Editor]:
         SplitReusedModules(),     # one module per call site
         RemoveNoOps(),            # dropout, identity
         ExplicitPadding(),        # padding="same" / "valid" -> numbers
-        CanonicalAveragePools(),  # nn.AvgPool2d / nn.AdaptiveAvgPool2d -> AveragePool2d (exact mean)
+        CanonicalModules(),       # average pools -> AveragePool2d (exact mean), Hardtanh(0, 6) -> ReLU6
     ]
     if fold_batchnorm:
         editors.append(FoldBatchNorm())
@@ -57,5 +57,5 @@ def canonicalise(model: nn.Module,
     return gm
 
 
-__all__ = ["CanonicalAveragePools", "ExplicitPadding", "FoldBatchNorm", "FunctionalToModular", "FunctionaliseInplace",
+__all__ = ["CanonicalModules", "ExplicitPadding", "FoldBatchNorm", "FunctionalToModular", "FunctionaliseInplace",
            "RemoveNoOps", "SplitReusedModules", "canonicalisation_editors", "canonicalise"]

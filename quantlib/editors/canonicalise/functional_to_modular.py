@@ -56,6 +56,7 @@ def _avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, cou
                 divisor_override=None): ...
 def _adaptive_avg_pool2d(input, output_size): ...
 def _mean(input, dim=None, keepdim=False, *, dtype=None): ...
+def _clamp(input, min=None, max=None): ...
 def _flatten(input, start_dim=0, end_dim=-1): ...
 def _view(input, *shape): ...
 def _add(input, other, alpha=1): ...
@@ -70,6 +71,14 @@ def _build_max_pool(a: Arguments, node: fx.Node, tensors: set[fx.Node]) -> nn.Mo
 def _build_avg_pool(a: Arguments, node: fx.Node, tensors: set[fx.Node]) -> nn.Module | None:
     return AveragePool2d.from_torch(nn.AvgPool2d(a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"],
                                                  a["count_include_pad"], a["divisor_override"]))
+
+
+def _build_clamp(a: Arguments, node: fx.Node, tensors: set[fx.Node]) -> nn.Module | None:
+    """``torch.clamp(x, 0, 6)`` is ReLU6 and ``x.clamp(min=0)`` ReLU; other bounds stay functional."""
+    bounds = (a["min"], a["max"])
+    if not all(b is None or isinstance(b, (int, float)) for b in bounds):
+        return None
+    return {(0, 6): nn.ReLU6(), (0, None): nn.ReLU()}.get(bounds)
 
 
 SPATIAL_DIMS = ({2, 3}, {-2, -1})
@@ -123,6 +132,7 @@ RULES: tuple[ModularRule, ...] = (
     ModularRule("relu6", (F.relu6,), (), _activation, lambda a, n, t: nn.ReLU6()),
     ModularRule("leaky_relu", (F.leaky_relu,), (), _leaky_relu, lambda a, n, t: nn.LeakyReLU(a["negative_slope"])),
     ModularRule("hardtanh", (F.hardtanh,), (), _hardtanh, lambda a, n, t: nn.Hardtanh(a["min_val"], a["max_val"])),
+    ModularRule("relu6", (torch.clamp, torch.clip), ("clamp", "clip"), _clamp, _build_clamp),
     ModularRule("maxpool", (F.max_pool2d, torch.max_pool2d), (), _max_pool2d, _build_max_pool),
     ModularRule("avgpool", (F.avg_pool2d,), (), _avg_pool2d, _build_avg_pool),
     ModularRule("avgpool", (F.adaptive_avg_pool2d,), (), _adaptive_avg_pool2d,

@@ -1,4 +1,5 @@
-"""Remove what computes nothing at inference: dropout (module or functional) and identity modules."""
+"""Remove what computes nothing at inference: dropout (module or functional), identity modules and
+``x.contiguous()``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ NOOP_FUNCTIONS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_drop
 
 
 class NoOpFinder(Finder):
-    """Every call of an identity or dropout module, and every functional dropout."""
+    """Every call of an identity or dropout module, every functional dropout and every ``contiguous()``."""
 
     def find(self, gm: fx.GraphModule) -> list[ApplicationPoint]:
         modules = dict(gm.named_modules())
@@ -25,7 +26,7 @@ class NoOpFinder(Finder):
         for node in gm.graph.nodes:
             is_noop = (node.op == "call_module" and isinstance(modules[node.target], NOOP_MODULES)
                        or node.op == "call_function" and node.target in NOOP_FUNCTIONS
-                       or node.op == "call_method" and node.target == "dropout")
+                       or node.op == "call_method" and node.target in ("dropout", "contiguous"))
             if is_noop:
                 points.append(ApplicationPoint(nodes=(node,), roles={"noop": node}))
         return points
