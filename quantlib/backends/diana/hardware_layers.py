@@ -1,5 +1,5 @@
 """The fused hardware layers of an exact or integer DIANA graph, in topological order: a linear op (digital conv,
-analog conv, linear), a sum pool or an add, each with the requantisation that ends it; and max pools. DORY's files,
+analog conv, linear), an average pool or an add, each with the requantisation that ends it; and max pools. DORY's files,
 the golden activations and the report are all written per hardware layer.
 
 The input quantiser (the first requantisation, of the real input) happens outside the chip; a requantisation that
