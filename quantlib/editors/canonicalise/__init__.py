@@ -17,6 +17,7 @@ from quantlib.editors.base import ComposedEditor, Editor
 from quantlib.editors.canonicalise.canonical_modules import CanonicalModules
 from quantlib.editors.canonicalise.explicit_padding import ExplicitPadding
 from quantlib.editors.canonicalise.fold_batchnorm import FoldBatchNorm
+from quantlib.editors.canonicalise.fold_shape_constants import FoldShapeConstants
 from quantlib.editors.canonicalise.functional_to_modular import FunctionalToModular
 from quantlib.editors.canonicalise.functionalise_inplace import FunctionaliseInplace
 from quantlib.editors.canonicalise.remove_noops import RemoveNoOps
@@ -27,6 +28,7 @@ from quantlib.graphs.tracing import annotate_shapes, trace
 def canonicalisation_editors(fold_batchnorm: bool = True) -> list[Editor]:
     """The canonicalisation pipeline, in order."""
     editors: list[Editor] = [
+        FoldShapeConstants(),     # x.size(3), x.shape[2:] -> constants of the example input (never the batch)
         FunctionaliseInplace(),   # x.relu_() -> x.relu(): later edits may insert nodes anywhere
         FunctionalToModular(),    # F.relu, x + y, torch.flatten, ... -> modules
         SplitReusedModules(),     # one module per call site
@@ -57,5 +59,5 @@ def canonicalise(model: nn.Module,
     return gm
 
 
-__all__ = ["CanonicalModules", "ExplicitPadding", "FoldBatchNorm", "FunctionalToModular", "FunctionaliseInplace",
-           "RemoveNoOps", "SplitReusedModules", "canonicalisation_editors", "canonicalise"]
+__all__ = ["CanonicalModules", "ExplicitPadding", "FoldBatchNorm", "FoldShapeConstants", "FunctionalToModular",
+           "FunctionaliseInplace", "RemoveNoOps", "SplitReusedModules", "canonicalisation_editors", "canonicalise"]

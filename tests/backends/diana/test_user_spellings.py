@@ -50,3 +50,33 @@ def test_other_clamps_and_hardtanh_ranges_are_not_relus():
         DianaModule.from_fp_model(nn.Sequential(nn.Conv2d(1, 2, 1), nn.Hardtanh(-2.0, 2.0), nn.Flatten(),
                                                 nn.Linear(8, 2)), torch.randn(1, 1, 2, 2)).calibrate(
             [torch.randn(4, 1, 2, 2)]).map_scales().clip_scales_pow2().map_to_hw()
+
+
+class MLPerfResNet8AsPublished(nn.Module):
+    """The MLPerf-Tiny ResNet-8 as its PyTorch ports write the head: ``F.avg_pool2d(out, out.size()[3])``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from quantlib.zoo import resnet8_mlperf
+
+        self.body = resnet8_mlperf()
+
+    def forward(self, x):
+        b = self.body
+        out = F.relu(b.bn(b.conv(x)))
+        out = b.stack3(b.stack2(b.stack1(out)))
+        out = F.avg_pool2d(out, out.size()[3])
+        return b.fc(out.view(out.size(0), -1))
+
+
+@pytest.mark.parametrize("analog", ["none", "auto"])
+def test_the_mlperf_resnet8_with_a_pool_read_from_the_shape_goes_through_the_flow(tmp_path, analog):
+    from quantlib.zoo import randomise_batchnorm
+
+    torch.manual_seed(0)
+    model = randomise_batchnorm(MLPerfResNet8AsPublished()).eval()
+    x = torch.randn(8, 3, 32, 32)
+    dm = DianaModule.from_fp_model(model, x[:1], analog=analog)
+    dm.calibrate([x]).map_scales([x]).clip_scales_pow2().map_to_hw([x]).integrize()
+    result = dm.export(tmp_path / "out", "resnet8", verify_on=x)
+    assert result.mismatches == 0 and len(result.dory_comparisons) == 14
