@@ -60,7 +60,7 @@ class _Groups:
 
     def members(self) -> dict[int, list[ScaleHolder]]:
         groups: dict[int, list[ScaleHolder]] = {}
-        for holder in list(self.holders.values()):
+        for holder in self.holders.values():
             groups.setdefault(self.find(holder), []).append(holder)
         return groups
 
@@ -72,7 +72,7 @@ def _scale_of(h: ScaleHolder) -> torch.Tensor:
 def _set_scale(h: ScaleHolder, scale: torch.Tensor) -> None:
     with torch.no_grad():
         if isinstance(h, AveragePool2d):
-            h.scale = scale.detach().clone().reshape(()).to(h.scale.dtype if h.scale.numel() else scale.dtype)
+            h.scale = scale.detach().reshape(()).clone()
         else:
             h.set_scale(scale.to(h.scale.dtype).expand_as(h.scale.detach()).clone())
 

@@ -69,20 +69,20 @@ class AveragePool2d(nn.Module):
     def is_global(self) -> bool:
         return self.kernel_size is None and self.output_size is None
 
-    def window(self, height: int, width: int) -> Pair | None:
-        """The pooling window for an input of ``height`` x ``width`` (None: global)."""
+    def window(self, height: int, width: int) -> tuple[Pair | None, Pair | None]:
+        """The pooling window and stride for an input of ``height`` x ``width`` (None: global)."""
         if self.output_size is None:
-            return self.kernel_size
+            return self.kernel_size, self.stride
         out_h, out_w = (height if o is None else o for o in self.output_size)
         if height % out_h or width % out_w:
             raise UnsupportedOpError(f"Average pool '{self.qualname}' maps {height}x{width} to {out_h}x{out_w}: its "
                                      f"windows differ in size, and integer hardware divides every window by one "
                                      f"count. Use an output size that divides the input size.")
-        return height // out_h, width // out_w
+        kernel = (height // out_h, width // out_w)
+        return kernel, kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = self.window(x.shape[2], x.shape[3])
-        mean = exact_average(x, kernel, kernel if self.output_size is not None else self.stride, self.padding)
+        mean = exact_average(x, *self.window(x.shape[2], x.shape[3]), self.padding)
         if self.scale.numel():
             scale = self.scale.double()
             floored = torch.floor(mean / scale) * scale

@@ -109,22 +109,23 @@ def multiplier_findings(layer: str, kind: str, mul: torch.Tensor) -> list[Findin
     if bool((mul == 1).all()):
         return []
     what = "add's output" if kind == "add" else "layer's output"
-    return [Finding(layer, "requant-multiplier", f"the {what} requantisation multiplies by {_values(mul)}: its output "
-                    f"scale is finer than its input's (a left shift), or it differs per channel; DIANA only shifts "
-                    f"right.", "give the output quantiser a scale no finer than input scale x weight scale, and use "
-                    "per-tensor weight scales on digital layers.")]
+    return [Finding(layer, "requant-multiplier", f"the {what} requantisation multiplies by {integer_values(mul)}: "
+                    f"its output scale is finer than its input's (a left shift), or it differs per channel; DIANA "
+                    f"only shifts right.", "give the output quantiser a scale no finer than input scale x weight "
+                    "scale, and use per-tensor weight scales on digital layers.")]
 
 
 def add_input_findings(layer: str, input_requants: list[tuple[int, torch.nn.Module]]) -> list[Finding]:
     """DIANA's add reads two tensors of one scale: every input requantisation left is a broken rule."""
-    return [Finding(layer, "add-input-scale", f"input {i} must be requantised first (x {_values(rq.mul)} / 2^"
+    return [Finding(layer, "add-input-scale", f"input {i} must be requantised first (x {integer_values(rq.mul)} / 2^"
                     f"{rq.shift}, clip [{rq.lo}, {rq.hi}]): DIANA's add has no per-input multiplier.",
                     "let harmonise_scales tie both inputs to one scale (calibrate and clip_scales_pow2 do); an input "
                     "tied to two adds of other scales cannot be: requantise it with a conv first.")
             for i, rq in input_requants]
 
 
-def _values(t: torch.Tensor) -> int | list[int]:
+def integer_values(t: torch.Tensor) -> int | list[int]:
+    """The integers of ``t`` as one int when they are all equal, else as a list (for messages and reports)."""
     v = t.detach().double().reshape(-1).long().tolist()
     return v[0] if len(set(v)) == 1 else v
 

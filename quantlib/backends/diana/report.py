@@ -15,7 +15,6 @@ from quantlib.backends.diana.dory_limits import dory_findings
 from quantlib.backends.diana.hardware_layers import (
     HardwareLayer,
     hardware_layers,
-    is_pass_through,
     range_bits,
     requant_mul_add,
 )
@@ -23,10 +22,12 @@ from quantlib.backends.diana.hardware_rules import (
     Finding,
     adc_findings,
     add_input_findings,
+    integer_values,
     multiplier_findings,
     pair,
     shift_findings,
 )
+from quantlib.editors.fake2true.requantiser import source_requant
 from quantlib.modules.true_quant import Requant
 
 
@@ -86,7 +87,7 @@ def _mapped_row(layer: HardwareLayer, modules: dict, fake_modules: dict, choice:
     rq: Requant = modules[layer.requant.target]
     bits = {"output": range_bits(rq.lo, rq.hi)}
     scales = {"output": _exponent(rq.eps_out)}
-    source = _source_requant(layer.inputs[0], modules)
+    source = source_requant(layer.inputs[0], modules)
     if source is not None:
         bits["input"] = range_bits(source.lo, source.hi)
         scales["input"] = _exponent(source.eps_out)
@@ -98,7 +99,7 @@ def _mapped_row(layer: HardwareLayer, modules: dict, fake_modules: dict, choice:
         scales.update(weights=_exponent(fake_modules[layer.name].scale), adc=_exponent(op.eps_out))
     channels = layer.op.meta["tensor_meta"].shape[1] if "tensor_meta" in layer.op.meta else rq.mul.numel()
     mul, add = requant_mul_add(op, rq, channels)
-    requant = {"mul": _values(mul), "add": _values(add), "shift": rq.shift, "clip": [rq.lo, rq.hi]}
+    requant = {"mul": integer_values(mul), "add": integer_values(add), "shift": rq.shift, "clip": [rq.lo, rq.hi]}
     if layer.kind == "analog_conv":
         requant["adc_shift"] = op.adc_shift
         findings += [_finding(f) for f in shift_findings(layer.name, op.adc_shift)]
@@ -131,23 +132,6 @@ def _calibration_findings(layer: HardwareLayer, fake_modules: dict) -> list[Find
                     f"their scale was set to 1, and this layer's scales, shifts and findings come from degenerate "
                     f"calibration data.", "calibrate on inputs that reach this layer (representative data, enough "
                     "batches).", "warning")]
-
-
-def _source_requant(node: fx.Node, modules: dict) -> Requant | None:
-    """The requantisation whose integers ``node`` carries (through flattening and max pools); None: none."""
-    while node.op == "call_module" or node.op == "call_method":
-        module = modules.get(node.target) if node.op == "call_module" else None
-        if isinstance(module, Requant):
-            return module
-        if not (is_pass_through(node, modules) or isinstance(module, nn.MaxPool2d)):
-            return None
-        node = node.args[0]
-    return None
-
-
-def _values(t: torch.Tensor) -> int | list[int]:
-    v = t.detach().double().reshape(-1).long().tolist()
-    return v[0] if len(set(v)) == 1 else v
 
 
 def _affine_findings(layer: str, rq: Requant) -> list[dict[str, str]]:

@@ -30,8 +30,7 @@ class AveragePoolSplitApplier(Applier):
             raise UnsupportedOpError(f"Average pool '{node.name}' reads '{node.args[0].name}', which no "
                                      f"requantisation computes; quantise the pool's input first.")
         h, w = node.args[0].meta["tensor_meta"].shape[2:]
-        kernel = pool.window(h, w)
-        stride = kernel if pool.output_size is not None else pool.stride
+        kernel, stride = pool.window(h, w)
         gm.add_submodule(node.target, TrueAvgPool2d(kernel, stride, pool.padding, keepdim=True))
         name = unique_submodule_name(gm, node.target.rpartition(".")[0], f"{node.target.rpartition('.')[2]}_requant")
         gm.add_submodule(name, Requant(torch.ones(()), torch.zeros(()), 0, source.lo, source.hi, scale, scale))
