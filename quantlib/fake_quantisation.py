@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
 from quantlib.editors.base import ComposedEditor, Editor
@@ -21,8 +19,7 @@ from quantlib.editors.float2fake import (
     ModuleWiseConverter,
 )
 from quantlib.modules.specs import QuantiserSpec
-
-logger = logging.getLogger(__name__)
+from quantlib.preflight import GENERIC, preflight, raise_refusals
 
 
 def _spec(qrange: dict[str, Any], qop: str = "floor") -> QuantiserSpec:
@@ -67,32 +64,14 @@ def float_to_fake_editors(spec: QuantisationSpec, quantise_outputs: bool = False
 def quantize(model: nn.Module,
              example_input: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
              spec: dict[str, Any] | QuantisationSpec | None = None) -> fx.GraphModule:
-    """Canonicalise ``model`` (BatchNorm folded) and make it fake-quantised per ``spec`` (default: 8-bit per tensor).
+    """Canonicalise ``model`` (BatchNorm folded), check that every construct has an integer form (UnsupportedOpError
+    listing every one that has not, with its source line and fix), and make it fake-quantised per ``spec`` (default:
+    8-bit per tensor).
 
     The result computes in float until ``calibrate(result, batches)`` initialises its quantisers; ``model`` itself is
     left untouched.
     """
     gm = canonicalise(model, example_input)
-    fake = ComposedEditor(float_to_fake_editors(QuantisationSpec.from_spec(spec)))(gm)
-    left = float_linear_ops(fake)
-    if left:
-        logger.warning("These linear ops have no quantised counterpart and stay in float, so the model cannot be "
-                       "integerised: %s.", ", ".join(left))
-    return fake
+    raise_refusals(GENERIC.target, preflight(gm, GENERIC))
+    return ComposedEditor(float_to_fake_editors(QuantisationSpec.from_spec(spec)))(gm)
 
-
-FLOAT_LINEAR_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-                        nn.Linear)
-FLOAT_LINEAR_FUNCTIONS = (F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d)
-
-
-def float_linear_ops(gm: fx.GraphModule) -> list[str]:
-    """The nodes of ``gm`` that compute a linear op in float: '<node> (<op>)'."""
-    modules = dict(gm.named_modules())
-    left = []
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and type(modules[node.target]) in FLOAT_LINEAR_MODULES:
-            left.append(f"{node.name} ({type(modules[node.target]).__name__})")
-        elif node.op == "call_function" and node.target in FLOAT_LINEAR_FUNCTIONS:
-            left.append(f"{node.name} ({node.target.__name__})")
-    return left

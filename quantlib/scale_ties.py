@@ -1,7 +1,8 @@
 """Scales that integer hardware needs equal, and the one rule that makes them so (docs/diana-numerics.md).
 
-Two kinds of ties:
+Three kinds of ties:
 - an average pool floors its mean on the grid of its input: it takes its input's scale;
+- a concatenation holds one integer tensor: the quantisers of its inputs share one scale (the largest);
 - an add sums integers of one scale, with no multiplier per input: every input of an add, and every quantiser whose
   integers reach the add unchanged (through max pools, average pools, reshapes), share one scale. A tied input
   quantiser also takes its source's range, so that it is the identity once scales are powers of two.
@@ -23,6 +24,7 @@ from torch import nn
 
 from quantlib.editors.float2fake.grid import grid_source
 from quantlib.modules.average_pool import AveragePool2d
+from quantlib.modules.concat import Concat
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qmodule import _QModule
@@ -89,6 +91,11 @@ def harmonise_scales(gm: fx.GraphModule) -> fx.GraphModule:
             source = source_quantiser(node.args[0], modules)
             if source is not None:
                 groups.tie(module, source)
+                voters.add(id(source))
+        elif isinstance(module, Concat):
+            sources = [s for x in node.args if (s := source_quantiser(x, modules)) is not None]
+            for source in sources:
+                groups.tie(source, sources[0])
                 voters.add(id(source))
         elif isinstance(module, QHarmonisedAdd):
             for x, quantiser in zip(node.args, module.input_quantisers, strict=True):

@@ -8,6 +8,7 @@ from quantlib.calibration import calibrate
 from quantlib.data import digits_loaders
 from quantlib.editors.canonicalise import canonicalise
 from quantlib.editors.float2fake.grid import is_quantiser
+from quantlib.errors import UnsupportedOpError
 from quantlib.fake_quantisation import QuantisationSpec, quantize
 from quantlib.modules import Add, QConv2d, QHarmonisedAdd, QIdentity, QLinear, QReLU
 from quantlib.training import accuracy, train_epochs
@@ -115,11 +116,9 @@ def test_multi_input_models_calibrate_from_tuples():
     assert all(q.is_quantised for q in quantisers)
 
 
-def test_linear_ops_without_a_quantised_form_are_reported(caplog):
-    import logging
-
+def test_linear_ops_without_a_quantised_form_are_refused_before_quantisation():
     model = nn.Sequential(nn.Conv1d(2, 2, 1), nn.Flatten(), nn.Linear(8, 2))
-    with caplog.at_level(logging.WARNING):
-        gm = quantize(model, torch.randn(1, 2, 4))
-    assert "stay in float, so the model cannot be integerised: _0 (Conv1d)" in caplog.text
-    assert isinstance(gm.get_submodule("2"), QLinear)
+    with pytest.raises(UnsupportedOpError, match=r"1 construct\(s\) of this model have no form on quantlib's "
+                       r"integer path:\n  - 0 \(nn.Conv1d\) at <no source line>\n      quantlib's integer path has "
+                       r"no 1-D, 3-D or transposed convolution. Fix: use nn.Conv2d"):
+        quantize(model, torch.randn(1, 2, 4))

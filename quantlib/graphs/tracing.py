@@ -8,6 +8,7 @@ When tracing fails, the error names the module being traced and the user's sourc
 from __future__ import annotations
 
 import os
+import re
 import traceback
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +34,7 @@ class QuantlibTracer(fx.Tracer):
 
     def __init__(self, leaf_types: Iterable[type[nn.Module]] = (), leaf_names: Iterable[str] = ()) -> None:
         super().__init__()
+        self.record_stack_traces = True  # node.stack_trace: the user's source line of every node
         self.extra_leaf_types = tuple(leaf_types)
         self.leaf_names = set(leaf_names)
         self.module_path: list[str] = []
@@ -61,14 +63,30 @@ _TORCH_DIR = os.path.dirname(torch.__file__)
 _QUANTLIB_GRAPHS_DIR = os.path.dirname(__file__)
 
 
+def _is_user_frame(filename: str) -> bool:
+    return not filename.startswith(_TORCH_DIR) and not filename.startswith(_QUANTLIB_GRAPHS_DIR)
+
+
 def _user_source_line(exc: BaseException) -> str:
     """The innermost frame of the traceback that is neither torch's nor this file's: where the user's code failed."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith(_TORCH_DIR) and not f.filename.startswith(_QUANTLIB_GRAPHS_DIR)]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_user_frame(f.filename)]
     if not frames:
         return "<unknown source line>"
     f = frames[-1]
     return f"{f.filename}:{f.lineno}: {(f.line or '').strip()}"
+
+
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in [^\n]*\n(?P<code>[^\n]*)')
+
+
+def source_line(node: fx.Node) -> str | None:
+    """'file:line: code' of the user's statement that made ``node`` when it was traced (None for nodes editors
+    added, or graphs traced elsewhere)."""
+    frames = [m for m in _FRAME.finditer(node.stack_trace or "") if _is_user_frame(m["file"])]
+    if not frames:
+        return None
+    f = frames[-1]
+    return f"{f['file']}:{f['line']}: {f['code'].strip()}"
 
 
 def _advice(exc: BaseException, path: str) -> str:

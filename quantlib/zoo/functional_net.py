@@ -31,10 +31,10 @@ class FunctionalNet(nn.Module):
         z += y
         z = self.act(z)
         z = F.max_pool2d(z, 2)
-        z = torch.add(z, F.leaky_relu(z, 0.1))
+        z = torch.add(z, F.relu(z))
         z = F.relu6(self.bn3(self.conv3(z)))
         z = z.relu_()
-        z = F.hardtanh(z, 0.0, 4.0)
+        z = torch.clamp(z, 0, 6)
         z = F.avg_pool2d(z, 2)
         z = F.dropout(z, 0.1, training=self.training)
         z = z.reshape(z.size(0), -1)

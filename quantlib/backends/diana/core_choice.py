@@ -1,5 +1,6 @@
 """Which core each layer runs on: all digital, analog wherever the analog rules allow ("auto"), or as a descriptor
-file says; a layer asked to go analog that cannot stays digital with the rules it breaks, or fails (``ineligible``)."""
+file says; a layer asked to go analog that cannot stays digital with the rules it breaks (a warning), or, with
+``ineligible="error"``, the refusal is an error (``DianaModule.from_fp_model`` raises every error at once)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from quantlib.backends.diana.hardware_rules import (
     linear_findings,
 )
 from quantlib.editors.float2fake.grid import grid_source
-from quantlib.errors import HardwareRuleError
 
 AnalogPolicy = Literal["none", "auto"]
 Ineligible = Literal["digital", "error"]
@@ -71,17 +71,20 @@ def choose_cores(gm: fx.GraphModule, analog: AnalogPolicy = "none", descriptors:
         policy = "analog" if analog == "auto" and isinstance(module, nn.Conv2d) else "digital"
         asked = (descriptors or {}).get(name, policy)
         refusals = analog_findings(gm, node) if asked == "analog" else []
-        if refusals and ineligible == "error" and descriptors and name in descriptors:
-            raise HardwareRuleError(f"Layer '{name}' cannot run on the analog core as the descriptors ask:\n"
-                                    + "\n".join(f"  {f}" for f in refusals))
+        required = ineligible == "error" and bool(descriptors) and name in descriptors
         core: Core = "digital" if refusals else asked
         cores[name] = core
         rules = conv_findings(name, module, core) if isinstance(module, nn.Conv2d) else linear_findings(name, module)
         broken = {f.rule for f in rules}  # a rule both cores share is reported once, as the error it is
-        findings[name] = [_as_warning(f) for f in refusals if f.rule not in broken] + rules
+        findings[name] = [_refused(f, required) for f in refusals if f.rule not in broken] + rules
     return CoreChoice(cores, findings)
 
 
-def _as_warning(finding: Finding) -> Finding:
-    """A rule that kept a layer off the analog core: the layer runs digitally, so it is a warning, not a failure."""
-    return Finding(finding.layer, finding.rule, f"stays digital: {finding.message}", finding.fix, "warning")
+def _refused(finding: Finding, required: bool) -> Finding:
+    """A rule that kept a layer off the analog core: the layer runs digitally, so it is a warning, unless the
+    descriptors required the analog core (``ineligible="error"``)."""
+    if required:
+        return Finding(finding.layer, finding.rule, f"cannot run on the analog core as the descriptors ask: "
+                       f"{finding.message}", finding.fix, "error", finding.suggestion)
+    return Finding(finding.layer, finding.rule, f"stays digital: {finding.message}", finding.fix, "warning",
+                   finding.suggestion)

@@ -28,6 +28,7 @@ from quantlib.backends.diana.analog_batchnorm import AnalogBatchNorm
 from quantlib.backends.diana.analog_batchnorm_keeper import AnalogBatchNormKeeper
 from quantlib.backends.diana.analog_conv import AnalogConv2d
 from quantlib.backends.diana.analog_integerisation import diana_exact_editors
+from quantlib.backends.diana.constructs import DIANA_CONSTRUCTS
 from quantlib.backends.diana.core_bitwidths import (
     adc_quantisers,
     clamp_adc_scales,
@@ -37,7 +38,7 @@ from quantlib.backends.diana.core_bitwidths import (
 from quantlib.backends.diana.core_choice import AnalogPolicy, CoreChoice, Ineligible, choose_cores, layer_nodes
 from quantlib.backends.diana.descriptors import load_descriptors, parse_descriptors, write_template
 from quantlib.backends.diana.export import ExportResult, export_diana
-from quantlib.backends.diana.hardware_rules import Core
+from quantlib.backends.diana.hardware_rules import Core, Finding
 from quantlib.backends.diana.report import LayerReport, Report, layer_reports
 from quantlib.calibration import calibrate, model_inputs
 from quantlib.editors.base import ComposedEditor
@@ -45,9 +46,10 @@ from quantlib.editors.canonicalise import FoldBatchNorm, canonicalise
 from quantlib.editors.fake2true import integer_editors, to_exact
 from quantlib.editors.fake2true.scale_propagation import ScalePropagator
 from quantlib.errors import QuantlibError
-from quantlib.fake_quantisation import QuantisationSpec, float_linear_ops, float_to_fake_editors
+from quantlib.fake_quantisation import QuantisationSpec, float_to_fake_editors
 from quantlib.graphs.tracing import annotate_shapes
 from quantlib.modules.qmodule import _QModule
+from quantlib.preflight import preflight, raise_refusals
 from quantlib.scales import clip_scales_pow2, quantise_biases
 from quantlib.verification import compare_fake_and_exact
 
@@ -99,21 +101,26 @@ class DianaModule(nn.Module):
     def from_fp_model(cls, model: nn.Module, example_input: torch.Tensor | None = None,
                       descriptors: str | os.PathLike | Mapping[str, str] | None = None,
                       analog: AnalogPolicy = "none", ineligible: Ineligible = "digital") -> DianaModule:
-        """Trace and canonicalise ``model`` (left untouched), choose each layer's core (``descriptors``: a YAML file
-        or a mapping layer -> ANALOG / DIGITAL; else the ``analog`` policy), fold BatchNorms into digital layers, and
-        make it an 8-bit digital fake-quantised model with quantised inputs, outputs and harmonised adds.
-        ``example_input`` gives shapes until calibration, whose first input becomes the reference (goldens)."""
+        """Trace and canonicalise ``model`` (left untouched), check every construct and hardware rule at once, choose
+        each layer's core (``descriptors``: a YAML file or a mapping layer -> ANALOG / DIGITAL; else the ``analog``
+        policy), fold BatchNorms into digital layers, and make it an 8-bit digital fake-quantised model with
+        quantised inputs, outputs and harmonised adds. A construct DIANA cannot compute raises UnsupportedOpError
+        listing them all (layer, source line, fix); broken hardware rules are logged and in ``dm.findings``, or,
+        with ``ineligible="error"``, raised with them. ``example_input`` gives shapes (and makes ``x.size()``
+        constants) until calibration, whose first input becomes the reference (goldens)."""
         gm = canonicalise(model, example_input, fold_batchnorm=False)
+        refusals = preflight(gm, DIANA_CONSTRUCTS)
         cores = _descriptor_cores(descriptors, list(layer_nodes(gm)))
         choice = choose_cores(gm, analog, cores, ineligible)
+        broken = [f for fs in choice.findings.values() for f in fs if f.severity == "error"]
+        raise_refusals("DIANA", refusals, broken if ineligible == "error" else [])
+        if broken:
+            logger.warning("%d DIANA hardware rule(s) are broken; the model cannot be exported until they are fixed "
+                           "(dm.findings lists them; ineligible='error' refuses the model):\n%s", len(broken),
+                           "\n".join(f"  - {f}" for f in broken))
         editors = [FoldBatchNorm(keep=choice.analog), AnalogBatchNormKeeper(choice.analog),
                    *float_to_fake_editors(DIANA_8BIT, quantise_outputs=True, merge_adds=False)]
-        fake = ComposedEditor(editors).run(gm)  # gm is canonicalise's own copy
-        left = float_linear_ops(fake)
-        if left:
-            logger.warning("These linear ops have no DIANA counterpart and stay in float, so the model cannot be "
-                           "exported for DIANA: %s. Use nn.Conv2d / nn.Linear modules.", ", ".join(left))
-        return cls(fake, choice, example_input)
+        return cls(ComposedEditor(editors).run(gm), choice, example_input)  # gm is canonicalise's own copy
 
     # -- the stages -----------------------------------------------------------------------------------------------
     def calibrate(self, batches: Iterable, *, progress: bool = False) -> DianaModule:
@@ -223,6 +230,11 @@ class DianaModule(nn.Module):
     def cores(self) -> dict[str, Core]:
         """The core of every layer."""
         return dict(self.choice.cores)
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Every hardware rule a layer breaks on its core (errors and warnings), known from ``from_fp_model`` on."""
+        return [f for fs in self.choice.findings.values() for f in fs]
 
     def report(self) -> Report:
         """Per layer: core, geometry, bits, scales as 2^k, requantisation and hardware-rule findings (scales and

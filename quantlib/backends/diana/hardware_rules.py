@@ -4,8 +4,9 @@ alone."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -21,13 +22,15 @@ CHANNEL_MULTIPLE = 4
 
 @dataclass(frozen=True)
 class Finding:
-    """One broken rule of one layer."""
+    """One broken rule of one layer; ``suggestion``: the layer's constructor arguments that the fix sets (all of a
+    layer's suggestions together make it legal)."""
 
     layer: str
     rule: str
     message: str
     fix: str
     severity: Severity = "error"
+    suggestion: Mapping[str, Any] | None = None
 
     def __str__(self) -> str:
         return f"{self.layer}: [{self.rule}] {self.message} Fix: {self.fix}"
@@ -38,34 +41,46 @@ def pair(v: int | tuple[int, ...]) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+def legal_kernel(kh: int, kw: int) -> int:
+    """The legal kernel size closest to the larger side of a kh x kw kernel (ties: the larger)."""
+    return min(KERNEL_SIZES, key=lambda k: (abs(k - max(kh, kw)), -k))
+
+
 def conv_findings(layer: str, conv: nn.Conv2d, core: Core) -> list[Finding]:
     """Every DIANA rule that ``conv`` breaks on ``core``."""
     findings = []
     kh, kw = pair(conv.kernel_size)
-    if kh != kw or kh not in KERNEL_SIZES:
+    k = kh if kh == kw and kh in KERNEL_SIZES else legal_kernel(kh, kw)
+    if k != kh or k != kw:
         findings.append(Finding(layer, "kernel-size", f"kernel {kh}x{kw} is not one of 1x1, 3x3, 5x5, 7x7.",
-                                "use a square kernel of size 1, 3, 5 or 7."))
+                                f"use a square kernel of size 1, 3, 5 or 7 (the closest: kernel_size={k}).",
+                                suggestion={"kernel_size": k}))
     stride = pair(conv.stride)
     if stride[0] != stride[1] or stride[0] not in STRIDES:
+        legal = 1 if max(stride) == 1 else 2
         findings.append(Finding(layer, "stride", f"stride {stride} is not 1 or 2.",
-                                "use stride 1 or 2 (a larger stride: stride 2 and a pooling layer)."))
+                                f"use stride={legal} (a larger stride: stride 2 and a pooling layer).",
+                                suggestion={"stride": legal}))
     if pair(conv.dilation) != (1, 1):
         findings.append(Finding(layer, "dilation", f"dilation {pair(conv.dilation)} is not 1.",
-                                "use dilation 1 (a larger kernel covers the same field)."))
+                                "use dilation=1 (a larger kernel covers the same field).", suggestion={"dilation": 1}))
     padding = conv.padding
-    dh, dw = pair(conv.dilation)
-    same = (dh * (kh // 2), dw * (kw // 2))  # output size = input size / stride
+    same = (k // 2, k // 2)  # with the legal kernel and dilation 1: output size = ceil(input size / stride)
     if isinstance(padding, str) or pair(padding) != same or conv.padding_mode != "zeros":
+        after = f" for the {k}x{k} kernel" if (kh, kw) != (k, k) else ""
         findings.append(Finding(layer, "padding", f"padding {padding!r} ({conv.padding_mode}) is not the symmetric "
-                                f"'same' zero padding {same}.", f"use padding={same[0]} with zeros."))
+                                f"'same' zero padding{after} with dilation 1, {same}.",
+                                f"use padding={k // 2} with zeros{after}.",
+                                suggestion={"padding": k // 2, "padding_mode": "zeros"}))
     if core == "analog" and conv.groups != 1:
         findings.append(Finding(layer, "analog-groups", f"groups={conv.groups}: the analog core computes only dense "
-                                f"convolutions.", "keep this layer digital, or use groups=1."))
+                                f"convolutions.", "keep this layer digital, or use groups=1.",
+                                suggestion={"groups": 1}))
     depthwise = conv.groups == conv.in_channels == conv.out_channels
     if core == "digital" and conv.groups != 1 and not depthwise:
         findings.append(Finding(layer, "digital-groups", f"groups={conv.groups} is neither 1 nor depthwise "
                                 f"(groups = in = out channels = {conv.in_channels}).",
-                                "use groups=1 or a depthwise convolution."))
+                                "use groups=1 or a depthwise convolution.", suggestion={"groups": 1}))
     findings += channel_findings(layer, conv.in_channels, conv.out_channels)
     return findings
 

@@ -27,6 +27,7 @@ from quantlib.backends.onnx.writer import save_atomically
 from quantlib.errors import ExportError
 from quantlib.graphs.tracing import annotate_shapes, has_shapes
 from quantlib.modules.add import Add
+from quantlib.modules.concat import Concat
 from quantlib.modules.true_quant import Requant, ScaleTunnel, TrueAvgPool2d, TrueConv2d, TrueLinear
 
 OPSET = 13
@@ -188,6 +189,13 @@ def _add(b: OnnxGraphBuilder, node: fx.Node, m: Add, inputs: list[str]) -> str:
     return b.op("Add", [b.cast(x, INT32, f"{node.name}.in{i}") for i, x in enumerate(inputs)], node.name, INT32)
 
 
+def _concat(b: OnnxGraphBuilder, node: fx.Node, m: Concat, inputs: list[str]) -> str:
+    types = {b.types[x] for x in inputs}
+    to = types.pop() if len(types) == 1 else INT32
+    return b.op("Concat", [b.cast(x, to, f"{node.name}.in{i}") for i, x in enumerate(inputs)], node.name, to,
+                axis=m.dim)
+
+
 def _max_pool(b: OnnxGraphBuilder, node: fx.Node, m: nn.MaxPool2d, inputs: list[str]) -> str:
     k, s, p, d = (v if isinstance(v, tuple) else (v, v) for v in (m.kernel_size, m.stride, m.padding, m.dilation))
     x = inputs[0] if b.types[inputs[0]] in (INT8, UINT8) else b.cast(inputs[0], DOUBLE, f"{node.name}.in")
@@ -209,6 +217,7 @@ EMITTERS: dict[type[nn.Module], Emitter] = {
     TrueLinear: _linear,
     TrueAvgPool2d: _average_pool,
     Add: _add,
+    Concat: _concat,
     nn.MaxPool2d: _max_pool,
     nn.Flatten: _reshape,
 }

@@ -1,7 +1,9 @@
 """Canonicalisation: float-equivalent edits that bring any traced model into the form later stages expect.
 
-The canonical graph has only modules for activations, pooling, flattening and tensor additions; every module is
-called once; no dropout or identity is left; and (unless asked otherwise) BatchNorms are folded into their linear ops.
+The canonical graph has only modules for activations, pooling, flattening, tensor additions and concatenations;
+every module is called once; no dropout or identity is left; option-A shortcuts are 1x1 convs; every BatchNorm2d
+follows a layer it can fold into (else it is a depthwise conv); and (unless asked otherwise) BatchNorms are folded
+into their linear ops.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from quantlib.editors.canonicalise.fold_batchnorm import FoldBatchNorm
 from quantlib.editors.canonicalise.fold_shape_constants import FoldShapeConstants
 from quantlib.editors.canonicalise.functional_to_modular import FunctionalToModular
 from quantlib.editors.canonicalise.functionalise_inplace import FunctionaliseInplace
+from quantlib.editors.canonicalise.lone_batchnorm import LoneBatchNormToConv
 from quantlib.editors.canonicalise.remove_noops import RemoveNoOps
+from quantlib.editors.canonicalise.shortcut_to_conv import ShortcutToConv
 from quantlib.editors.canonicalise.split_reused_modules import SplitReusedModules
 from quantlib.graphs.tracing import annotate_shapes, trace
 
@@ -35,6 +39,8 @@ def canonicalisation_editors(fold_batchnorm: bool = True) -> list[Editor]:
         RemoveNoOps(),            # dropout, identity
         ExplicitPadding(),        # padding="same" / "valid" -> numbers
         CanonicalModules(),       # average pools -> AveragePool2d (exact mean), Hardtanh(0, 6) -> ReLU6
+        ShortcutToConv(),         # F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p)) -> frozen 1x1 stride-2 conv
+        LoneBatchNormToConv(),    # a BatchNorm2d with no Conv / Linear to fold into -> depthwise 1x1 conv
     ]
     if fold_batchnorm:
         editors.append(FoldBatchNorm())
@@ -60,4 +66,5 @@ def canonicalise(model: nn.Module,
 
 
 __all__ = ["CanonicalModules", "ExplicitPadding", "FoldBatchNorm", "FoldShapeConstants", "FunctionalToModular",
-           "FunctionaliseInplace", "RemoveNoOps", "SplitReusedModules", "canonicalisation_editors", "canonicalise"]
+           "FunctionaliseInplace", "LoneBatchNormToConv", "RemoveNoOps", "ShortcutToConv", "SplitReusedModules",
+           "canonicalisation_editors", "canonicalise"]

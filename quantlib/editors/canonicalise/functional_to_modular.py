@@ -1,4 +1,5 @@
-"""Turn functional calls (``F.relu(x)``, ``x.relu()``, ``x + y``, ``torch.flatten(x, 1)``, ``x.mean((2, 3))``, ...)
+"""Turn functional calls (``F.relu(x)``, ``x.relu()``, ``x + y``, ``torch.flatten(x, 1)``, ``x.mean((2, 3))``,
+``torch.cat([x, y], 1)``, ...)
 into modules.
 
 Later stages quantise modules; a functional op has nowhere to keep a quantiser's state. Each rule below names the
@@ -27,6 +28,7 @@ from quantlib.graphs.naming import parent_module_path, unique_submodule_name
 from quantlib.graphs.value_kinds import tensor_valued_nodes
 from quantlib.modules.add import Add
 from quantlib.modules.average_pool import AveragePool2d
+from quantlib.modules.concat import Concat
 
 Arguments = dict[str, Any]
 
@@ -36,7 +38,8 @@ class ModularRule:
     """How one functional op becomes a module.
 
     ``signature`` is a function whose parameters name the op's arguments; ``inputs`` are the tensor arguments that
-    become the module's inputs; ``build`` returns the module, or None when this particular call cannot be converted.
+    become the module's inputs (an argument holding a list of tensors gives them all); ``build`` returns the module,
+    or None when this particular call cannot be converted.
     """
 
     name: str
@@ -60,6 +63,7 @@ def _clamp(input, min=None, max=None): ...
 def _flatten(input, start_dim=0, end_dim=-1): ...
 def _view(input, *shape): ...
 def _add(input, other, alpha=1): ...
+def _cat(tensors, dim=0, *, out=None): ...
 
 
 def _build_max_pool(a: Arguments, node: fx.Node, tensors: set[fx.Node]) -> nn.Module | None:
@@ -98,6 +102,14 @@ def _build_mean(a: Arguments, node: fx.Node, tensors: set[fx.Node]) -> nn.Module
 def _build_add(a: Arguments, node: fx.Node, tensors: set[fx.Node]) -> nn.Module | None:
     both_tensors = a["input"] in tensors and a["other"] in tensors
     return Add() if both_tensors and a["alpha"] == 1 else None
+
+
+def _build_concat(a: Arguments, node: fx.Node, tensors: set[fx.Node]) -> nn.Module | None:
+    """``torch.cat([x, y], 1)`` of feature maps, along the channels (dim 1, or -1 of a 2-D tensor)."""
+    meta = a["tensors"][0].meta.get("tensor_meta")
+    rank = len(meta.shape) if meta is not None else None
+    along_channels = a["dim"] == 1 or (rank is not None and a["dim"] == 1 - rank)
+    return Concat(1) if along_channels and a["out"] is None else None
 
 
 def _is_batch_size(value: Any) -> bool:
@@ -142,6 +154,7 @@ RULES: tuple[ModularRule, ...] = (
                 lambda a, n, t: nn.Flatten(a["start_dim"], a["end_dim"])),
     ModularRule("flatten", (), ("view", "reshape"), _view, _build_flatten_view, traced_args_allowed=("shape",)),
     ModularRule("add", (operator.add, torch.add), ("add",), _add, _build_add, inputs=("input", "other")),
+    ModularRule("cat", (torch.cat, torch.concat, torch.concatenate), (), _cat, _build_concat, inputs=("tensors",)),
 )
 
 _RULE_OF_FUNCTION = {f: rule for rule in RULES for f in rule.functions}
@@ -189,10 +202,16 @@ def _bind(node: fx.Node, rule: ModularRule) -> Arguments | None:
     return dict(bound.arguments)
 
 
+def _module_inputs(args: Arguments, rule: ModularRule) -> tuple[Any, ...]:
+    """The module's inputs in order: each input argument, a list argument spread into its elements."""
+    return tuple(x for name in rule.inputs
+                 for x in (args[name] if isinstance(args[name], (tuple, list)) else (args[name],)))
+
+
 def _convert(node: fx.Node, tensors: set[fx.Node]) -> ModularCall | None:
     rule = _rule_for(node)
     args = _bind(node, rule) if rule is not None else None
-    if args is None or not all(isinstance(args[name], fx.Node) for name in rule.inputs):
+    if args is None or not all(isinstance(x, fx.Node) and x in tensors for x in _module_inputs(args, rule)):
         return None
     constants = {k: v for k, v in args.items() if k not in rule.inputs and k not in rule.traced_args_allowed}
     if _contains_node(constants):
@@ -221,7 +240,7 @@ class ModuleCallApplier(Applier):
         gm.add_submodule(module_name, point.module)
         args = _bind(node, point.rule)
         with gm.graph.inserting_before(node):
-            new = gm.graph.call_module(module_name, args=tuple(args[a] for a in point.rule.inputs))
+            new = gm.graph.call_module(module_name, args=_module_inputs(args, point.rule))
         new.meta = dict(node.meta)
         node.replace_all_uses_with(new)
         old_inputs = node.all_input_nodes

@@ -17,6 +17,7 @@ from torch import nn
 from quantlib.editors.base import Annotator
 from quantlib.errors import UnsupportedOpError
 from quantlib.modules.average_pool import AveragePool2d
+from quantlib.modules.concat import Concat
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qlinear import QConv2d, QLinear
@@ -51,6 +52,16 @@ def _flatten(node: fx.Node, m: nn.Module | None, inputs: list[Scale]) -> Scale:
     return inputs[0]
 
 
+def _one_scale(node: fx.Node, m: nn.Module, inputs: list[Scale]) -> Scale:
+    if all(s is None for s in inputs):
+        return None
+    if any(s is None or s.shape != inputs[0].shape or not bool((s == inputs[0]).all()) for s in inputs):
+        raise UnsupportedOpError(f"Node '{node.name}' ({type(m).__name__}) joins tensors of different scales "
+                                 f"{[None if s is None else s.tolist() for s in inputs]}; calibrate ties the scales of "
+                                 f"a concatenation's inputs (quantlib.scale_ties): quantise every input.")
+    return inputs[0]
+
+
 def _uneven_average(node: fx.Node, m: nn.Module, inputs: list[Scale]) -> Scale:
     if inputs[0] is None:
         return None
@@ -71,6 +82,7 @@ MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
     nn.MaxPool2d: _same_as_input,
     nn.Flatten: _flatten,
     AveragePool2d: _same_as_input,  # the mean floored on its input's grid
+    Concat: _one_scale,
     nn.AvgPool2d: _uneven_average,  # canonicalisation converts every other average pool
     nn.AdaptiveAvgPool2d: _uneven_average,
     ScaleTunnel: lambda node, m, inputs: None if inputs[0] is None else inputs[0] * m.factor,

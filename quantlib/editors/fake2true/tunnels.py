@@ -3,8 +3,8 @@
 1. ``TunnelInserter``: every Requant and true linear op forgets its scales (they become 1) and is wrapped in
    ``ScaleTunnel(1 / eps_in)`` before and ``ScaleTunnel(eps_out)`` after: the values are unchanged.
 2. ``TunnelSimplifier``: tunnels in a row merge, tunnels move through ops that commute with scaling (max and
-   average pools, flatten, integer adds of equally scaled inputs), and tunnels of factor 1 vanish. Between two layers
-   the ``eps`` of one meets the ``1 / eps`` of the next, so every tunnel inside the network cancels.
+   average pools, flatten, integer adds and concatenations of equally scaled inputs), and tunnels of factor 1
+   vanish. Between two layers the ``eps`` of one meets the ``1 / eps`` of the next, so every tunnel inside the network cancels.
 3. ``TunnelChecker``: checks that tunnels are left only at the network's boundary (after an input, before an output).
 """
 
@@ -19,6 +19,7 @@ from quantlib.editors.fake2true.requant_parameters import is_power_of_two
 from quantlib.errors import EditorError
 from quantlib.graphs.naming import unique_submodule_name
 from quantlib.modules.add import Add
+from quantlib.modules.concat import Concat
 from quantlib.modules.true_quant import ScaleTunnel, TrueAvgPool2d, TrueQuantModule
 
 SCALE_COMMUTING_MODULES = (nn.MaxPool2d, TrueAvgPool2d, nn.ReLU)
@@ -128,9 +129,10 @@ class TunnelSimplifier(Editor):
         factors = [_tunnel_of(gm, a).factor for a in inputs]
         per_tensor = all(f.numel() == 1 for f in factors)
         m = gm.get_submodule(node.target) if node.op == "call_module" else None
+        equal = all(f.shape == factors[0].shape and bool((f == factors[0]).all()) for f in factors)
         commutes = (isinstance(m, SCALE_COMMUTING_MODULES) and len(inputs) == 1
-                    or isinstance(m, Add) and all(f.shape == factors[0].shape and bool((f == factors[0]).all())
-                                                  for f in factors)
+                    or isinstance(m, Add) and equal
+                    or isinstance(m, Concat) and equal and per_tensor
                     or per_tensor and (isinstance(m, RESHAPING_MODULES)
                                        or node.op == "call_method" and node.target in RESHAPING_METHODS))
         if not commutes:

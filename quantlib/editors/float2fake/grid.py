@@ -6,6 +6,7 @@ import torch.fx as fx
 from torch import nn
 
 from quantlib.modules.average_pool import AveragePool2d
+from quantlib.modules.concat import Concat
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qlinear import QConv2d, QLinear
@@ -13,8 +14,9 @@ from quantlib.modules.qlinear import QConv2d, QLinear
 QUANTISER_TYPES = (QIdentity, QReLU, QHarmonisedAdd)
 """Modules whose output is fake-quantised."""
 
-GRID_PRESERVING_MODULES = (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten, AveragePool2d)
-"""Modules whose output lies on the grid of their input (an average pool floors its mean on that grid)."""
+GRID_PRESERVING_MODULES = (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten, AveragePool2d, Concat)
+"""Modules whose output lies on the grid of their (first) input: an average pool floors its mean on that grid, a
+concatenation's inputs are tied to one scale (``harmonise_scales``)."""
 LAYER_CONTINUING_MODULES = (nn.BatchNorm2d,)
 """Modules that may read a linear op's accumulator directly: they are part of its layer (a BatchNorm kept unfolded is
 applied to the accumulator before the requantisation), and their output is off-grid like the accumulator."""

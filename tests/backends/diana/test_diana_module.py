@@ -15,7 +15,7 @@ from quantlib.backends.diana.descriptors import DescriptorError, load_descriptor
 from quantlib.backends.diana.diana_module import DianaModule, Stage, StageError
 from quantlib.backends.diana.report import format_report
 from quantlib.backends.onnx.verify import infer_types, run_onnxruntime
-from quantlib.errors import ExportError, HardwareRuleError, QuantlibError
+from quantlib.errors import ExportError, HardwareRuleError, QuantlibError, UnsupportedOpError
 from quantlib.verification import record
 from quantlib.zoo import build
 
@@ -157,7 +157,7 @@ def test_one_finding_per_broken_rule_naming_layer_and_fix():
                         "strided": "digital"}
     assert rules(dm, "stem") == []
     assert rules(dm, "k2") == [("kernel-size", "error")]
-    assert rules(dm, "dilated") == [("dilation", "error")]
+    assert rules(dm, "dilated") == [("dilation", "error"), ("padding", "error")]  # padding 2 was for dilation 2
     assert rules(dm, "grouped") == [("analog-groups", "warning"), ("digital-groups", "error")]
     assert rules(dm, "strided") == [("stride", "error")]
     [grouped] = [f for row in dm.report() if row.layer == "grouped" for f in row.findings if f["severity"] == "warning"]
@@ -166,8 +166,8 @@ def test_one_finding_per_broken_rule_naming_layer_and_fix():
 
 
 def test_ineligible_error_refuses_an_analog_request_with_the_rule():
-    with pytest.raises(HardwareRuleError,
-                       match=r"(?s)Layer 'features.0' cannot run on the analog core.*\[analog-input\]"):
+    with pytest.raises(HardwareRuleError, match=r"1 hardware rule\(s\) of DIANA are broken:\n  - features.0: "
+                       r"\[analog-input\] cannot run on the analog core as the descriptors ask: reads 'x'"):
         digits("none", descriptors={"features.0": "ANALOG"}, ineligible="error")
 
 
@@ -362,9 +362,12 @@ class FunctionalConvNet(nn.Module):
         return nn.functional.conv2d(x, self.weight, padding=1)
 
 
-def test_linear_ops_without_a_diana_form_are_named_at_once(caplog):
-    DianaModule.from_fp_model(FunctionalConvNet())
-    assert "stay in float, so the model cannot be exported for DIANA: conv2d (conv2d)" in caplog.text
+def test_functional_linear_ops_are_refused_at_once_with_line_and_fix():
+    with pytest.raises(UnsupportedOpError) as error:
+        DianaModule.from_fp_model(FunctionalConvNet())
+    assert (f"<top level> (torch.conv2d) at {__file__}:{FunctionalConvNet.forward.__code__.co_firstlineno + 1}: "
+            f"return nn.functional.conv2d(x, self.weight, padding=1)\n      DIANA has no functional convolutions or "
+            f"linear ops (their weights are no module's). Fix: use nn.Conv2d / nn.Linear modules.") in str(error.value)
 
 
 def test_export_folders_and_checkpoints_get_the_umasks_permissions(tmp_path):

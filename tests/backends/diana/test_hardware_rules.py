@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -25,9 +26,9 @@ def test_each_broken_rule_is_one_finding_naming_layer_and_fix():
     assert _rules(findings) == ["kernel-size"]
     assert str(findings[0]).startswith("layer1.0.conv1: [kernel-size] kernel 2x2 is not one of 1x1, 3x3, 5x5, 7x7.")
     assert "Fix: use a square kernel" in str(findings[0])
-    # padding 2 is 'same' for a dilated 3x3: only the dilation is broken; padding 1 breaks both rules
-    assert _rules(conv_findings("d", nn.Conv2d(16, 16, 3, padding=2, dilation=2), "digital")) == ["dilation"]
-    assert _rules(conv_findings("d", nn.Conv2d(16, 16, 3, padding=1, dilation=2), "digital")) == ["dilation",
+    # the fixes together make the layer legal: with dilation 1 a 3x3 kernel needs padding 1, not 2
+    assert _rules(conv_findings("d", nn.Conv2d(16, 16, 3, padding=1, dilation=2), "digital")) == ["dilation"]
+    assert _rules(conv_findings("d", nn.Conv2d(16, 16, 3, padding=2, dilation=2), "digital")) == ["dilation",
                                                                                                     "padding"]
     assert _rules(conv_findings("s", nn.Conv2d(16, 16, 3, stride=3, padding=1), "digital")) == ["stride"]
     grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
@@ -61,3 +62,28 @@ def test_the_adc_only_shifts():
     assert (finding.rule, finding.severity) == ("adc-shift", "error")
     assert "multiply its sums by [4.0]" in finding.message and finding.fix.startswith("recalibrate the ADC")
 
+
+
+CONV_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode")
+
+
+@pytest.mark.parametrize("conv", [
+    nn.Conv2d(8, 8, (10, 4)), nn.Conv2d(8, 8, 2, padding=1), nn.Conv2d(8, 8, 4, stride=3),
+    nn.Conv2d(8, 8, 3, padding=2, dilation=2), nn.Conv2d(8, 8, 5, padding=1, groups=2),
+    nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), nn.Conv2d(8, 8, (3, 5), stride=(1, 2), padding=(1, 2)),
+    nn.Conv2d(8, 8, 9, padding=4), nn.Conv2d(8, 8, 6, stride=2),
+], ids=lambda c: f"k{c.kernel_size}s{c.stride}p{c.padding}d{c.dilation}g{c.groups}{c.padding_mode}")
+@pytest.mark.parametrize("size", [15, 16])
+def test_the_suggested_fixes_together_give_a_legal_same_padded_conv(conv, size):
+    findings = conv_findings("c", conv, "digital")
+    assert [f for f in findings if f.severity == "error" and f.suggestion is None] == []
+    args = {a: getattr(conv, a) for a in CONV_ARGS}
+    for f in findings:
+        args.update(f.suggestion or {})
+    fixed = nn.Conv2d(**args)
+    assert [f.rule for f in conv_findings("c", fixed, "digital") if f.severity == "error"] == []
+    k, s = fixed.kernel_size[0], fixed.stride[0]
+    assert fixed.padding == (k // 2, k // 2)
+    assert all(f"padding={k // 2}" in f.fix for f in findings if f.rule == "padding")
+    out = fixed(torch.randn(1, 8, size, size))
+    assert out.shape[-2:] == ((size + s - 1) // s,) * 2  # 'same': ceil(size / stride)

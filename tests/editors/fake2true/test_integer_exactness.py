@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from quantlib.backends.onnx import export_integer_onnx, verify_onnxruntime
@@ -14,7 +15,7 @@ from quantlib.true_quantisation import pow2_integer_flow
 from quantlib.verification import compare_exact_and_integer, compare_fake_and_exact, record
 from quantlib.zoo import ZOO, build, digits_cnn
 
-INTEGER_ZOO = sorted(set(ZOO) - {"functional_net"})  # functional_net holds a LeakyReLU: see the test below
+INTEGER_ZOO = sorted(ZOO)
 
 
 def _check_exact(flow, x, tmp_path, name, fake_too=True):
@@ -90,24 +91,26 @@ def test_accumulator_beyond_2_pow_24_stays_exact(tmp_path):
     _check_exact(flow, -x, tmp_path, "wide", fake_too=False)  # float32 cannot hold this accumulator
 
 
-def test_layer_with_leaky_relu_is_refused_naming_the_node():
-    x = torch.randn(2, 3, 32, 32)
-    with pytest.raises(UnsupportedOpError, match=r"Node 'leaky_relu_1' \(LeakyReLU\) reads quantised values"):
-        pow2_integer_flow(build("functional_net"), x, [x])
+class LeakyAndSigmoid(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+
+    def forward(self, x):
+        x = F.leaky_relu(self.conv(x), 0.1)
+        return torch.sigmoid(x)
 
 
-def test_unknown_function_on_quantised_values_is_refused():
-    class Sig(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 1)
-
-        def forward(self, x):
-            return torch.sigmoid(self.conv(x))
-
+def test_ops_without_an_integer_form_are_refused_before_quantisation_with_line_and_fix():
     x = torch.randn(2, 1, 4, 4)
-    with pytest.raises(UnsupportedOpError, match=r"Node 'sigmoid' \(call_function sigmoid\) reads quantised"):
-        pow2_integer_flow(Sig(), x, [x])
+    with pytest.raises(UnsupportedOpError) as error:
+        pow2_integer_flow(LeakyAndSigmoid(), x, [x])
+    text = str(error.value)
+    assert text.startswith("2 construct(s) of this model have no form on quantlib's integer path:")
+    assert (f"leaky_relu (nn.LeakyReLU) at {__file__}:{LeakyAndSigmoid.forward.__code__.co_firstlineno + 1}: "
+            f"x = F.leaky_relu(self.conv(x), 0.1)") in text
+    assert "has no LeakyReLU (its negative slope is a multiplier). Fix: use nn.ReLU." in text
+    assert f"<top level> (torch.sigmoid) at {__file__}:" in text and "Fix: use nn.ReLU6, or drop the gate" in text
 
 
 def test_non_pow2_scales_cannot_be_integerised():
@@ -237,8 +240,11 @@ def test_dilated_max_pool_exports_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("layer, message", [
-    (nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), r"Layer '0' pads with 'reflect'; integer convolutions"),
-    (nn.AvgPool2d(3, ceil_mode=True), r"Node '_1' \(AvgPool2d\) divides its windows by different counts"),
+    (nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"),
+     r"- 0 \(nn.Conv2d\) at <no source line>\n      padding_mode='reflect': integer convolutions pad with zeros. Fix: "
+     r"use padding_mode='zeros'."),
+    (nn.AvgPool2d(3, ceil_mode=True), r"- 1 \(nn.AvgPool2d\) at <no source line>\n      quantlib's integer path has no "
+     r"average over windows of different sizes. Fix: use nn.AdaptiveAvgPool2d\(1\)"),
 ])
 def test_layers_without_an_integer_form_are_refused(layer, message):
     model = nn.Sequential(nn.Conv2d(1, 2, 1), layer, nn.Flatten(), nn.LazyLinear(2)) \
