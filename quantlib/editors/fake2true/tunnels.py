@@ -4,7 +4,8 @@
    ``ScaleTunnel(1 / eps_in)`` before and ``ScaleTunnel(eps_out)`` after: the values are unchanged.
 2. ``TunnelSimplifier``: tunnels in a row merge, tunnels move through ops that commute with scaling (max and
    average pools, flatten, integer adds and concatenations of equally scaled inputs), and tunnels of factor 1
-   vanish. Between two layers the ``eps`` of one meets the ``1 / eps`` of the next, so every tunnel inside the network cancels.
+   vanish. Between two layers the ``eps`` of one meets the ``1 / eps`` of the next, so every tunnel inside the
+   network cancels.
 3. ``TunnelChecker``: checks that tunnels are left only at the network's boundary (after an input, before an output).
 """
 
