@@ -92,7 +92,7 @@ GENERIC_REFUSED = (
               ("tanh", "softmax", "log_softmax")),
     Construct("nn.LeakyReLU, F.leaky_relu, nn.PReLU", "LeakyReLU (its negative slope is a multiplier)",
               "use nn.ReLU.", (nn.LeakyReLU, nn.PReLU, nn.RReLU), (F.leaky_relu, F.prelu)),
-    Construct("nn.Hardtanh / torch.clamp with bounds other than (0, 6)", "a clip to these bounds",
+    Construct("nn.Hardtanh / torch.clamp with bounds other than (0, 6)", "clip to bounds other than (0, 6)",
               "use torch.clamp(x, 0, 6) / nn.ReLU6 or nn.ReLU.", (nn.Hardtanh,), (torch.clamp, torch.clip),
               ("clamp", "clip")),
     Construct("F.interpolate, nn.Upsample", "interpolation", "upsample with a strided nn.ConvTranspose2d outside "

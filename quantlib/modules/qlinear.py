@@ -19,8 +19,11 @@ def _check_weight_granularity(spec: QuantiserSpec, name: str) -> None:
 
 
 def with_weights_of(q: nn.Module, module: nn.Module) -> nn.Module:
-    """``q`` holding a copy of ``module``'s parameters, on its device and in its training mode."""
+    """``q`` holding a copy of ``module``'s parameters (frozen ones stay frozen), on its device and in its training
+    mode."""
     q.load_state_dict(module.state_dict(), strict=False)
+    for name, p in module.named_parameters(recurse=False):
+        getattr(q, name).requires_grad_(p.requires_grad)
     return q.to(module.weight.device).train(module.training)
 
 

@@ -256,7 +256,10 @@ class DianaModule(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.stage is Stage.INTEGER:
-            return self.integer(*inputs).to(inputs[0].dtype)
+            out = self.integer(*inputs).to(inputs[0].dtype)
+            if self.training and torch.is_grad_enabled():
+                return _RefuseBackward.apply(out, torch.zeros((), requires_grad=True))
+            return out
         return self.gm(*inputs)
 
     # -- state ----------------------------------------------------------------------------------------------------
@@ -357,6 +360,21 @@ class DianaModule(nn.Module):
     def exact_model(self) -> fx.GraphModule:
         """The exact fake-quantised model (requantisations in place, real scales) of a hardware-mapped model."""
         return to_exact(self.gm, self._reference(), diana_exact_editors())
+
+
+class _RefuseBackward(torch.autograd.Function):
+    """The integer model's output in training mode: the value as it is, and a clear error from ``backward`` (the
+    ``anchor`` that requires grad makes autograd call it)."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, None]:
+        raise StageError("The integer stage computes integers and has no gradients: train the model before "
+                         "integrize() (at stage 'hw_mapped' the forward already equals the integer model), or load "
+                         "a checkpoint of an earlier stage.")
 
 
 def _descriptor_cores(descriptors: str | os.PathLike | Mapping[str, str] | None, layers: list[str]

@@ -9,7 +9,7 @@ import torch
 import torch.fx as fx
 
 from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
-from quantlib.editors.fake2true.requantiser import source_requant
+from quantlib.editors.fake2true.requantiser import integer_range
 from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import EditorError, UnsupportedOpError
 from quantlib.graphs.naming import unique_submodule_name
@@ -25,7 +25,7 @@ class AveragePoolSplitApplier(Applier):
         if pool.scale.numel() == 0 or bool((pool.scale.double() != scale).any()):
             raise EditorError(f"Average pool '{node.name}' floors on scale {pool.scale.tolist()} but reads scale "
                               f"{scale.tolist()}: harmonise_scales() ties the two (calibrate does).")
-        source = source_requant(node.args[0], dict(gm.named_modules()))
+        source = integer_range(node.args[0], dict(gm.named_modules()))
         if source is None:
             raise UnsupportedOpError(f"Average pool '{node.name}' reads '{node.args[0].name}', which no "
                                      f"requantisation computes; quantise the pool's input first.")
@@ -33,7 +33,7 @@ class AveragePoolSplitApplier(Applier):
         kernel, stride = pool.window(h, w)
         gm.add_submodule(node.target, TrueAvgPool2d(kernel, stride, pool.padding, keepdim=True))
         name = unique_submodule_name(gm, node.target.rpartition(".")[0], f"{node.target.rpartition('.')[2]}_requant")
-        gm.add_submodule(name, Requant(torch.ones(()), torch.zeros(()), 0, source.lo, source.hi, scale, scale))
+        gm.add_submodule(name, Requant(torch.ones(()), torch.zeros(()), 0, *source, scale, scale))
         with gm.graph.inserting_after(node):
             requant = gm.graph.call_module(name, (node,))
         node.replace_all_uses_with(requant, delete_user_cb=lambda user: user is not requant)

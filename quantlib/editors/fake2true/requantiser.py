@@ -15,6 +15,7 @@ from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import EditorError, UnsupportedOpError
 from quantlib.graphs.naming import unique_submodule_name
 from quantlib.modules.add import Add
+from quantlib.modules.concat import Concat
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qmodule import _QModule
@@ -125,6 +126,19 @@ def source_requant(node: fx.Node, modules: dict[str, nn.Module]) -> Requant | No
                 or node.op == "call_method" and node.target in INTEGER_PRESERVING_METHODS):
             return None
         node = node.args[0]
+
+
+def integer_range(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[int, int] | None:
+    """[lo, hi] of the integers ``node`` carries: its source requantisation's clip, the union over a
+    concatenation's inputs; None where no requantisation computes them."""
+    module = modules.get(node.target) if node.op == "call_module" else None
+    if isinstance(module, Concat):
+        ranges = [integer_range(x, modules) for x in node.args]
+        if any(r is None for r in ranges):
+            return None
+        return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
+    source = source_requant(node, modules)
+    return None if source is None else (source.lo, source.hi)
 
 
 def is_identity(requant: Requant, source: Requant | None) -> bool:

@@ -124,6 +124,12 @@ def test_forward_runs_the_model_of_the_current_stage():
         integer = dm(X)
     assert integer.dtype == X.dtype
     assert torch.equal(fake, integer)
+    assert not dm(X).requires_grad and dm(X).numpy().shape == (len(X), 10)  # eval mode: a plain tensor
+    trained = dm.train()(X)
+    assert torch.equal(trained.detach(), integer)
+    with pytest.raises(StageError, match=r"^The integer stage computes integers and has no gradients: train the model "
+                       r"before integrize\(\)"):
+        nn.functional.cross_entropy(trained, torch.arange(len(X)) % 10).backward()
 
 
 class BrokenNet(nn.Module):

@@ -2,6 +2,8 @@
 ``torch.clamp(x, 0, 6)`` and ``nn.Hardtanh(0, 6)`` are ReLU6, ``x.contiguous()`` is nothing; other clamps and
 Hardtanh ranges are left alone (refused later, naming the node)."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +11,7 @@ from torch import nn
 
 from quantlib.backends.diana.diana_module import DianaModule
 from quantlib.editors.canonicalise import canonicalise
-from quantlib.errors import UnsupportedOpError
+from quantlib.errors import HardwareRuleError, UnsupportedOpError
 
 
 class Spellings(nn.Module):
@@ -80,3 +82,70 @@ def test_the_mlperf_resnet8_with_a_pool_read_from_the_shape_goes_through_the_flo
     dm.calibrate([x]).map_scales([x]).clip_scales_pow2().map_to_hw([x]).integrize()
     result = dm.export(tmp_path / "out", "resnet8", verify_on=x)
     assert result.mismatches == 0 and len(result.dory_comparisons) == 14
+
+
+@pytest.mark.parametrize("analog", ["none", "auto"])
+def test_the_cifar_resnet20_with_option_a_shortcuts_goes_through_the_flow(tmp_path, analog):
+    """The most used CIFAR ResNet-20 port: ``LambdaLayer(lambda x: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p)))``."""
+    from quantlib.zoo import randomise_batchnorm, resnet20
+
+    torch.manual_seed(0)
+    model = randomise_batchnorm(resnet20(shortcut="A")).eval()
+    x = torch.randn(8, 3, 32, 32)
+    dm = DianaModule.from_fp_model(model, x[:1], analog=analog)
+    shortcuts = [dm.gm.get_submodule(f"layer{i}.0.shortcut.shortcut_conv") for i in (2, 3)]
+    assert [(m.in_channels, m.out_channels, m.stride) for m in shortcuts] == [(16, 32, (2, 2)), (32, 64, (2, 2))]
+    assert not any(m.weight.requires_grad for m in shortcuts)  # the shortcut has no parameters as written
+    dm.calibrate([x]).map_scales([x]).clip_scales_pow2().map_to_hw([x]).integrize()
+    result = dm.export(tmp_path / "out", "resnet20", verify_on=x)
+    assert result.mismatches == 0 and len(result.dory_comparisons) == 32 and result.errors == []
+    assert sum(core == "analog" for core in dm.cores.values()) == (0 if analog == "none" else 20)
+
+
+class ManyRefusals(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(3, 8, 3, padding=1), nn.Hardswish()
+        self.tall, self.fc = nn.Conv2d(8, 8, (10, 4)), nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.act(self.conv(x))
+        y = torch.cat([y, F.silu(y)], 1)[:, :8] * 0.5
+        y = torch.sigmoid(F.interpolate(y, scale_factor=2.0)) * y.repeat(1, 1, 2, 2)
+        y = F.leaky_relu(self.tall(y))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+
+def test_every_refusal_and_broken_rule_is_reported_at_once_before_anything_runs():
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(UnsupportedOpError) as error:
+        DianaModule.from_fp_model(ManyRefusals(), x, ineligible="error")
+    text = str(error.value)
+    entries = re.findall(r"^  - (?:<top level>|\S+) \((.+?)\) at ", text, re.MULTILINE)
+    assert entries == ["nn.Hardswish", "F.silu", "torch.cat", "operator.getitem", "operator.mul", "F.interpolate",
+                       "torch.sigmoid", "x.repeat()", "operator.mul", "nn.LeakyReLU"]
+    assert "2 hardware rule(s) of DIANA are broken:\n  - tall: [kernel-size] kernel 10x4" in text
+    assert "tall: [padding] padding (0, 0) (zeros) is not the symmetric 'same' zero padding for the 7x7 kernel" in text
+    line = ManyRefusals.forward.__code__.co_firstlineno
+    assert f"act (nn.Hardswish) at {__file__}:{line + 1}: y = self.act(self.conv(x))" in text
+    assert text.endswith("Nothing was changed; fix them all, then try again.")
+
+
+class TallKernel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.tall, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, (10, 4)), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.tall(F.relu(self.conv(x))), 1), 1))
+
+
+def test_broken_hardware_rules_are_known_before_training(caplog):
+    dm = DianaModule.from_fp_model(TallKernel())
+    assert [(f.layer, f.rule, f.severity) for f in dm.findings] == [
+        ("conv", "channels-multiple-of-4", "warning"), ("tall", "kernel-size", "error"), ("tall", "padding", "error"),
+        ("fc", "channels-multiple-of-4", "warning")]
+    assert [f.suggestion for f in dm.findings[1:3]] == [{"kernel_size": 7}, {"padding": 3, "padding_mode": "zeros"}]
+    assert "2 DIANA hardware rule(s) are broken; the model cannot be exported until they are fixed" in caplog.text
+    with pytest.raises(HardwareRuleError, match=r"^2 hardware rule\(s\) of DIANA are broken:\n  - tall: \[kernel"):
+        DianaModule.from_fp_model(TallKernel(), ineligible="error")
