@@ -124,7 +124,7 @@ class TunnelSimplifier(Editor):
     @staticmethod
     def _move_through(gm: fx.GraphModule, node: fx.Node) -> bool:
         """``op(tunnel_a(x), ...)`` -> ``tunnel_a(op(x, ...))`` for ops that commute with the factor."""
-        inputs = [a for a in node.args if isinstance(a, fx.Node)]
+        inputs = list(dict.fromkeys(a for a in node.args if isinstance(a, fx.Node)))  # x + x reads one tunnel
         if not inputs or any(_tunnel_of(gm, a) is None or len(a.users) != 1 for a in inputs):
             return False
         factors = [_tunnel_of(gm, a).factor for a in inputs]
