@@ -129,7 +129,7 @@ GENERIC_REFUSED = (
               "torch.flatten(x, 1) or x.view(x.size(0), -1).", (),
               (operator.getitem, torch.stack, torch.transpose, torch.permute, torch.split, torch.chunk),
               ("permute", "transpose", "split", "chunk", "__getitem__", "unsqueeze", "squeeze")),
-    Construct("x.view / x.reshape other than flattening", "a reshape that moves values across channels",
+    Construct("x.view / x.reshape other than flattening", "reshapes other than flattening (x.view(x.size(0), -1))",
               "flatten with torch.flatten(x, 1) or x.view(x.size(0), -1).", (), (torch.reshape,),
               ("view", "reshape")),
     Construct("torch.cat along another dimension than the channels",
@@ -189,6 +189,9 @@ def _refusal(node: fx.Node, module: nn.Module | None, tensors: set[fx.Node], mod
         return "its arguments are read from a tensor's shape at run time.", SHAPE_FIX
     if module is not None and type(module) in constructs.modules:
         return _module_refusal(node, module, modules)
+    if _is_reshape(node) and "tensor_meta" not in node.meta:
+        return ("Without example_input quantlib cannot tell whether this reshape only flattens.",
+                "pass example_input= (one input of the model's shape), or flatten with torch.flatten(x, 1).")
     listed = constructs.refusal_of(node, module)
     if listed is not None:
         return f"{target} has no {listed.lacks}.", listed.fix
@@ -196,6 +199,11 @@ def _refusal(node: fx.Node, module: nn.Module | None, tensors: set[fx.Node], mod
     return (f"{target} has no rule for {what}.",
             f"use the layers it takes ({', '.join(m.__name__ for m in constructs.modules)} and the functional "
             f"spellings of docs/supported-constructs.md), or keep this part outside the model you quantise.")
+
+
+def _is_reshape(node: fx.Node) -> bool:
+    return (node.op == "call_method" and node.target in ("view", "reshape")
+            or node.op == "call_function" and node.target is torch.reshape)
 
 
 def _module_refusal(node: fx.Node, module: nn.Module, modules: dict[str, nn.Module]) -> tuple[str, str] | None:

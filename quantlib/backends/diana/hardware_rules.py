@@ -67,10 +67,11 @@ def conv_findings(layer: str, conv: nn.Conv2d, core: Core) -> list[Finding]:
     padding = conv.padding
     same = (k // 2, k // 2)  # with the legal kernel and dilation 1: output size = ceil(input size / stride)
     if isinstance(padding, str) or pair(padding) != same or conv.padding_mode != "zeros":
-        after = f" for the {k}x{k} kernel" if (kh, kw) != (k, k) else ""
+        changes = [f"the {k}x{k} kernel"] if (kh, kw) != (k, k) else []
+        changes += ["dilation 1"] if pair(conv.dilation) != (1, 1) else []
+        after = f" for {' and '.join(changes)}" if changes else ""
         findings.append(Finding(layer, "padding", f"padding {padding!r} ({conv.padding_mode}) is not the symmetric "
-                                f"'same' zero padding{after} with dilation 1, {same}.",
-                                f"use padding={k // 2} with zeros{after}.",
+                                f"'same' zero padding{after}, {same}.", f"use padding={k // 2} with zeros{after}.",
                                 suggestion={"padding": k // 2, "padding_mode": "zeros"}))
     if core == "analog" and conv.groups != 1:
         findings.append(Finding(layer, "analog-groups", f"groups={conv.groups}: the analog core computes only dense "
