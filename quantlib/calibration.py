@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.fx as fx
 from torch import nn
 from tqdm import tqdm
 
+from quantlib.editors.base import Editor
+from quantlib.errors import EditorError
 from quantlib.modules.qmodule import _QModule
 from quantlib.scale_ties import harmonise_scales
 
@@ -54,3 +56,23 @@ def calibrate(model: nn.Module, batches: Iterable, *, progress: bool = False,
         harmonise_scales(model)
     logger.info("Calibrated %d quantisers on %d batches.", len(quantisers), n)
     return model
+
+
+class Calibrate(Editor):
+    """``calibrate`` as an editor (in place): every quantiser of ``quantisers(gm)`` (default: all) is initialised
+    from ``batches``."""
+
+    def __init__(self, batches: Iterable, quantisers: Callable[[fx.GraphModule], list[_QModule]] | None = None,
+                 progress: bool = False) -> None:
+        self.batches, self.quantisers, self.progress = batches, quantisers, progress
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        chosen = None if self.quantisers is None else self.quantisers(gm)
+        return calibrate(gm, self.batches, progress=self.progress, quantisers=chosen)
+
+    def ensures(self, gm: fx.GraphModule) -> None:
+        chosen = self.quantisers(gm) if self.quantisers is not None else \
+            [m for m in gm.modules() if isinstance(m, _QModule)]
+        left = [q.qualname or type(q).__name__ for q in chosen if not q.is_quantised]
+        if left:
+            raise EditorError(f"Calibration left quantisers {left} uninitialised: the batches reached none of them.")

@@ -3,10 +3,16 @@ putting biases on their accumulators' grids, so that the fake-quantised model co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.fx as fx
+from torch import nn
 
-from quantlib.editors.fake2true.scale_propagation import ScalePropagator
+from quantlib.editors.base import Editor
+from quantlib.editors.fake2true.requant_parameters import is_power_of_two
+from quantlib.editors.fake2true.scale_propagation import MODULE_RULES, ModuleRule, ScalePropagator
+from quantlib.errors import EditorError
 from quantlib.graphs.tracing import annotate_shapes
 from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.qmodule import _QModule
@@ -32,12 +38,13 @@ def clip_scales_pow2(model: fx.GraphModule) -> fx.GraphModule:
     return harmonise_scales(model)
 
 
-def quantise_biases(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> fx.GraphModule:
+def quantise_biases(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tensor, ...],
+                    scale_rules: Mapping[type[nn.Module], ModuleRule] = MODULE_RULES) -> fx.GraphModule:
     """From now on every quantised Conv2d / Linear rounds its bias onto its accumulator's grid (input scale x weight
     scale, straight-through in training), as the integer model holds it. Call again after scales change; returns
-    ``gm``, whose nodes now also carry their shapes and scales."""
+    ``gm``, whose nodes now also carry their shapes and scales (by the target's ``scale_rules``)."""
     annotate_shapes(gm, example_input)
-    ScalePropagator().annotate(gm)
+    ScalePropagator(scale_rules).annotate(gm)
     for node in gm.graph.nodes:
         module = gm.get_submodule(node.target) if node.op == "call_module" else None
         if isinstance(module, (QConv2d, QLinear)) and module.bias is not None:
@@ -45,3 +52,43 @@ def quantise_biases(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torc
                                                           else module.out_channels)
             module.bias_scale = scale.to(module.bias.dtype).clone()
     return gm
+
+
+class Pow2Scales(Editor):
+    """``clip_scales_pow2`` as an editor (in place): every calibrated quantiser's scale a power of two."""
+
+    def requires(self, gm: fx.GraphModule) -> None:
+        left = [q.qualname for q in gm.modules() if isinstance(q, _QModule) and not q.is_quantised]
+        if left:
+            raise EditorError(f"Scales can become powers of two only once calibrated; not calibrated: {left}.")
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        return clip_scales_pow2(gm)
+
+    def ensures(self, gm: fx.GraphModule) -> None:
+        off = [q.qualname for q in gm.modules() if isinstance(q, _QModule) and not is_power_of_two(q.scale)]
+        if off:
+            raise EditorError(f"Scales of {off} are not powers of two after Pow2Scales.")
+
+
+class FreezeScales(Editor):
+    """Every quantiser's learned clipping bounds stop training (in place): from here on scales are fixed."""
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        for q in gm.modules():
+            if isinstance(q, _QModule):
+                for name in ("clip_lo", "clip_hi"):
+                    if hasattr(q, name):
+                        getattr(q, name).requires_grad_(False)
+        return gm
+
+
+class QuantiseBiases(Editor):
+    """``quantise_biases`` as an editor (in place), shapes from ``example_input``, scales by ``scale_rules``."""
+
+    def __init__(self, example_input: torch.Tensor, scale_rules: Mapping[type[nn.Module], ModuleRule] = MODULE_RULES
+                 ) -> None:
+        self.example_input, self.scale_rules = example_input, scale_rules
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        return quantise_biases(gm, self.example_input, self.scale_rules)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
+from quantlib.editors.base import Editor
+from quantlib.errors import QuantlibError
 from quantlib.modules.true_quant import Requant, TrueQuantModule
 
 CHUNK = 16
@@ -111,3 +113,26 @@ def compare_exact_and_integer(exact: fx.GraphModule, integer: fx.GraphModule, x:
         return [compare(name, exact_values[name] / scales[name], integer_values[name]) for name in layers]
 
     return compare_in_chunks(compare_batch, x)
+
+
+class FakeEqualsExact(Editor):
+    """A check as a pipeline step: on ``inputs`` (eval mode, so no analog noise) the fake-quantised graph equals its
+    exact twin ``exact(gm)`` element for element at every layer; QuantlibError names the layers that differ."""
+
+    def __init__(self, inputs: torch.Tensor, exact: Callable[[fx.GraphModule], fx.GraphModule]) -> None:
+        self.inputs, self.exact = inputs, exact
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        return gm
+
+    def ensures(self, gm: fx.GraphModule) -> None:
+        was_training = gm.training
+        gm.eval()
+        try:
+            differing = [c for c in compare_fake_and_exact(gm, self.exact(gm), self.inputs) if c.mismatches]
+        finally:
+            gm.train(was_training)
+        if differing:
+            raise QuantlibError("The fake-quantised model differs from the integer arithmetic at "
+                                + ", ".join(f"'{c.layer}' ({c.mismatches} of {c.elements})" for c in differing)
+                                + ". Please report this with the model.")

@@ -179,7 +179,7 @@ def _input_shape(args: argparse.Namespace, checkpoint: Checkpoint | None) -> tup
 
 def _calibration(dm: DianaModule, spec: str | None, shape: tuple[int, ...] | None) -> list[torch.Tensor]:
     """Calibration inputs when a remaining stage needs data (calibrate, or map_scales with analog layers)."""
-    needs_data = dm.stage is Stage.QUANTISED or (dm.stage is Stage.CALIBRATED and dm.choice.analog)
+    needs_data = any(row.data_needed(dm) for row in dm.STAGES.rows[dm.stage:])
     if spec is None:
         if needs_data:
             raise UsageError(f"The model is at stage '{dm.stage.label}' and needs calibration data: pass --calib "

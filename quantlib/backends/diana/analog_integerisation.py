@@ -1,6 +1,6 @@
 """Analog layers on the way to integers: the scale rules of analog convolutions and their BatchNorms, the editors that
 make them a TrueAnalogConv2d and fold the BatchNorm's affine into the next requantisation, their standard-ONNX form
-(the ADC written out per tile), and the exact-model pipeline of a network that holds them."""
+(the ADC written out per tile)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ from quantlib.backends.onnx.integer_export import (
     conv_integer,
     eight_bit_input,
 )
-from quantlib.editors.base import ApplicationPoint, Applier, Editor, Rewriter
-from quantlib.editors.fake2true import exact_editors
-from quantlib.editors.fake2true.linear_op_integeriser import LinearOpIntegeriser, integer_weights
+from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
+from quantlib.editors.fake2true.linear_op_integeriser import integer_weights
 from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
 from quantlib.editors.fake2true.scale_propagation import MODULE_RULES
 from quantlib.editors.patterns import ModuleCallFinder
@@ -44,8 +43,8 @@ def _analog_batchnorm_scale(node: fx.Node, m: AnalogBatchNorm, inputs: list) -> 
     return torch.tensor(2.0 ** -m.integer_affine()[2], dtype=torch.float64)
 
 
-MODULE_RULES[AnalogConv2d] = _analog_scale
-MODULE_RULES[AnalogBatchNorm] = _analog_batchnorm_scale
+DIANA_SCALE_RULES = {**MODULE_RULES, AnalogConv2d: _analog_scale, AnalogBatchNorm: _analog_batchnorm_scale}
+"""The generic scale rules and those of DIANA's analog layers."""
 
 
 class TrueAnalogConvApplier(Applier):
@@ -102,14 +101,6 @@ class AnalogBatchNormFolder(Rewriter):
         super().__init__(ModuleCallFinder((AnalogBatchNorm,), "bn"), AffineIntoRequantApplier())
 
 
-def diana_exact_editors() -> list[Editor]:
-    """The generic exact-model pipeline with analog convolutions integerised before the digital linear ops, and
-    analog BatchNorms folded into their requantisations at the end."""
-    editors = exact_editors()
-    position = next(i for i, e in enumerate(editors) if isinstance(e, LinearOpIntegeriser))
-    return editors[:position] + [AnalogConvIntegeriser()] + editors[position:] + [AnalogBatchNormFolder()]
-
-
 def _emit_analog(b: OnnxGraphBuilder, node: fx.Node, m: TrueAnalogConv2d, inputs: list[str]) -> str:
     """Per tile: Slice -> ConvInteger -> Cast -> (Mul) -> Div(2^shift) -> Floor -> Clip(-32, 31); tiles added."""
     name = node.name
@@ -135,4 +126,5 @@ def _emit_analog(b: OnnxGraphBuilder, node: fx.Node, m: TrueAnalogConv2d, inputs
     return b.op("Add", [total, bias], name, DOUBLE)
 
 
-EMITTERS[TrueAnalogConv2d] = _emit_analog
+DIANA_EMITTERS = {**EMITTERS, TrueAnalogConv2d: _emit_analog}
+"""The generic ONNX emitters and the analog layer's."""

@@ -15,7 +15,6 @@ import torch.fx as fx
 from quantlib.backends.diana.analog_conv import AnalogConv2d
 from quantlib.modules.qactivations import QReLU
 from quantlib.modules.qlinear import QConv2d
-from quantlib.modules.qmodule import _QModule
 from quantlib.modules.specs import QRange
 from quantlib.scale_ties import source_quantiser
 
@@ -54,10 +53,6 @@ def init_ternary_weights(convs: Collection[AnalogConv2d]) -> None:
         conv.quantise(conv.weight.detach())
         conv.stop_observing()
         conv.init_qhparams()
-
-
-def adc_quantisers(convs: Collection[AnalogConv2d]) -> list[_QModule]:
-    return [conv.adc for conv in convs]
 
 
 def clamp_adc_scales(gm: fx.GraphModule) -> None:

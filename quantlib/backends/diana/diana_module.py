@@ -13,7 +13,6 @@ so any training loop retrains it; each stage of the recipe of docs/diana-numeric
 from __future__ import annotations
 
 import copy
-import enum
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -24,34 +23,23 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from quantlib.backends.diana.analog_batchnorm import AnalogBatchNorm
 from quantlib.backends.diana.analog_batchnorm_keeper import AnalogBatchNormKeeper
 from quantlib.backends.diana.analog_conv import AnalogConv2d
-from quantlib.backends.diana.analog_integerisation import diana_exact_editors
-from quantlib.backends.diana.constructs import DIANA_CONSTRUCTS
-from quantlib.backends.diana.core_bitwidths import (
-    adc_quantisers,
-    clamp_adc_scales,
-    init_ternary_weights,
-    to_core_bitwidths,
-)
 from quantlib.backends.diana.core_choice import AnalogPolicy, CoreChoice, Ineligible, choose_cores, layer_nodes
 from quantlib.backends.diana.descriptors import load_descriptors, parse_descriptors, write_template
 from quantlib.backends.diana.export import ExportResult, export_diana
 from quantlib.backends.diana.hardware_rules import Core, Finding
 from quantlib.backends.diana.report import LayerReport, Report, layer_reports
-from quantlib.calibration import calibrate, model_inputs
+from quantlib.backends.diana.target import DIANA
+from quantlib.calibration import model_inputs
 from quantlib.editors.base import ComposedEditor
 from quantlib.editors.canonicalise import FoldBatchNorm, canonicalise
-from quantlib.editors.fake2true import integer_editors, to_exact
-from quantlib.editors.fake2true.scale_propagation import ScalePropagator
+from quantlib.editors.fake2true import to_exact
 from quantlib.errors import QuantlibError
 from quantlib.fake_quantisation import QuantisationSpec, float_to_fake_editors
 from quantlib.graphs.tracing import annotate_shapes
-from quantlib.modules.qmodule import _QModule
 from quantlib.preflight import preflight, raise_refusals
-from quantlib.scales import clip_scales_pow2, quantise_biases
-from quantlib.verification import compare_fake_and_exact
+from quantlib.staging import StagedModule, StageError
 
 logger = logging.getLogger(__name__)
 
@@ -60,37 +48,14 @@ DIANA_8BIT = QuantisationSpec()
 (docs/diana-numerics.md)."""
 
 
-class Stage(enum.IntEnum):
-    """The stages of the recipe, in order."""
-
-    QUANTISED = 0      # fake-quantised, 8-bit, digital; not calibrated
-    CALIBRATED = 1     # 8-bit scales from data
-    SCALES_MAPPED = 2  # every layer at its core's bit-widths
-    POW2 = 3           # every scale a power of two
-    HW_MAPPED = 4      # fake-quantised forward == integer model
-    INTEGER = 5        # the integer model runs
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-NEXT_STEP = {Stage.QUANTISED: "calibrate(batches)", Stage.CALIBRATED: "map_scales(batches)",
-             Stage.SCALES_MAPPED: "clip_scales_pow2()", Stage.POW2: "map_to_hw()", Stage.HW_MAPPED: "integrize()"}
-
-
-class StageError(QuantlibError):
-    """A stage was called before the stages it builds on."""
-
-
-class DianaModule(nn.Module):
+class DianaModule(StagedModule):
     """A model on its way to DIANA (see the module doc); build it with ``from_fp_model``."""
 
+    STAGES = DIANA.stages
+
     def __init__(self, gm: fx.GraphModule, choice: CoreChoice, reference_input: torch.Tensor | None) -> None:
-        super().__init__()
-        self.gm = gm
+        super().__init__(gm)
         self.choice = choice
-        self.stage = Stage.QUANTISED
         self.integer: fx.GraphModule | None = None
         self._integer_report: list[LayerReport] = []  # the report is fixed once the model is integer
         self.register_buffer("reference_input", torch.empty(0) if reference_input is None
@@ -109,11 +74,11 @@ class DianaModule(nn.Module):
         with ``ineligible="error"``, raised with them. ``example_input`` gives shapes (and makes ``x.size()``
         constants) until calibration, whose first input becomes the reference (goldens)."""
         gm = canonicalise(model, example_input, fold_batchnorm=False)
-        refusals = preflight(gm, DIANA_CONSTRUCTS)
+        refusals = preflight(gm, DIANA.constructs)
         cores = _descriptor_cores(descriptors, list(layer_nodes(gm)))
         choice = choose_cores(gm, analog, cores, ineligible)
         broken = [f for fs in choice.findings.values() for f in fs if f.severity == "error"]
-        raise_refusals("DIANA", refusals, broken if ineligible == "error" else [])
+        raise_refusals(DIANA.name, refusals, broken if ineligible == "error" else [])
         if broken:
             logger.warning("%d DIANA hardware rule(s) are broken; the model cannot be exported until they are fixed "
                            "(dm.findings lists them; ineligible='error' refuses the model):\n%s", len(broken),
@@ -122,76 +87,39 @@ class DianaModule(nn.Module):
                    *float_to_fake_editors(DIANA_8BIT, quantise_outputs=True, merge_adds=False)]
         return cls(ComposedEditor(editors).run(gm), choice, example_input)  # gm is canonicalise's own copy
 
-    # -- the stages -----------------------------------------------------------------------------------------------
+    # -- the stages (rows of DIANA_STAGES: quantlib/backends/diana/target.py) --------------------------------------
     def calibrate(self, batches: Iterable, *, progress: bool = False) -> DianaModule:
         """Initialise every quantiser from ``batches`` (tensors or (input, target) pairs); again to re-calibrate."""
-        self._require(Stage.QUANTISED, "calibrate", allowed=(Stage.QUANTISED, Stage.CALIBRATED))
-        calibrate(self.gm, self._remembering_first_input(batches), progress=progress)
-        self.stage = Stage.CALIBRATED
-        return self
+        return self.run_stage("calibrate", self._remembering_first_input(batches), progress=progress)
 
     def map_scales(self, batches: Iterable | None = None, *, progress: bool = False) -> DianaModule:
         """Move every layer to its core's bit-widths: 7-bit ReLUs; analog layers get ternary weights (initialised
         from the weights) and 6-bit ADCs, calibrated on ``batches`` (needed when there are analog layers); nothing
-        else is re-calibrated."""
-        self._require(Stage.CALIBRATED, "map_scales")
-        if self.choice.analog and batches is None:
-            raise StageError(f"map_scales() needs calibration batches for the ADCs of the analog layers "
-                             f"{self.choice.analog}.")
+        else is re-calibrated. Every Parameter that was trained so far is kept; the ADCs' clips are new."""
         before = {id(p) for p in self.parameters()}
-        analog = to_core_bitwidths(self.gm, self.choice.analog)
-        init_ternary_weights(analog)
-        if analog:
-            calibrate(self.gm, batches, progress=progress, quantisers=adc_quantisers(analog))
-            clamp_adc_scales(self.gm)
+        self.run_stage("map_scales", batches, progress=progress)
         added = [name for name, p in self.named_parameters() if id(p) not in before]
         if added:
             logger.info("map_scales added %d parameters (%s): build the optimiser again, e.g. "
                         "torch.optim.Adam(dm.param_groups(), lr), to train them.", len(added), ", ".join(added))
-        self.stage = Stage.SCALES_MAPPED
         return self
 
     def clip_scales_pow2(self) -> DianaModule:
         """Round every scale to a power of two (round below 128 levels, ceil otherwise), tie adds and pools again,
         keep every ADC no finer than its input x weight scale, and freeze the scales there: retraining from now on
         trains weights, biases and analog BatchNorms, which now compute the chip's integer affine after the ADC."""
-        self._require(Stage.SCALES_MAPPED, "clip_scales_pow2", allowed=(Stage.SCALES_MAPPED, Stage.POW2))
-        clip_scales_pow2(self.gm)
-        clamp_adc_scales(self.gm)
-        self._freeze_scales()
-        self._map_analog_batchnorms()
-        self.stage = Stage.POW2
-        return self
+        return self.run_stage("clip_scales_pow2")
 
     def map_to_hw(self, batches: Iterable | None = None) -> DianaModule:
         """Put biases on their accumulators' grids: from here the fake-quantised forward is what the integer model
         computes. With ``batches``, check that element for element
         at every layer (raises QuantlibError naming the layers that differ)."""
-        self._require(Stage.POW2, "map_to_hw")
-        quantise_biases(self.gm, self._reference())
-        if batches is not None:
-            x = torch.cat([model_inputs(self.gm, b)[0] for b in batches])
-            was_training = self.gm.training
-            self.gm.eval()  # no analog noise
-            try:
-                differing = [c for c in compare_fake_and_exact(self.gm, self.exact_model(), x) if c.mismatches]
-            finally:
-                self.gm.train(was_training)
-            if differing:
-                raise QuantlibError("After map_to_hw the fake-quantised model differs from the integer arithmetic at "
-                                    + ", ".join(f"'{c.layer}' ({c.mismatches} of {c.elements})" for c in differing)
-                                    + ". Please report this with the model.")
-        self.stage = Stage.HW_MAPPED
-        return self
+        return self.run_stage("map_to_hw", batches)
 
     def integrize(self) -> DianaModule:
         """Build the integer model; from now on forward runs it (real input -> integers -> real output)."""
-        self._require(Stage.HW_MAPPED, "integrize")
-        exact = self.exact_model()
-        self._integer_report = layer_reports(self.gm, exact, self.choice)
-        self.integer = ComposedEditor(integer_editors()).run(exact)  # exact is ours: no copy
-        annotate_shapes(self.integer, self._reference())
-        self.stage = Stage.INTEGER
+        self.run_stage("integrize")
+        annotate_shapes(self.integer, self.reference())
         return self
 
     def export(self, out_dir: str | os.PathLike, name: str = "network", dialect: str = "dory",
@@ -199,8 +127,8 @@ class DianaModule(nn.Module):
         """Write the DIANA deliverables (docs/export-format.md) into ``out_dir``, which appears complete or not at all.
         ``sample``: the input of the golden files (default: the first calibration input); ``verify_on``: inputs on
         which onnxruntime on the twin must equal the integer model at every layer (default: the sample)."""
-        self._require(Stage.INTEGER, "export")
-        sample = self._reference() if sample is None else sample[:1]
+        self.require(Stage.INTEGER, "export")
+        sample = self.reference() if sample is None else sample[:1]
         return export_diana(self.integer, self.report(), sample, out_dir, name, dialect, verify_on)
 
     def set_analog_noise(self, sigma: float) -> DianaModule:
@@ -208,8 +136,7 @@ class DianaModule(nn.Module):
         ``sigma`` x its ADC's full scale (never in eval mode, so never in exactness checks or exports); 0: off."""
         if sigma < 0:
             raise ValueError(f"Analog noise sigma must be >= 0, got {sigma}.")
-        self._require(Stage.SCALES_MAPPED, "set_analog_noise",
-                      allowed=(Stage.SCALES_MAPPED, Stage.POW2, Stage.HW_MAPPED, Stage.INTEGER))
+        self.require(Stage.SCALES_MAPPED, "set_analog_noise", or_later=True)
         for module in self.gm.modules():
             if isinstance(module, AnalogConv2d):
                 module.noise_sigma = float(sigma)
@@ -303,39 +230,21 @@ class DianaModule(nn.Module):
             raise QuantlibError("load_state_dict needs a DianaModule fresh from from_fp_model().")
         fresh = self.gm
         self.gm = copy.deepcopy(fresh)  # rebuilt to the saved stage; put back if the values do not fit
+        hw_mapped = min(target, Stage.HW_MAPPED)
         try:
-            if target >= Stage.SCALES_MAPPED:
-                to_core_bitwidths(self.gm, self.choice.analog)
+            self.rebuild(hw_mapped)
             self.reference_input = state_dict["reference_input"].clone()
             fake_state = {k: v for k, v in state_dict.items() if not k.startswith("integer.")}
             result = super().load_state_dict(fake_state, strict, assign)
         except BaseException:
             self.gm = fresh
             raise
-        self.stage = min(target, Stage.HW_MAPPED)
-        if self.stage >= Stage.POW2:
-            self._freeze_scales()
+        self.stage = hw_mapped
         if target is Stage.INTEGER:
             self.integrize()
         return result
 
     # -- helpers --------------------------------------------------------------------------------------------------
-    def _require(self, stage: Stage, method: str, allowed: tuple[Stage, ...] | None = None) -> None:
-        if self.stage in (allowed or (stage,)):
-            return
-        if self.stage < stage:
-            raise StageError(f"{method}() needs stage '{stage.label}', but the model is at '{self.stage.label}': call "
-                             f"{NEXT_STEP[self.stage]} first.")
-        raise StageError(f"{method}() belongs to stage '{stage.label}', which this model has passed (it is at "
-                         f"'{self.stage.label}'); build a new DianaModule to redo it.")
-
-    def _freeze_scales(self) -> None:
-        for module in self.gm.modules():
-            if isinstance(module, _QModule):
-                for name in ("clip_lo", "clip_hi"):
-                    if hasattr(module, name):
-                        getattr(module, name).requires_grad_(False)
-
     def _remembering_first_input(self, batches: Iterable) -> Iterable:
         """``batches``, keeping the first input as the reference (the golden files' input, the shapes' source)."""
         for i, batch in enumerate(batches):
@@ -343,23 +252,31 @@ class DianaModule(nn.Module):
                 self.reference_input = model_inputs(self.gm, batch)[0][:1].detach().clone()
             yield batch
 
-    def _reference(self) -> torch.Tensor:
+    def reference(self) -> torch.Tensor:
+        """The reference input (the first calibration input): shapes, goldens."""
         return self.reference_input.to(next(self.gm.parameters()).dtype)
-
-    def _map_analog_batchnorms(self) -> None:
-        """Give every analog BatchNorm the scale of its input (the ADC sum's): from now on it is the chip's affine."""
-        if not any(isinstance(m, AnalogBatchNorm) and not m.is_mapped for m in self.gm.modules()):
-            return
-        annotate_shapes(self.gm, self._reference())
-        ScalePropagator().annotate(self.gm)
-        for node in self.gm.graph.nodes:
-            module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
-            if isinstance(module, AnalogBatchNorm) and not module.is_mapped:
-                module.input_scale = node.args[0].meta["scale"].detach().float().reshape(()).clone()
 
     def exact_model(self) -> fx.GraphModule:
         """The exact fake-quantised model (requantisations in place, real scales) of a hardware-mapped model."""
-        return to_exact(self.gm, self._reference(), diana_exact_editors())
+        return self.exact_of(self.gm)
+
+    def exact_of(self, gm: fx.GraphModule) -> fx.GraphModule:
+        """The exact twin of ``gm`` (this module's graph at some stage) on the reference input's shapes."""
+        return to_exact(gm, self.reference(), DIANA.exact_editors())
+
+    def exact_for_integer(self) -> fx.GraphModule:
+        """The exact model the integer stage is built from; the report is fixed from it."""
+        exact = self.exact_model()
+        self._integer_report = layer_reports(self.gm, exact, self.choice)
+        return exact
+
+    def inputs_of(self, batches: Iterable) -> torch.Tensor:
+        """The model inputs of ``batches``, concatenated."""
+        return torch.cat([model_inputs(self.gm, b)[0] for b in batches])
+
+
+Stage = DianaModule.Stage
+"""DIANA's stages, in order (the rows of ``DIANA.stages``)."""
 
 
 class _RefuseBackward(torch.autograd.Function):

@@ -19,29 +19,17 @@ from quantlib.backends.diana.diana_module import DianaModule, Stage
 from quantlib.backends.diana.export import ExportResult, check_output_folder, twin_accuracy
 from quantlib.calibration import model_inputs
 from quantlib.checkpoint import FLOAT_STAGE, Checkpoint, CheckpointError
-from quantlib.errors import QuantlibError
 from quantlib.training import accuracy, train_epochs
 
 logger = logging.getLogger(__name__)
 
-STAGE_KEYS = {Stage.CALIBRATED: "8bit", Stage.SCALES_MAPPED: "map_scales", Stage.POW2: "pow2"}
-"""The stages the recipe may retrain after reaching them (8-bit, core bit-widths, powers of two) and their config
-keys."""
+STAGE_KEYS = {Stage[row.name.upper()]: row.retrain_key for row in DianaModule.STAGES.rows if row.retrain_key}
+"""The stages the recipe may retrain after reaching them, and their config keys (from the stage table)."""
 
 
 def step(dm: DianaModule, calibration: Iterable, *, progress: bool = False) -> Stage:
     """Move ``dm`` to its next stage (calibrating on ``calibration`` where a stage needs data); returns the stage."""
-    actions: dict[Stage, Callable[[], object]] = {
-        Stage.QUANTISED: lambda: dm.calibrate(calibration, progress=progress),
-        Stage.CALIBRATED: lambda: dm.map_scales(calibration, progress=progress),
-        Stage.SCALES_MAPPED: dm.clip_scales_pow2,
-        Stage.POW2: dm.map_to_hw,
-        Stage.HW_MAPPED: dm.integrize,
-    }
-    if dm.stage not in actions:
-        raise QuantlibError(f"The model is at stage '{dm.stage.label}', the last one.")
-    actions[dm.stage]()
-    return dm.stage
+    return dm.advance(calibration, progress=progress)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 import torch.fx as fx
 
-from quantlib.backends.diana import analog_integerisation  # noqa: F401 - registers the analog emitter
+from quantlib.backends.diana.analog_integerisation import DIANA_EMITTERS
 from quantlib.backends.diana.hardware_layers import HardwareGraph
 from quantlib.backends.onnx.integer_export import IntegerOnnx, integer_onnx
 from quantlib.modules.true_quant import ScaleTunnel
@@ -55,6 +55,6 @@ def twin_onnx(integer: fx.GraphModule, hw: HardwareGraph, dialect: Dialect, samp
     """The executable twin of ``integer``; ``sample`` is a real input (the dory twin is traced on its integers)."""
     twin = twin_graph(integer, hw, dialect)
     if dialect == "htvm":
-        return integer_onnx(twin, sample, name)
+        return integer_onnx(twin, sample, name, emitters=DIANA_EMITTERS)
     rq = integer.get_submodule(hw.input_quantiser.target)
-    return integer_onnx(twin, sample, name, input_range=(rq.lo, rq.hi))
+    return integer_onnx(twin, sample, name, input_range=(rq.lo, rq.hi), emitters=DIANA_EMITTERS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,26 +221,30 @@ EMITTERS: dict[type[nn.Module], Emitter] = {
     nn.MaxPool2d: _max_pool,
     nn.Flatten: _reshape,
 }
-"""How each module of an integer graph becomes ONNX nodes; a back end adds the emitters of its own modules."""
+"""How each module of a generic integer graph becomes ONNX nodes; a target passes these with its own modules' added
+(``quantlib.targets.Target.emitters``)."""
 RESHAPING_METHODS = ("view", "reshape", "flatten")
 
 
-def _emit(b: OnnxGraphBuilder, node: fx.Node, module: nn.Module | None, inputs: list[str]) -> str:
+def _emit(b: OnnxGraphBuilder, node: fx.Node, module: nn.Module | None, inputs: list[str],
+          emitters: Mapping[type[nn.Module], Emitter]) -> str:
     """The ONNX nodes computing ``node``; returns the name of its output tensor."""
-    emitter = EMITTERS.get(type(module)) if module is not None else None
+    emitter = emitters.get(type(module)) if module is not None else None
     if emitter is None and node.op == "call_method" and node.target in RESHAPING_METHODS:
         emitter = _reshape
     if emitter is None:
         what = type(module).__name__ if module is not None else f"{node.op} {node.target}"
         raise ExportError(f"Node '{node.name}' ({what}) has no standard integer ONNX form; integer graphs hold "
-                          f"{', '.join(t.__name__ for t in EMITTERS)} and flattening views.")
+                          f"{', '.join(t.__name__ for t in emitters)} and flattening views.")
     return emitter(b, node, module, inputs)
 
 
 def integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, name: str = "quantlib_integer",
-                 input_range: tuple[int, int] | None = None) -> IntegerOnnx:
-    """Build (and check) the standard integer ONNX model of the integer GraphModule ``gm``. With ``input_range``
-    the inputs are integers in that range (held in float tensors), cast to the narrowest integer type."""
+                 input_range: tuple[int, int] | None = None,
+                 emitters: Mapping[type[nn.Module], Emitter] = EMITTERS) -> IntegerOnnx:
+    """Build (and check) the standard integer ONNX model of the integer GraphModule ``gm`` (its modules written by
+    ``emitters``: a target's). With ``input_range`` the inputs are integers in that range (held in float tensors),
+    cast to the narrowest integer type."""
     if not has_shapes(gm):
         gm = copy.deepcopy(gm)  # shapes are written into a twin, not into the caller's graph
         annotate_shapes(gm, example_input)
@@ -266,7 +270,7 @@ def integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, name: str = "q
         else:
             module = modules.get(node.target) if node.op == "call_module" else None
             inputs = [tensors[a] for a in node.args if isinstance(a, fx.Node)]
-            tensors[node] = _emit(b, node, module, inputs)
+            tensors[node] = _emit(b, node, module, inputs, emitters)
     graph = oh.make_graph(b.nodes, name, graph_inputs, graph_outputs, b.initializers)
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", OPSET)], producer_name="quantlib",
                           producer_version="0.1.0")
@@ -276,8 +280,9 @@ def integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, name: str = "q
     return IntegerOnnx(model, layer_tensors)
 
 
-def export_integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, path: str | os.PathLike) -> IntegerOnnx:
+def export_integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, path: str | os.PathLike,
+                        emitters: Mapping[type[nn.Module], Emitter] = EMITTERS) -> IntegerOnnx:
     """Write the standard integer ONNX of ``gm`` to ``path`` (atomically; identical bytes on every export)."""
-    exported = integer_onnx(gm, example_input, Path(path).stem)
+    exported = integer_onnx(gm, example_input, Path(path).stem, emitters=emitters)
     save_atomically(exported.model, path)
     return exported

@@ -4,15 +4,17 @@ requantisation after every layer, then the scales moved out of the network so th
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.fx as fx
+from torch import nn
 
 from quantlib.editors.base import ComposedEditor, Editor
 from quantlib.editors.fake2true.average_pool_integeriser import AveragePoolIntegeriser
 from quantlib.editors.fake2true.linear_op_integeriser import LinearOpIntegeriser
 from quantlib.editors.fake2true.requantiser import AddSplitter, IdentityRequantRemover, Requantiser
-from quantlib.editors.fake2true.scale_propagation import ScalePropagator
+from quantlib.editors.fake2true.scale_propagation import MODULE_RULES, ModuleRule, ScalePropagator
 from quantlib.editors.fake2true.tunnels import TunnelChecker, TunnelInserter, TunnelSimplifier
 from quantlib.errors import UnsupportedOpError
 from quantlib.graphs.tracing import annotate_shapes, has_shapes
@@ -20,15 +22,20 @@ from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qmodule import _QModule
 
 
-def exact_editors() -> list[Editor]:
-    """Fake-quantised (power-of-two scales) -> exact fake-quantised: requantisations in place, integer weights."""
+def exact_editors(scale_rules: Mapping[type[nn.Module], ModuleRule] = MODULE_RULES,
+                  layer_integerisers: Sequence[Editor] = (), finishers: Sequence[Editor] = ()) -> list[Editor]:
+    """Fake-quantised (power-of-two scales) -> exact fake-quantised: requantisations in place, integer weights. A
+    target's own layers are integerised by ``layer_integerisers`` before the generic linear ops, and ``finishers``
+    run last."""
     return [
-        ScalePropagator(),         # node.meta['scale'] everywhere
+        ScalePropagator(scale_rules),  # node.meta['scale'] everywhere
+        *layer_integerisers,
         LinearOpIntegeriser(),     # integer weights, bias on the accumulator grid
         AddSplitter(),             # requantised inputs, integer add, requantised output
         Requantiser(),             # every activation quantiser becomes clip(floor((x * mul + add) / 2^shift))
         AveragePoolIntegeriser(),  # exact sum / (kh * kw), floored by a requant on the input's grid
         IdentityRequantRemover(),  # an add input already on the add's grid is read as it is
+        *finishers,
     ]
 
 
@@ -41,7 +48,8 @@ def to_exact(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tenso
              editors: list[Editor] | None = None) -> fx.GraphModule:
     """The exact fake-quantised twin of a calibrated fake-quantised ``gm`` whose scales are powers of two.
 
-    ``editors`` replaces ``exact_editors()`` for a back end with quantised modules of its own."""
+    ``editors`` replaces ``exact_editors()`` for a target with quantised modules of its own
+    (``target.exact_editors()``)."""
     gm = copy.deepcopy(gm)  # a copy that carries shapes; ``gm`` stays untouched
     if not has_shapes(gm):
         annotate_shapes(gm, example_input)
@@ -50,7 +58,8 @@ def to_exact(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tenso
             if n.op == "call_module" and isinstance(exact.get_submodule(n.target), (_QModule, QHarmonisedAdd))]
     if left:
         raise UnsupportedOpError(f"No editor turned these fake-quantised modules into integer ops: {', '.join(left)}. "
-                                 f"A back end with modules of its own passes its editors to to_exact(editors=...).")
+                                 f"A target with modules of its own passes its editors: to_exact(gm, x, "
+                                 f"target.exact_editors()).")
     return exact
 
 

@@ -8,7 +8,7 @@ UnsupportedOpError naming the node: a scale is never guessed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.fx as fx
@@ -88,8 +88,9 @@ MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
     ScaleTunnel: lambda node, m, inputs: None if inputs[0] is None else inputs[0] * m.factor,
     TrueAvgPool2d: _same_as_input,
 }
-"""The scale rule of every module type the canonical (fake- or true-quantised) graph can hold; true-quantised modules
-(Requant, TrueConv2d, ...) state their output scale themselves. A back end adds the rules of its own modules."""
+"""The scale rule of every module type the generic canonical (fake- or true-quantised) graph can hold; true-quantised
+modules (Requant, TrueConv2d, ...) state their output scale themselves. A target passes these rules with its own
+modules' added (``quantlib.targets.Target.scale_rules``)."""
 
 METHOD_RULES: dict[str, ModuleRule] = {"view": _flatten, "reshape": _flatten, "flatten": _flatten,
                                        "contiguous": _same_as_input}
@@ -102,7 +103,10 @@ def normalise_scale(scale: torch.Tensor) -> torch.Tensor:
 
 
 class ScalePropagator(Annotator):
-    """Writes ``node.meta['scale']`` on every node, in topological order."""
+    """Writes ``node.meta['scale']`` on every node, in topological order, by the scale ``rules`` of module types."""
+
+    def __init__(self, rules: Mapping[type[nn.Module], ModuleRule] = MODULE_RULES) -> None:
+        self.rules = rules
 
     def annotate(self, gm: fx.GraphModule) -> None:
         modules = dict(gm.named_modules())
@@ -111,8 +115,7 @@ class ScalePropagator(Annotator):
             scale = self._scale(node, modules, inputs)
             node.meta["scale"] = None if scale is None else normalise_scale(scale)
 
-    @staticmethod
-    def _scale(node: fx.Node, modules: dict[str, nn.Module], inputs: list[Scale]) -> Scale:
+    def _scale(self, node: fx.Node, modules: dict[str, nn.Module], inputs: list[Scale]) -> Scale:
         if node.op in ("placeholder", "get_attr"):
             return None
         if node.op == "output":
@@ -122,7 +125,7 @@ class ScalePropagator(Annotator):
         if isinstance(module, TrueQuantModule):
             return module.output_scale()
         if module is not None:
-            rule = MODULE_RULES.get(type(module))
+            rule = self.rules.get(type(module))
         elif node.op == "call_method":
             rule = METHOD_RULES.get(node.target)
         if rule is not None:
@@ -131,6 +134,6 @@ class ScalePropagator(Annotator):
             return None  # float computations before the quantised region need no scale
         target = getattr(node.target, "__name__", node.target)
         what = type(module).__name__ if module is not None else f"{node.op} {target}"
-        raise UnsupportedOpError(f"Node '{node.name}' ({what}) reads quantised values but quantlib has no scale rule "
+        raise UnsupportedOpError(f"Node '{node.name}' ({what}) reads quantised values but the target has no scale rule "
                                  f"for it. Replace it by a supported op, keep it outside the quantised region, or add "
-                                 f"a rule to quantlib.editors.fake2true.scale_propagation.MODULE_RULES.")
+                                 f"a rule to the target's scale_rules.")

@@ -1,12 +1,14 @@
 """Networks with analog convolutions: exact fake-quant vs integer vs onnxruntime agree at every layer, and a
 bias-free power-of-two fake-quantised network already equals its exact twin."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 from quantlib.backends.diana.analog_conv import TERNARY_SPEC, AnalogConv2d
-from quantlib.backends.diana.analog_integerisation import diana_exact_editors
+from quantlib.backends.diana.target import DIANA
 from quantlib.backends.diana.true_analog_conv import TrueAnalogConv2d
 from quantlib.backends.onnx import export_integer_onnx, verify_onnxruntime
 from quantlib.calibration import calibrate
@@ -23,6 +25,7 @@ from quantlib.editors.float2fake import (
 from quantlib.errors import UnsupportedOpError
 from quantlib.fake_quantisation import QuantisationSpec
 from quantlib.scales import clip_scales_pow2, quantise_biases
+from quantlib.targets import INTEGER_ONNX
 from quantlib.verification import compare, compare_exact_and_integer, record
 
 
@@ -53,13 +56,14 @@ def test_mixed_analog_digital_network_is_integer_exact(tmp_path):
     assert [type(fake.get_submodule(t)).__name__ for t in ("0", "2", "4")] == ["QConv2d", "AnalogConv2d",
                                                                                 "AnalogConv2d"]
     assert len(fake.get_submodule("2").tiles()) == 3
-    exact = to_exact(fake, x[:2], diana_exact_editors())
+    exact = to_exact(fake, x[:2], DIANA.exact_editors())
     assert isinstance(exact.get_submodule("2"), TrueAnalogConv2d)
     integer = integerise(exact)
     exact_vs_int = compare_exact_and_integer(exact, integer, x)
     assert [c.layer for c in exact_vs_int if c.layer in ("_2", "_4")] == ["_2", "_4"]
     assert [c for c in exact_vs_int if c.mismatches] == []
-    int_vs_ort = verify_onnxruntime(integer, export_integer_onnx(integer, x[:2], tmp_path / "mixed.onnx"), x)
+    exported = export_integer_onnx(integer, x[:2], tmp_path / "mixed.onnx", DIANA.emitters)
+    int_vs_ort = verify_onnxruntime(integer, exported, x)
     assert [c for c in int_vs_ort if c.mismatches] == []
     bias = integer.get_submodule("2").bias.abs().max()
     adc = record(integer, x, ["_2"])["_2"]
@@ -68,17 +72,21 @@ def test_mixed_analog_digital_network_is_integer_exact(tmp_path):
 
 def test_pow2_fake_analog_network_equals_its_exact_twin():
     x = torch.rand(8, 3, 8, 8)
-    fake = quantise_biases(fake_quantise(mixed_net(), x, ("2", "4")), x[:2])
-    exact = to_exact(fake, x[:2], diana_exact_editors())
+    fake = quantise_biases(fake_quantise(mixed_net(), x, ("2", "4")), x[:2], DIANA.scale_rules)
+    exact = to_exact(fake, x[:2], DIANA.exact_editors())
     names = ["_2", "_4"]
     fake_values, exact_values = record(fake, x, names), record(exact, x, names)
     for name in names:
         assert compare(name, fake_values[name], exact_values[name]).mismatches == 0
 
 
-def test_generic_pipeline_names_an_analog_layer_it_cannot_integerise():
+def test_the_generic_target_names_an_analog_layer_it_cannot_integerise_whatever_was_imported():
     x = torch.rand(4, 3, 8, 8)
-    fake = fake_quantise(mixed_net(16), x, ("2",))
+    fake = fake_quantise(mixed_net(16), x, ("2",))  # DIANA's modules are imported: they register nothing
+    with pytest.raises(UnsupportedOpError, match=r"Node '_2' \(AnalogConv2d\) reads quantised values but the target "
+                                                 r"has no scale rule for it"):
+        to_exact(fake, x[:2])
+    scales_only = dataclasses.replace(INTEGER_ONNX, scale_rules=DIANA.scale_rules)  # no analog integeriser
     with pytest.raises(UnsupportedOpError, match=r"No editor turned these fake-quantised modules into integer ops: "
                                                  r"_2 \(AnalogConv2d\)"):
-        to_exact(fake, x[:2])
+        to_exact(fake, x[:2], scales_only.exact_editors())
