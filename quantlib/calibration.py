@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from quantlib.editors.base import Editor
 from quantlib.errors import EditorError
-from quantlib.modules.qmodule import _QModule
+from quantlib.modules.qmodule import QModule
 from quantlib.scale_ties import harmonise_scales
 
 logger = logging.getLogger(__name__)
@@ -28,12 +28,12 @@ def model_inputs(model: nn.Module, batch: torch.Tensor | tuple | list) -> tuple:
 
 
 def calibrate(model: nn.Module, batches: Iterable, *, progress: bool = False,
-              quantisers: Iterable[_QModule] | None = None) -> nn.Module:
+              quantisers: Iterable[QModule] | None = None) -> nn.Module:
     """Observe ``batches`` (tensors, or tuples such as (input, target); see ``model_inputs``) in eval mode,
     initialise every quantiser (or only ``quantisers``; the others keep their state) from what it saw, tie the
     scales of adds and pools of a GraphModule (``harmonise_scales``); returns ``model``, now fake-quantised."""
     if quantisers is None:
-        quantisers = [m for m in model.modules() if isinstance(m, _QModule)]
+        quantisers = [m for m in model.modules() if isinstance(m, QModule)]
     quantisers = list(quantisers)
     for q in quantisers:
         q.is_quantised = False
@@ -62,7 +62,7 @@ class Calibrate(Editor):
     """``calibrate`` as an editor (in place): every quantiser of ``quantisers(gm)`` (default: all) is initialised
     from ``batches``."""
 
-    def __init__(self, batches: Iterable, quantisers: Callable[[fx.GraphModule], list[_QModule]] | None = None,
+    def __init__(self, batches: Iterable, quantisers: Callable[[fx.GraphModule], list[QModule]] | None = None,
                  progress: bool = False) -> None:
         self.batches, self.quantisers, self.progress = batches, quantisers, progress
 
@@ -72,7 +72,7 @@ class Calibrate(Editor):
 
     def ensures(self, gm: fx.GraphModule) -> None:
         chosen = self.quantisers(gm) if self.quantisers is not None else \
-            [m for m in gm.modules() if isinstance(m, _QModule)]
+            [m for m in gm.modules() if isinstance(m, QModule)]
         left = [q.qualname or type(q).__name__ for q in chosen if not q.is_quantised]
         if left:
             raise EditorError(f"Calibration left quantisers {left} uninitialised: the batches reached none of them.")

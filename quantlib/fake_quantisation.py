@@ -18,8 +18,8 @@ from quantlib.editors.float2fake import (
     ModuleFilter,
     ModuleWiseConverter,
 )
-from quantlib.modules.specs import QuantiserSpec
 from quantlib.preflight import GENERIC, preflight, raise_refusals
+from quantlib.specs import QuantiserSpec
 
 
 def _spec(qrange: dict[str, Any], qop: str = "floor") -> QuantiserSpec:

@@ -27,12 +27,12 @@ from quantlib.modules.average_pool import AveragePool2d
 from quantlib.modules.concat import Concat
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
-from quantlib.modules.qmodule import _QModule
+from quantlib.modules.qmodule import QModule
 
-ScaleHolder = _QModule | AveragePool2d
+ScaleHolder = QModule | AveragePool2d
 
 
-def source_quantiser(node: fx.Node, modules: dict[str, nn.Module]) -> _QModule | None:
+def source_quantiser(node: fx.Node, modules: dict[str, nn.Module]) -> QModule | None:
     """The quantiser whose integers ``node`` carries unchanged, or None (an accumulator, a float value)."""
     source = grid_source(node, modules)
     module = modules.get(source.target) if source.op == "call_module" else None

@@ -15,7 +15,7 @@ from quantlib.editors.fake2true.scale_propagation import MODULE_RULES, ModuleRul
 from quantlib.errors import EditorError
 from quantlib.graphs.tracing import annotate_shapes
 from quantlib.modules.qlinear import QConv2d, QLinear
-from quantlib.modules.qmodule import _QModule
+from quantlib.modules.qmodule import QModule
 from quantlib.quantizers import pow2_ceil, pow2_round
 from quantlib.scale_ties import harmonise_scales
 
@@ -30,7 +30,7 @@ def clip_scales_pow2(model: fx.GraphModule) -> fx.GraphModule:
     Returns ``model``; every quantiser must be initialised (calibrated) already.
     """
     for q in model.modules():
-        if isinstance(q, _QModule) and q.is_quantised:
+        if isinstance(q, QModule) and q.is_quantised:
             scale = q.scale.detach()
             pow2 = pow2_round(scale) if q.n_levels < ROUND_BELOW_LEVELS else pow2_ceil(scale)
             with torch.no_grad():
@@ -58,7 +58,7 @@ class Pow2Scales(Editor):
     """``clip_scales_pow2`` as an editor (in place): every calibrated quantiser's scale a power of two."""
 
     def requires(self, gm: fx.GraphModule) -> None:
-        left = [q.qualname for q in gm.modules() if isinstance(q, _QModule) and not q.is_quantised]
+        left = [q.qualname for q in gm.modules() if isinstance(q, QModule) and not q.is_quantised]
         if left:
             raise EditorError(f"Scales can become powers of two only once calibrated; not calibrated: {left}.")
 
@@ -66,7 +66,7 @@ class Pow2Scales(Editor):
         return clip_scales_pow2(gm)
 
     def ensures(self, gm: fx.GraphModule) -> None:
-        off = [q.qualname for q in gm.modules() if isinstance(q, _QModule) and not is_power_of_two(q.scale)]
+        off = [q.qualname for q in gm.modules() if isinstance(q, QModule) and not is_power_of_two(q.scale)]
         if off:
             raise EditorError(f"Scales of {off} are not powers of two after Pow2Scales.")
 
@@ -76,7 +76,7 @@ class FreezeScales(Editor):
 
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
         for q in gm.modules():
-            if isinstance(q, _QModule):
+            if isinstance(q, QModule):
                 for name in ("clip_lo", "clip_hi"):
                     if hasattr(q, name):
                         getattr(q, name).requires_grad_(False)

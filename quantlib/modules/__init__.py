@@ -4,8 +4,8 @@ from quantlib.modules.add import Add
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qlinear import QConv2d, QLinear
-from quantlib.modules.qmodule import _QModule
-from quantlib.modules.specs import QGranularity, QHParamsInitStrategy, QRange, QuantiserSpec
+from quantlib.modules.qmodule import QModule
+from quantlib.specs import QGranularity, QHParamsInitStrategy, QRange, QuantiserSpec
 
 __all__ = ["Add", "QConv2d", "QGranularity", "QHParamsInitStrategy", "QHarmonisedAdd", "QIdentity", "QLinear", "QRange",
-           "QReLU", "QuantiserSpec", "_QModule"]
+           "QReLU", "QuantiserSpec", "QModule"]

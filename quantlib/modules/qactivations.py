@@ -8,12 +8,12 @@ from torch import nn
 
 from quantlib.graphs.tracing import leaf_module
 from quantlib.modules import qops  # noqa: F401 - registers the built-in qops
-from quantlib.modules.qmodule import _QModule
-from quantlib.modules.specs import QuantiserSpec
+from quantlib.modules.qmodule import QModule
+from quantlib.specs import QuantiserSpec
 
 
 @leaf_module
-class QIdentity(_QModule):
+class QIdentity(QModule):
     """Fake-quantises its input; in float mode it is the identity."""
 
     def __init__(self, spec: QuantiserSpec, name: str = "") -> None:
@@ -29,7 +29,7 @@ class QIdentity(_QModule):
 
 
 @leaf_module
-class QReLU(_QModule):
+class QReLU(QModule):
     """ReLU (or ReLU6 with ``ceiling=6``) followed by a quantiser whose clipping bounds start at the observed range."""
 
     def __init__(self, spec: QuantiserSpec, name: str = "", ceiling: float | None = None) -> None:

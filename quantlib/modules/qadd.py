@@ -12,7 +12,7 @@ from torch import nn
 
 from quantlib.graphs.tracing import leaf_module
 from quantlib.modules.qactivations import QIdentity
-from quantlib.modules.specs import QuantiserSpec
+from quantlib.specs import QuantiserSpec
 
 
 @leaf_module

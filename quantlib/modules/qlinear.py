@@ -8,8 +8,8 @@ from torch import nn
 
 from quantlib.graphs.tracing import leaf_module
 from quantlib.modules import qops  # noqa: F401 - registers the built-in qops
-from quantlib.modules.qmodule import _QModule
-from quantlib.modules.specs import QuantiserSpec
+from quantlib.modules.qmodule import QModule
+from quantlib.specs import QuantiserSpec
 
 
 def _check_weight_granularity(spec: QuantiserSpec, name: str) -> None:
@@ -45,11 +45,11 @@ def _output_scale(input_scale: torch.Tensor, weight_scale: torch.Tensor, out_dim
     return input_scale * weight_scale
 
 
-class _QLinearOp(_QModule):
+class _QLinearOp(QModule):
     """What quantised Conv2d and Linear share: weight granularity per tensor or per output channel, and a bias
     that ``quantise_biases`` may put on the accumulator's grid (``bias_scale``; empty: float bias)."""
 
-    RESIZABLE_STATE = (*_QModule.RESIZABLE_STATE, "bias_scale")
+    RESIZABLE_STATE = (*QModule.RESIZABLE_STATE, "bias_scale")
 
     def init_linear_quantiser(self, spec: QuantiserSpec, name: str) -> None:
         """``init_quantiser`` for a linear op's weights, plus an unset ``bias_scale``."""

@@ -1,4 +1,4 @@
-"""``_QModule``: the state and behaviour every quantised module shares.
+"""``QModule``: the state and behaviour every quantised module shares (the public base class of quantised modules).
 
 A quantised module holds a learnable upper clipping bound ``clip_hi`` (one per slice of its granularity) and, when its
 range's offset is learned, a lower one ``clip_lo``; with a fixed offset the lower bound follows from the upper one, so
@@ -19,16 +19,16 @@ import torch
 from torch import nn
 
 from quantlib.errors import CalibrationError
-from quantlib.modules.specs import QuantiserSpec
 from quantlib.observers.tensor_observer import TensorObserver
+from quantlib.specs import QuantiserSpec
 
 logger = logging.getLogger(__name__)
 
-QOp = Callable[["_QModule", torch.Tensor], torch.Tensor]
+QOp = Callable[["QModule", torch.Tensor], torch.Tensor]
 _QOPS: dict[str, QOp] = {}
 
 
-class _QModule(nn.Module):
+class QModule(nn.Module):
     """Mixin base of every quantised module; subclasses call ``init_quantiser`` in their constructor."""
 
     RESIZABLE_STATE: tuple[str, ...] = ("clip_lo", "clip_hi")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from quantlib.errors import CalibrationError
-from quantlib.modules.specs import QHParamsInitStrategy, QRange
 from quantlib.observers.granularity import broadcast_shape
 from quantlib.observers.histogram import RunningHistogram
 from quantlib.observers.mse_clipping import mse_optimal_clip
 from quantlib.observers.running_statistics import RunningStatistics
+from quantlib.specs import QHParamsInitStrategy, QRange
 
 HISTOGRAM_STRATEGIES = ("percentile", "mse")
 

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantlib.errors import CalibrationError
-from quantlib.modules import QConv2d, QIdentity, QLinear, QReLU, QuantiserSpec, _QModule
+from quantlib.modules import QConv2d, QIdentity, QLinear, QModule, QReLU, QuantiserSpec
 
 SIGNED8 = QuantiserSpec.from_spec({"qrange": {"bitwidth": 8, "signed": True}})
 UNSIGNED7_PACT = QuantiserSpec.from_spec({"qrange": {"bitwidth": 7, "signed": False}, "qop": "pact"})
@@ -12,7 +12,7 @@ PER_CHANNEL8 = QuantiserSpec.from_spec({"qrange": {"bitwidth": 8, "signed": True
                                         "granularity": "per-outchannel_weights"})
 
 
-def _calibrated(q: _QModule, *batches: torch.Tensor) -> _QModule:
+def _calibrated(q: QModule, *batches: torch.Tensor) -> QModule:
     q.start_observing()
     for b in batches:
         q(b)
@@ -80,7 +80,7 @@ def test_qlinear_output_scale_per_tensor():
 
 
 def test_new_qop_plugs_in_without_touching_the_base():
-    _QModule.register_qop("half_up", lambda m, x: m.scale * torch.floor(x / m.scale + 0.5))
+    QModule.register_qop("half_up", lambda m, x: m.scale * torch.floor(x / m.scale + 0.5))
     q = _calibrated(QIdentity(QuantiserSpec.from_spec({"qrange": {"bitwidth": 8, "signed": True},
                                                        "qop": "half_up"})), torch.tensor([1.27, -1.28]))
     assert q(torch.tensor([0.015, 0.014])).tolist() == pytest.approx([0.02, 0.01])

@@ -1,6 +1,6 @@
 import pytest
 
-from quantlib.modules.specs import QGranularity, QHParamsInitStrategy, QRange, QuantiserSpec
+from quantlib.specs import QGranularity, QHParamsInitStrategy, QRange, QuantiserSpec
 
 
 @pytest.mark.parametrize("spec, n_levels, offset, step, lo, hi", [

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from quantlib.errors import CalibrationError
-from quantlib.modules.specs import QHParamsInitStrategy, QRange
 from quantlib.observers import RunningHistogram, RunningStatistics, TensorObserver, mse_optimal_clip
+from quantlib.specs import QHParamsInitStrategy, QRange
 
 SIGNED8 = QRange.from_spec({"bitwidth": 8, "signed": True})
 

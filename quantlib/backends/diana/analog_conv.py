@@ -15,7 +15,7 @@ from torch import nn
 from quantlib.graphs.tracing import leaf_module
 from quantlib.modules.qactivations import QIdentity
 from quantlib.modules.qlinear import QConv2d, quantised_bias, with_weights_of
-from quantlib.modules.specs import QuantiserSpec
+from quantlib.specs import QuantiserSpec
 
 ARRAY_ROWS = 1152
 ADC_SPEC = QuantiserSpec.from_spec({"qrange": {"bitwidth": 6, "signed": True}, "qop": "floor", "init": "mse"})

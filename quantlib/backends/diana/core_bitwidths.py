@@ -15,8 +15,8 @@ import torch.fx as fx
 from quantlib.backends.diana.analog_conv import AnalogConv2d
 from quantlib.modules.qactivations import QReLU
 from quantlib.modules.qlinear import QConv2d
-from quantlib.modules.specs import QRange
 from quantlib.scale_ties import source_quantiser
+from quantlib.specs import QRange
 
 RELU_RANGE = QRange.from_spec({"bitwidth": 7, "signed": False})
 

@@ -19,7 +19,7 @@ from quantlib.editors.fake2true.tunnels import TunnelChecker, TunnelInserter, Tu
 from quantlib.errors import UnsupportedOpError
 from quantlib.graphs.tracing import annotate_shapes, has_shapes
 from quantlib.modules.qadd import QHarmonisedAdd
-from quantlib.modules.qmodule import _QModule
+from quantlib.modules.qmodule import QModule
 
 
 def exact_editors(scale_rules: Mapping[type[nn.Module], ModuleRule] = MODULE_RULES,
@@ -55,7 +55,7 @@ def to_exact(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tenso
         annotate_shapes(gm, example_input)
     exact = ComposedEditor(exact_editors() if editors is None else editors).run(gm)
     left = [f"{n.name} ({type(exact.get_submodule(n.target)).__name__})" for n in exact.graph.nodes
-            if n.op == "call_module" and isinstance(exact.get_submodule(n.target), (_QModule, QHarmonisedAdd))]
+            if n.op == "call_module" and isinstance(exact.get_submodule(n.target), (QModule, QHarmonisedAdd))]
     if left:
         raise UnsupportedOpError(f"No editor turned these fake-quantised modules into integer ops: {', '.join(left)}. "
                                  f"A target with modules of its own passes its editors: to_exact(gm, x, "

@@ -18,14 +18,14 @@ from quantlib.modules.add import Add
 from quantlib.modules.concat import Concat
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
-from quantlib.modules.qmodule import _QModule
+from quantlib.modules.qmodule import QModule
 from quantlib.modules.true_quant import Requant
 
 FLOOR_QOPS = ("floor", "pact")
 """Quantisation ops whose forward is DIANA's floor quantiser, which a requantisation reproduces exactly."""
 
 
-def make_requant(quantiser: _QModule, in_scale: torch.Tensor | None) -> Requant:
+def make_requant(quantiser: QModule, in_scale: torch.Tensor | None) -> Requant:
     """The requantisation that reproduces ``quantiser`` on values of scale ``in_scale`` (None: real values)."""
     qrange = quantiser.spec.qrange
     if quantiser.spec.qop not in FLOOR_QOPS or qrange.offset is None or qrange.step != 1:
@@ -41,7 +41,7 @@ def make_requant(quantiser: _QModule, in_scale: torch.Tensor | None) -> Requant:
     return Requant(mul, torch.zeros(()), shift, lo, hi, in_scale, eps_out)
 
 
-def _integer_bounds(quantiser: _QModule, eps_out: torch.Tensor) -> tuple[int, int]:
+def _integer_bounds(quantiser: QModule, eps_out: torch.Tensor) -> tuple[int, int]:
     """The integer clip of the quantiser's output: its range, cut at 0 by a ReLU and at ceiling / eps by a ReLU6."""
     lo, hi = quantiser.spec.qrange.min, quantiser.spec.qrange.max
     if isinstance(quantiser, QReLU):

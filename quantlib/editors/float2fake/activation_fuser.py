@@ -15,10 +15,10 @@ from torch import nn
 from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
-from quantlib.modules.qmodule import _QModule
+from quantlib.modules.qmodule import QModule
 
 
-def _tightness(q: _QModule) -> tuple[bool, int]:
+def _tightness(q: QModule) -> tuple[bool, int]:
     """Larger is tighter: an unsigned range, then fewer levels."""
     qrange = q.spec.qrange
     return (qrange.offset is not None and qrange.offset >= 0, -qrange.n_levels)

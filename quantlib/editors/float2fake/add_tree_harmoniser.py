@@ -9,7 +9,7 @@ from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
 from quantlib.editors.patterns import OpTree, OpTreeFinder
 from quantlib.modules.add import Add
 from quantlib.modules.qadd import QHarmonisedAdd
-from quantlib.modules.specs import QuantiserSpec
+from quantlib.specs import QuantiserSpec
 
 
 def _is_add(node: fx.Node, modules: dict[str, nn.Module]) -> bool:

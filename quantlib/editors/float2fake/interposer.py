@@ -16,7 +16,7 @@ from quantlib.editors.float2fake.grid import grid_source, is_quantiser, needs_re
 from quantlib.graphs.naming import unique_submodule_name
 from quantlib.modules.qactivations import QIdentity
 from quantlib.modules.qlinear import QConv2d, QLinear
-from quantlib.modules.specs import QuantiserSpec
+from quantlib.specs import QuantiserSpec
 
 
 class UnquantisedSourceFinder(Finder):

@@ -11,7 +11,7 @@ from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
 from quantlib.editors.float2fake.module_filter import ModuleFilter
 from quantlib.modules.qactivations import QReLU
 from quantlib.modules.qlinear import QConv2d, QLinear
-from quantlib.modules.specs import QuantiserSpec
+from quantlib.specs import QuantiserSpec
 
 QuantisedFactory = Callable[[nn.Module, QuantiserSpec, str], nn.Module]
 
