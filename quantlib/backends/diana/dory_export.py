@@ -24,11 +24,12 @@ import torch.fx as fx
 from onnx import TensorProto, numpy_helper
 
 from quantlib.backends.diana.analog_conv import ARRAY_ROWS
-from quantlib.backends.diana.hardware_layers import HardwareGraph, HardwareLayer, is_pass_through, requant_mul_add
+from quantlib.backends.diana.hardware_layers import HardwareGraph, HardwareLayer, requant_mul_add
 from quantlib.backends.diana.hardware_rules import pair
 from quantlib.backends.diana.true_analog_conv import ADC_HI, ADC_LO
 from quantlib.editors.fake2true.requantiser import source_requant
 from quantlib.errors import ExportError
+from quantlib.graphs.value_preserving import is_reshape
 from quantlib.modules.true_quant import Requant
 
 OPSET = 10
@@ -110,7 +111,7 @@ def dory_onnx(integer: fx.GraphModule, hw: HardwareGraph, name: str) -> tuple[on
             layer = by_op[node]
             tensors[layer.output], shapes[layer.output] = _emit_layer(b, layer, modules, tensors, shapes)
             outputs[layer.index] = tensors[layer.output]
-        elif is_pass_through(node, modules) and node.args[0] in tensors:
+        elif is_reshape(node, modules) and node.args[0] in tensors:  # DORY's tensors are 4-D
             tensors[node], shapes[node] = tensors[node.args[0]], shapes[node.args[0]]
     last = hw.layers[-1].output
     graph = oh.make_graph(b.nodes, name, [oh.make_tensor_value_info("0", TensorProto.FLOAT, input_shape)],

@@ -17,13 +17,13 @@ from torch import nn
 
 from quantlib.backends.diana.true_analog_conv import TrueAnalogConv2d
 from quantlib.errors import ExportError
+from quantlib.graphs.value_preserving import is_reshape
 from quantlib.modules.add import Add
 from quantlib.modules.true_quant import Requant, ScaleTunnel, TrueAvgPool2d, TrueConv2d, TrueLinear
 
 Kind = Literal["conv", "analog_conv", "linear", "pool", "add", "maxpool"]
 KINDS: dict[type[nn.Module], Kind] = {TrueConv2d: "conv", TrueAnalogConv2d: "analog_conv", TrueLinear: "linear",
                                       TrueAvgPool2d: "pool", Add: "add", nn.MaxPool2d: "maxpool"}
-PASS_THROUGH_METHODS = ("view", "reshape", "flatten")
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,6 @@ def requant_mul_add(op: nn.Module, requant: Requant, channels: int) -> tuple[tor
     return mul.clone(), (add if bias is None else add + bias.detach().double().reshape(-1) * mul).clone()
 
 
-def is_pass_through(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """Flattening, which DORY's 4-D tensors do not need."""
-    return (node.op == "call_module" and isinstance(modules[node.target], nn.Flatten)
-            or node.op == "call_method" and node.target in PASS_THROUGH_METHODS)
-
-
 def hardware_layers(gm: fx.GraphModule) -> HardwareGraph:
     """Split ``gm`` (exact or integer) into hardware layers; ExportError names any node that fits no layer."""
     modules = dict(gm.named_modules())
@@ -97,8 +91,8 @@ def hardware_layers(gm: fx.GraphModule) -> HardwareGraph:
     input_quantiser, layers = None, []
     for node in gm.graph.nodes:
         m = module(node)
-        if node.op in ("placeholder", "output") or isinstance(m, ScaleTunnel) or is_pass_through(node, modules):
-            continue
+        if node.op in ("placeholder", "output") or isinstance(m, ScaleTunnel) or is_reshape(node, modules):
+            continue  # DORY's tensors are 4-D: no reshapes
         if isinstance(m, Requant):
             source = without_tunnels(node.args[0])
             if source.op == "placeholder" and input_quantiser is None:

@@ -26,6 +26,7 @@ from torch import nn
 from quantlib.backends.onnx.writer import save_atomically
 from quantlib.errors import ExportError
 from quantlib.graphs.tracing import annotate_shapes, has_shapes
+from quantlib.graphs.value_preserving import is_reshape
 from quantlib.modules.add import Add
 from quantlib.modules.concat import Concat
 from quantlib.modules.true_quant import Requant, ScaleTunnel, TrueAvgPool2d, TrueConv2d, TrueLinear
@@ -223,14 +224,13 @@ EMITTERS: dict[type[nn.Module], Emitter] = {
 }
 """How each module of a generic integer graph becomes ONNX nodes; a target passes these with its own modules' added
 (``quantlib.targets.Target.emitters``)."""
-RESHAPING_METHODS = ("view", "reshape", "flatten")
 
 
 def _emit(b: OnnxGraphBuilder, node: fx.Node, module: nn.Module | None, inputs: list[str],
           emitters: Mapping[type[nn.Module], Emitter]) -> str:
     """The ONNX nodes computing ``node``; returns the name of its output tensor."""
     emitter = emitters.get(type(module)) if module is not None else None
-    if emitter is None and node.op == "call_method" and node.target in RESHAPING_METHODS:
+    if emitter is None and node.op == "call_method" and is_reshape(node, {}):
         emitter = _reshape
     if emitter is None:
         what = type(module).__name__ if module is not None else f"{node.op} {node.target}"

@@ -14,6 +14,7 @@ from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
 from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import EditorError, UnsupportedOpError
 from quantlib.graphs.naming import unique_submodule_name
+from quantlib.graphs.value_preserving import is_value_preserving
 from quantlib.modules.add import Add
 from quantlib.modules.concat import Concat
 from quantlib.modules.qactivations import QIdentity, QReLU
@@ -112,18 +113,13 @@ class AddSplitter(Rewriter):
         super().__init__(ModuleCallFinder((QHarmonisedAdd,), "add"), AddSplitApplier())
 
 
-INTEGER_PRESERVING_MODULES = (nn.MaxPool2d, nn.Flatten)
-INTEGER_PRESERVING_METHODS = ("view", "reshape", "flatten", "contiguous")
-
-
 def source_requant(node: fx.Node, modules: dict[str, nn.Module]) -> Requant | None:
     """The requantisation whose integers ``node`` carries unchanged (through max pools and reshapes), or None."""
     while True:
         module = modules.get(node.target) if node.op == "call_module" else None
         if isinstance(module, Requant):
             return module
-        if not (isinstance(module, INTEGER_PRESERVING_MODULES)
-                or node.op == "call_method" and node.target in INTEGER_PRESERVING_METHODS):
+        if not is_value_preserving(node, modules):
             return None
         node = node.args[0]
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from quantlib.editors.base import Annotator
 from quantlib.errors import UnsupportedOpError
+from quantlib.graphs.value_preserving import RESHAPE_METHODS
 from quantlib.modules.average_pool import AveragePool2d
 from quantlib.modules.concat import Concat
 from quantlib.modules.qactivations import QIdentity, QReLU
@@ -92,8 +93,8 @@ MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
 modules (Requant, TrueConv2d, ...) state their output scale themselves. A target passes these rules with its own
 modules' added (``quantlib.targets.Target.scale_rules``)."""
 
-METHOD_RULES: dict[str, ModuleRule] = {"view": _flatten, "reshape": _flatten, "flatten": _flatten,
-                                       "contiguous": _same_as_input}
+METHOD_RULES: dict[str, ModuleRule] = {method: _flatten for method in RESHAPE_METHODS}
+"""Reshaping methods keep their input's scale, if it is one per tensor."""
 
 
 def normalise_scale(scale: torch.Tensor) -> torch.Tensor:

@@ -19,15 +19,13 @@ from quantlib.editors.base import Editor
 from quantlib.editors.fake2true.requant_parameters import is_power_of_two
 from quantlib.errors import EditorError
 from quantlib.graphs.naming import unique_submodule_name
+from quantlib.graphs.value_preserving import SELECTION_MODULES, is_reshape
 from quantlib.modules.add import Add
 from quantlib.modules.concat import Concat
 from quantlib.modules.true_quant import ScaleTunnel, TrueAvgPool2d, TrueQuantModule
 
-SCALE_COMMUTING_MODULES = (nn.MaxPool2d, TrueAvgPool2d, nn.ReLU)
+SCALE_COMMUTING_MODULES = (*SELECTION_MODULES, TrueAvgPool2d, nn.ReLU)
 """Ops f with f(a * x) = a * f(x) for a positive per-channel or per-tensor factor a."""
-RESHAPING_MODULES = (nn.Flatten,)
-RESHAPING_METHODS = ("view", "reshape", "flatten", "contiguous")
-"""Ops that commute with a per-tensor factor only (they move channels around)."""
 
 
 def _tunnel_of(gm: fx.GraphModule, node: fx.Node) -> ScaleTunnel | None:
@@ -134,8 +132,7 @@ class TunnelSimplifier(Editor):
         commutes = (isinstance(m, SCALE_COMMUTING_MODULES) and len(inputs) == 1
                     or isinstance(m, Add) and equal
                     or isinstance(m, Concat) and equal and per_tensor
-                    or per_tensor and (isinstance(m, RESHAPING_MODULES)
-                                       or node.op == "call_method" and node.target in RESHAPING_METHODS))
+                    or per_tensor and is_reshape(node, {node.target: m}))  # reshapes move channels around
         if not commutes:
             return False
         for a in inputs:

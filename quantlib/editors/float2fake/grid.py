@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.fx as fx
 from torch import nn
 
+from quantlib.graphs.value_preserving import is_value_preserving
 from quantlib.modules.average_pool import AveragePool2d
 from quantlib.modules.concat import Concat
 from quantlib.modules.qactivations import QIdentity, QReLU
@@ -14,15 +15,15 @@ from quantlib.modules.qlinear import QConv2d, QLinear
 QUANTISER_TYPES = (QIdentity, QReLU, QHarmonisedAdd)
 """Modules whose output is fake-quantised."""
 
-GRID_PRESERVING_MODULES = (nn.MaxPool2d, nn.MaxPool1d, nn.Flatten, AveragePool2d, Concat)
-"""Modules whose output lies on the grid of their (first) input: an average pool floors its mean on that grid, a
-concatenation's inputs are tied to one scale (``harmonise_scales``)."""
+GRID_KEEPING_MODULES = (AveragePool2d, Concat)
+"""Besides the value-preserving ops (quantlib.graphs.value_preserving), modules whose output lies on the grid of their
+(first) input: an average pool floors its mean on that grid, a concatenation's inputs are tied to one scale
+(``harmonise_scales``)."""
 LAYER_CONTINUING_MODULES = (nn.BatchNorm2d,)
 """Modules that may read a linear op's accumulator directly: they are part of its layer (a BatchNorm kept unfolded is
 applied to the accumulator before the requantisation), and their output is off-grid like the accumulator."""
 GRID_LEAVING_MODULES = (QConv2d, QLinear, *LAYER_CONTINUING_MODULES)
 """Ops whose outputs lie between the grid points of their inputs: accumulators."""
-GRID_PRESERVING_METHODS = ("view", "reshape", "flatten", "contiguous")
 
 
 def is_quantiser(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -44,8 +45,8 @@ def needs_requantisation(node: fx.Node, modules: dict[str, nn.Module], outputs: 
 
 def grid_source(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:
     """The node whose values ``node`` carries unchanged up to selection and reshaping (itself if it changes them)."""
-    while (node.op == "call_module" and isinstance(modules[node.target], GRID_PRESERVING_MODULES)
-           or node.op == "call_method" and node.target in GRID_PRESERVING_METHODS):
+    while (is_value_preserving(node, modules)
+           or node.op == "call_module" and isinstance(modules[node.target], GRID_KEEPING_MODULES)):
         node = node.args[0]
     return node
 
