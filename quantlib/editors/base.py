@@ -48,12 +48,21 @@ class Editor(ABC):
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
         """Edit ``gm`` in place (or build a new one) and return the result; called by ``run``."""
 
+    modified: bool | None = None
+    """Set by ``edit`` when the editor knows whether it changed the graph (a Rewriter does: it applied points);
+    otherwise ``run`` compares the generated code's inputs before and after."""
+
     def run(self, gm: fx.GraphModule) -> fx.GraphModule:
-        """Check the precondition, edit ``gm`` in place, recompile (when the code changed), check the postcondition."""
+        """Check the precondition, edit ``gm`` in place, recompile (when the graph changed), check the postcondition."""
         self.requires(gm)
-        before = _code_key(gm)
+        self.modified = None
+        before = None if isinstance(self, Rewriter) else _code_key(gm)
         out = self.edit(gm)
-        if out is not gm or not _same(before, _code_key(out)):
+        if self.modified is not None:
+            changed = self.modified
+        else:
+            changed = before is None or out is not gm or not _same(before, _code_key(out))
+        if changed or out is not gm:
             out.graph.lint()
             out.recompile()
         self.ensures(out)
@@ -131,7 +140,9 @@ class Rewriter(Editor):
         check_no_overlap(points)
         for point in points:
             self.applier.apply(gm, point)
-        gm.delete_all_unused_submodules()
+        if points:
+            gm.delete_all_unused_submodules()
+        self.modified = bool(points)
         return gm
 
 
@@ -142,8 +153,16 @@ class ComposedEditor(Editor):
         self.editors = list(editors)
 
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
-        for editor in self.editors:
-            gm = editor.run(gm)
+        """Run each editor in turn; a failure is annotated with the editor that failed and those that ran before."""
+        for i, editor in enumerate(self.editors):
+            try:
+                gm = editor.run(gm)
+            except Exception as exc:
+                ran = ", ".join(map(repr, self.editors[:i])) or "none"
+                exc.add_note(f"in {type(self).__name__}: {editor!r} failed (editor {i + 1} of {len(self.editors)}); "
+                             f"ran before it: {ran}")
+                raise
+        self.modified = False  # every editor recompiled what it changed
         return gm
 
     def __repr__(self) -> str:

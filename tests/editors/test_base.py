@@ -134,3 +134,23 @@ def test_retracer_flattens_nested_graph_modules():
     assert [n.op for n in flat.graph.nodes].count("call_module") == 4
     x = torch.randn(2, 4)
     assert torch.equal(flat(x), outer(x))
+
+
+def test_a_failing_pipeline_names_the_editor_that_failed_and_those_before_it():
+    class Fails(Editor):
+        def edit(self, gm):
+            raise EditorError("no good")
+
+    gm = _mlp()
+    with pytest.raises(EditorError, match="^no good") as error:
+        ComposedEditor([Rewriter(ReLUFinder(), EraseReLU()), Retracer(), Fails()])(gm)
+    assert error.value.__notes__ == ["in ComposedEditor: Fails failed (editor 3 of 3); ran before it: Rewriter, "
+                                     "Retracer"]
+
+
+def test_a_rewriter_says_whether_it_changed_the_graph():
+    rewriter = Rewriter(ReLUFinder(), EraseReLU())
+    gm = rewriter.run(_mlp())
+    assert rewriter.modified is True and "relu" not in gm.code
+    rewriter.run(gm)
+    assert rewriter.modified is False
