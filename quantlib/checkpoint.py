@@ -34,7 +34,7 @@ class Checkpoint:
     arch: str                                  # "package.module:factory"
     arch_kwargs: dict[str, Any]
     input_shape: list[int]                     # one input, batch excluded
-    stage: str                                 # "float" or a DianaModule stage ("calibrated", "pow2", ...)
+    stage: str                                 # "float", or the label of a staged module's stage
     state_dict: dict[str, Any]
     data: str | None = None                    # the data spec it was trained on ("digits", "cifar10:PATH")
     history: dict[str, float] = field(default_factory=dict)  # accuracy per stage so far

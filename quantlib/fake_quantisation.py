@@ -73,5 +73,5 @@ def quantize(model: nn.Module,
     """
     gm = canonicalise(model, example_input)
     raise_refusals(GENERIC.target, preflight(gm, GENERIC))
-    return ComposedEditor(float_to_fake_editors(QuantisationSpec.from_spec(spec)))(gm)
+    return ComposedEditor(float_to_fake_editors(QuantisationSpec.from_spec(spec))).run(gm)  # canonicalise's copy
 

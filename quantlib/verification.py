@@ -116,8 +116,9 @@ def compare_exact_and_integer(exact: fx.GraphModule, integer: fx.GraphModule, x:
 
 
 class FakeEqualsExact(Editor):
-    """A check as a pipeline step: on ``inputs`` (eval mode, so no analog noise) the fake-quantised graph equals its
-    exact twin ``exact(gm)`` element for element at every layer; QuantlibError names the layers that differ."""
+    """A check as a pipeline step: on ``inputs`` (eval mode, so no training-time noise) the fake-quantised graph
+    equals its exact twin ``exact(gm)`` element for element at every layer; QuantlibError names the layers that
+    differ."""
 
     def __init__(self, inputs: torch.Tensor, exact: Callable[[fx.GraphModule], fx.GraphModule]) -> None:
         self.inputs, self.exact = inputs, exact

@@ -24,7 +24,8 @@ def golden_text(layer: str, values: torch.Tensor) -> str:
     if not torch.equal(values, values.round()):
         raise ExportError(f"Golden values of '{layer}' are not integers; write the integer model's activations.")
     hwc = values.permute(1, 2, 0).reshape(-1).long().tolist()
-    return f"# {layer} (shape {list(values.shape)}),\n" + "".join(map("{},\n".format, hwc))
+    body = ",\n".join(map(str, hwc)) + ",\n" if hwc else ""
+    return f"# {layer} (shape {list(values.shape)}),\n" + body
 
 
 def dory_config(onnx_file: str, input_bits: int, input_signed: bool, input_scale: float) -> dict:

@@ -59,7 +59,7 @@ def canonicalise(model: nn.Module,
     ``tensor_meta``.
     """
     gm = trace(model, example_input, leaf_modules=leaf_modules, concrete_args=concrete_args)
-    gm = ComposedEditor(canonicalisation_editors(fold_batchnorm))(gm)
+    gm = ComposedEditor(canonicalisation_editors(fold_batchnorm))(gm)  # a copy: the trace shares the model's modules
     if example_input is not None:
         annotate_shapes(gm, example_input)
     return gm
