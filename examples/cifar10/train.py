@@ -3,13 +3,16 @@
     python examples/cifar10/train.py --model resnet20 --data-path data/cifar-10-batches-py \
         --config examples/cifar10/configs/resnet20.yaml
     python examples/cifar10/train.py --model resnet8 --dataset digits --epochs 10
+    torchrun --nproc_per_node 2 examples/cifar10/train.py --model digits_cnn --dataset digits --epochs 2
 
-Writes ``<out>/<model>_float.pt``, a checkpoint that quantize_ptq.py, quantize_qat.py and quantlib-export read.
+Writes ``<out>/<model>_float.pt``, a checkpoint that quantize_ptq.py, quantize_qat.py and quantlib-export read (rank 0
+only under torchrun, where every process takes batch_size samples a step: the global batch is nproc x batch_size).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import torch
@@ -17,7 +20,8 @@ from common import MODELS, add_data_arguments, data_spec, load_data, save_stage
 
 from quantlib.backends.diana.recipe import RecipeConfig
 from quantlib.checkpoint import Checkpoint, build_architecture
-from quantlib.training import accuracy, train_epochs
+from quantlib.distributed import is_main_process
+from quantlib.training import DEVICES, TrainConfig, accuracy, fit
 
 
 def main() -> None:
@@ -28,10 +32,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="overrides the config")
     parser.add_argument("--lr", type=float, help="overrides the config")
     parser.add_argument("--out", type=Path, default=Path("checkpoints"))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when available")
+    parser.add_argument("--checkpoint-dir", type=Path, help="write a training checkpoint (last.pt) there every epoch")
+    parser.add_argument("--resume", action="store_true", help="continue from the last.pt in --checkpoint-dir")
+    parser.add_argument("--threads", type=int, help="torch threads per process (default: torch's; torchrun sets "
+                                                    "OMP_NUM_THREADS=1 per process)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.resume and args.checkpoint_dir is None:
+        parser.error("--resume needs --checkpoint-dir, the folder holding last.pt")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config = RecipeConfig.from_yaml(args.config) if args.config else RecipeConfig()
     spec = data_spec(args)
@@ -42,12 +54,16 @@ def main() -> None:
     model = build_architecture(MODELS[args.model], kwargs)
     epochs = args.epochs if args.epochs is not None else config.float_training.epochs
     lr = args.lr if args.lr is not None else config.float_training.lr
-    print(f"training {args.model} on {spec} for {epochs} epochs (lr {lr})")
-    train_epochs(model, data.train, epochs, lr, progress=True)
+    main_process = is_main_process()
+    if main_process:
+        print(f"training {args.model} on {spec} for {epochs} epochs (lr {lr})")
+    fit(model, data.train, TrainConfig(epochs=epochs, lr=lr, device=args.device, checkpoint_dir=args.checkpoint_dir,
+                                       resume=args.resume, seed=args.seed))
     top1 = accuracy(model, data.test)
-    print(f"float accuracy: {top1:.2f} %")
-    save_stage(args.out, args.model, Checkpoint(MODELS[args.model], kwargs, list(data.input_shape), "float",
-                                                model.state_dict(), spec, {"float": top1}))
+    if main_process:
+        print(f"float accuracy: {top1:.2f} %")
+        save_stage(args.out, args.model, Checkpoint(MODELS[args.model], kwargs, list(data.input_shape), "float",
+                                                    model.cpu().state_dict(), spec, {"float": top1}))
 
 
 if __name__ == "__main__":

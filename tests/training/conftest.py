@@ -1,0 +1,12 @@
+"""The training tests' models are tiny: one thread is faster for them than two, and unaffected by a busy machine."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

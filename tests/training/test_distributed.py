@@ -1,0 +1,130 @@
+"""Data parallelism the way users run it, through torchrun with two CPU processes (gloo): both ranks end with the
+same weights (BatchNorm statistics included), equal to one process trained with the global batch, and the checkpoint
+resumes in one process with a warning; examples/cifar10/train.py runs under torchrun, printing and writing on rank 0
+only."""
+
+import logging
+import os
+import re
+import runpy
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from quantlib.checkpoint import load_checkpoint
+from quantlib.training import fit
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "cifar10"
+TOLERANCE = 1e-6  # absolute, per weight: the ranks average their gradients, one process averages the global batch
+
+SCRIPT = '''
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from quantlib.training import TrainConfig, fit
+
+
+def build():
+    """96 points of 4 classes and a small MLP without batch statistics (no BatchNorm, no dropout)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(96, 8, generator=g)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4)), TensorDataset(x, y)
+
+
+def config(out):
+    return TrainConfig(epochs=3, lr=0.2, optimiser="sgd", scheduler="none", device="cpu", progress=False, seed=0,
+                       checkpoint_dir=Path(out) / "checkpoints")
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    dist.init_process_group("gloo")  # fit uses a group that exists as it is (in train.py's run fit makes its own)
+    model, data = build()
+    result = fit(model, DataLoader(data, batch_size=8, shuffle=True), config(out),
+                 eval_loader=DataLoader(data, batch_size=10))
+    with_bn = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+    fit(with_bn, DataLoader(data, batch_size=8, shuffle=True), TrainConfig(epochs=1, device="cpu", progress=False))
+    torch.save({"model": model.state_dict(), "train_loss": result.train_loss, "eval_accuracy": result.eval_accuracy,
+                "with_bn": with_bn.state_dict(), "group_kept": dist.is_initialized()},
+               out / f"rank{os.environ['RANK']}.pt")
+    dist.destroy_process_group()
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args: object, cwd: Path) -> str:
+    """``python -m torch.distributed.run --nproc_per_node 2 ...`` on a free port, one thread per process; stdout."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=180,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_two_processes_agree_with_each_other_and_with_one_process_of_the_global_batch(tmp_path, caplog):
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(SCRIPT)
+    torchrun(script, tmp_path, cwd=tmp_path)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(rank0["model"][k], rank1["model"][k]) for k in rank0["model"])
+    assert rank0["train_loss"] == rank1["train_loss"] and rank0["eval_accuracy"] == rank1["eval_accuracy"]
+    assert all(torch.equal(rank0["with_bn"][k], rank1["with_bn"][k]) for k in rank0["with_bn"])  # BN statistics too
+    assert rank0["group_kept"] and rank1["group_kept"]
+
+    # One process, batches of 2 x 8 in the order the two ranks' DistributedSamplers shared out.
+    definitions = runpy.run_path(str(script))
+    model, data = definitions["build"]()
+    config = definitions["config"](tmp_path)
+    sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=config.seed)
+    single = fit(model, DataLoader(data, batch_size=16, sampler=sampler), replace(config, checkpoint_dir=None),
+                 eval_loader=DataLoader(data, batch_size=10))
+    difference = max((model.state_dict()[k] - v).abs().max().item() for k, v in rank0["model"].items())
+    assert difference <= TOLERANCE
+    assert max(abs(a - b) for a, b in zip(single.train_loss, rank0["train_loss"], strict=True)) <= TOLERANCE
+    assert single.eval_accuracy == rank0["eval_accuracy"]  # the ranks' counts summed: the whole set's accuracy
+    assert single.train_loss[-1] < single.train_loss[0] and single.eval_accuracy[-1] > 50.0
+
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    assert [p.name for p in checkpoint.parent.iterdir()] == ["last.pt"]
+    saved = torch.load(checkpoint, weights_only=True)
+    assert (saved["world_size"], saved["backend"], saved["epoch"]) == (2, "gloo", 3)
+    assert all(torch.equal(saved["model"][k], v) for k, v in rank0["model"].items())
+
+    caplog.set_level(logging.WARNING, logger="quantlib.training")
+    resumed = fit(definitions["build"]()[0], DataLoader(data, batch_size=16), replace(config, epochs=4, resume=True))
+    assert any("written by 2 process(es), with 1" in r.getMessage() for r in caplog.records)
+    assert resumed.epoch == 4 and resumed.train_loss[:3] == rank0["train_loss"]
+
+
+@pytest.mark.slow  # 15-16 s on two idle cores, 20 s on busy ones: torchrun's start and the imports of two workers
+def test_train_py_under_torchrun_prints_and_writes_on_rank_0_only(tmp_path):
+    stdout = torchrun(EXAMPLES / "train.py", "--model", "digits_cnn", "--dataset", "digits", "--epochs", "2",
+                      "--out", tmp_path / "out", "--checkpoint-dir", tmp_path / "checkpoints", cwd=tmp_path)
+    printed = re.findall(r"float accuracy: ([0-9.]+) %", stdout)
+    assert len(printed) == 1 and stdout.count("training digits_cnn on digits for 2 epochs") == 1
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["digits_cnn_float.pt"]
+    written = load_checkpoint(tmp_path / "out" / "digits_cnn_float.pt")
+    assert written.stage == "float" and f"{written.history['float']:.2f}" == printed[0]
+    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert (saved["world_size"], saved["backend"], saved["epoch"]) == (2, "gloo", 2)
+    assert all(torch.equal(saved["model"][k], v) for k, v in written.state_dict.items())
