@@ -28,8 +28,9 @@ DIALECTS = ("dory", "htvm")
 
 
 def twin_graph(integer: fx.GraphModule, hw: HardwareGraph, dialect: Dialect) -> fx.GraphModule:
-    """A copy of ``integer`` without its output scales and, for ``dory``, without its input quantiser."""
-    twin = copy.deepcopy(integer)
+    """``integer``'s graph without its output scales and, for ``dory``, without its input quantiser (a new graph over
+    the same, unchanged modules)."""
+    twin = fx.GraphModule(integer, copy.deepcopy(integer.graph))
     nodes = {n.name: n for n in twin.graph.nodes}
     modules = dict(twin.named_modules())
     for node in reversed(list(twin.graph.nodes)):
