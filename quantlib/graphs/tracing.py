@@ -7,8 +7,9 @@ When tracing fails, the error names the module being traced and the user's sourc
 
 from __future__ import annotations
 
+import linecache
 import os
-import re
+import sys
 import traceback
 from collections.abc import Iterable
 from typing import Any
@@ -34,7 +35,6 @@ class QuantlibTracer(fx.Tracer):
 
     def __init__(self, leaf_types: Iterable[type[nn.Module]] = (), leaf_names: Iterable[str] = ()) -> None:
         super().__init__()
-        self.record_stack_traces = True  # node.stack_trace: the user's source line of every node
         self.extra_leaf_types = tuple(leaf_types)
         self.leaf_names = set(leaf_names)
         self.module_path: list[str] = []
@@ -46,6 +46,12 @@ class QuantlibTracer(fx.Tracer):
         if module_qualified_name in self.leaf_names:
             return True
         return super().is_leaf_module(m, module_qualified_name)
+
+    def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
+        """Every node also records the user's source line that made it (``source_line``)."""
+        node = super().create_node(*args, **kwargs)
+        node.meta["source_line"] = _calling_user_line()
+        return node
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
         self.module_path.append(self.path_of_module(m))
@@ -76,17 +82,27 @@ def _user_source_line(exc: BaseException) -> str:
     return f"{f.filename}:{f.lineno}: {(f.line or '').strip()}"
 
 
-_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in [^\n]*\n(?P<code>[^\n]*)')
+_TRACE_CODE = fx.Tracer.trace.__code__
+
+
+def _calling_user_line() -> str | None:
+    """'file:line: code' of the innermost frame of the model's code being traced that is neither torch's nor this
+    package's (None when there is none between here and ``Tracer.trace``)."""
+    frame = sys._getframe(1)
+    while frame is not None and not _is_user_frame(frame.f_code.co_filename):
+        if frame.f_code is _TRACE_CODE:
+            return None
+        frame = frame.f_back
+    if frame is None:
+        return None
+    code = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}: {code}"
 
 
 def source_line(node: fx.Node) -> str | None:
-    """'file:line: code' of the user's statement that made ``node`` when it was traced (None for nodes editors
+    """'file:line: code' of the user's statement that made ``node`` when quantlib traced it (None for nodes editors
     added, or graphs traced elsewhere)."""
-    frames = [m for m in _FRAME.finditer(node.stack_trace or "") if _is_user_frame(m["file"])]
-    if not frames:
-        return None
-    f = frames[-1]
-    return f"{f['file']}:{f['line']}: {f['code'].strip()}"
+    return node.meta.get("source_line")
 
 
 def _advice(exc: BaseException, path: str) -> str:
