@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,9 +84,9 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
     twin = twin_onnx(integer, hw, dialect, sample, f"{name}_twin")
     goldens = record(integer, sample, [hw.input_quantiser.name, *(layer.output.name for layer in hw.layers)])
     checked = sample if verify_on is None else verify_on
-    comparisons = compare_with_twin(integer, hw, twin, dialect, checked)
     rq = integer.get_submodule(hw.input_quantiser.target)
-    dory_comparisons = compare_with_dory_file(integer, hw, dory, dory_tensors, rq.lo < 0, checked)
+    comparisons, dory_comparisons = compare_with_integer(
+        integer, hw, checked, [twin_check(hw, twin, dialect), dory_file_check(hw, dory, dory_tensors, rq.lo < 0)])
     files = {
         f"{name}_QL_DORY.onnx": dory.SerializeToString(deterministic=True),
         f"{name}_QL_NOANNOTATION.onnx": twin.model.SerializeToString(deterministic=True),
@@ -125,40 +125,53 @@ def _chw(values: torch.Tensor) -> torch.Tensor:
     return _nchw(values)[0]
 
 
-def compare_with_twin(integer: fx.GraphModule, hw: HardwareGraph, twin: IntegerOnnx, dialect: str,
-                      x: torch.Tensor) -> list[LayerComparison]:
-    """Per hardware layer, the integer model's values on the real inputs ``x`` against onnxruntime's on the twin
-    (fed the integer inputs for ``dory``, ``x`` itself for ``htvm``), in chunks of inputs."""
+LayerCheck = Callable[[torch.Tensor, dict[str, torch.Tensor]], list[LayerComparison]]
+"""(real inputs, the integer model's values on them by node name) -> one comparison per hardware layer."""
+
+
+def twin_check(hw: HardwareGraph, twin: IntegerOnnx, dialect: str) -> LayerCheck:
+    """The integer model's values against onnxruntime's on the twin (fed the integer inputs for ``dory``, the real
+    ones for ``htvm``)."""
     types = infer_types(twin.model)
     tensors = {layer.output.name: twin.node_tensors[layer.output.name] for layer in hw.layers}
-    names = [hw.input_quantiser.name, *tensors]
 
-    def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
-        expected = record(integer, part, names)
+    def check(part: torch.Tensor, expected: dict[str, torch.Tensor]) -> list[LayerComparison]:
         fed = part if dialect == "htvm" else expected[hw.input_quantiser.name]
         got = run_onnxruntime(twin.model, fed.numpy().astype(np.float32), {t: types[t] for t in tensors.values()})
         return [compare(layer.name, expected[layer.output.name], torch.from_numpy(got[tensors[layer.output.name]]))
                 for layer in hw.layers]
 
-    return compare_in_chunks(compare_batch, x)
+    return check
 
 
-def compare_with_dory_file(integer: fx.GraphModule, hw: HardwareGraph, dory: onnx.ModelProto,
-                           dory_tensors: dict[int, str], input_signed: bool, x: torch.Tensor) -> list[LayerComparison]:
-    """Per hardware layer, the integer model's values on the real inputs ``x`` against what the DORY file computes
-    (read by ``dory_interpreter``) on their integers, in chunks of inputs."""
-    names = [hw.input_quantiser.name, *(layer.output.name for layer in hw.layers)]
-    tensors = [dory_tensors[layer.index] for layer in hw.layers]
-    session = onnx_session(interpret_dory(dory, input_signed, tensors))
+def dory_file_check(hw: HardwareGraph, dory: onnx.ModelProto, dory_tensors: dict[int, str],
+                    input_signed: bool) -> LayerCheck:
+    """The integer model's values against what the DORY file computes (read by ``dory_interpreter``) on their
+    integers."""
+    session = onnx_session(interpret_dory(dory, input_signed, [dory_tensors[layer.index] for layer in hw.layers]))
 
-    def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
-        expected = record(integer, part, names)
+    def check(part: torch.Tensor, expected: dict[str, torch.Tensor]) -> list[LayerComparison]:
         fed = _nchw(expected[hw.input_quantiser.name]).numpy().astype(np.float32)
         got = session.run(None, {dory.graph.input[0].name: fed})
         return [compare(layer.name, expected[layer.output.name], torch.from_numpy(value).reshape(
             expected[layer.output.name].shape)) for layer, value in zip(hw.layers, got, strict=True)]
 
-    return compare_in_chunks(compare_batch, x)
+    return check
+
+
+def compare_with_integer(integer: fx.GraphModule, hw: HardwareGraph, x: torch.Tensor,
+                         checks: list[LayerCheck]) -> list[list[LayerComparison]]:
+    """Per check, per hardware layer, on the real inputs ``x`` in chunks: the integer model is run once per chunk
+    and every check compares against those values."""
+    names = [hw.input_quantiser.name, *(layer.output.name for layer in hw.layers)]
+    n = len(hw.layers)
+
+    def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
+        expected = record(integer, part, names)
+        return [c for check in checks for c in check(part, expected)]
+
+    merged = compare_in_chunks(compare_batch, x)
+    return [merged[i * n:(i + 1) * n] for i in range(len(checks))]
 
 
 def _report_json(report: list[LayerReport], hw: HardwareGraph, twin: IntegerOnnx, dory_tensors: dict[int, str],
