@@ -224,3 +224,19 @@ def test_the_report_prints_as_its_table():
     assert "features.0" in table and "LayerReport(" not in table
     assert repr(dm).splitlines()[0] == "DianaModule(stage='quantised', 4 digital and 0 analog layers)"
     assert repr(dm).splitlines()[1:] == table.splitlines()
+
+
+def test_a_folder_marked_by_an_older_quantlib_is_refused_with_what_to_do(tmp_path):
+    from quantlib.backends.diana.export import check_output_folder
+    from quantlib.errors import ExportError
+
+    old = tmp_path / "old_export"
+    old.mkdir()
+    (old / ".quantlib-export").write_text("written by quantlib; a new export may replace this folder\n")
+    for name in ("config.json", "input.txt", "net_QL_DORY.onnx", "out_layer0.txt", "out_layer1.txt", "x.onnx"):
+        (old / name).write_text("")
+    with pytest.raises(ExportError, match=r"holds the marker of an export by an earlier quantlib version, which lists "
+                       r"no files, so quantlib cannot tell which of its 7 entries \(\.quantlib-export, config\.json, "
+                       r"input\.txt, net_QL_DORY\.onnx, out_layer0\.txt, \.\.\.\) it wrote; empty the folder yourself"):
+        check_output_folder(old)
+    assert len(list(old.iterdir())) == 7

@@ -202,9 +202,14 @@ def check_output_folder(out_dir: str | os.PathLike) -> Path:
     if not present:
         return out
     written = _manifest(out / MANIFEST)
+    shown = ", ".join(sorted(present)[:5]) + (", ..." if len(present) > 5 else "")
+    if written is None and MANIFEST in present:
+        raise ExportError(f"Output folder '{out}' holds the marker of an export by an earlier quantlib version, which "
+                          f"lists no files, so quantlib cannot tell which of its {len(present)} entries ({shown}) it "
+                          f"wrote; empty the folder yourself or choose another.")
     if written is None:
         raise ExportError(f"Output folder '{out}' exists and is not an earlier quantlib export (it holds "
-                          f"{sorted(present)[:5]}); choose another folder or empty it.")
+                          f"{len(present)} entries: {shown}); choose another folder or empty it.")
     extra = sorted(present - written - {MANIFEST})
     if extra:
         raise ExportError(f"Output folder '{out}' holds files that no export wrote: {extra}; an export replaces the "
