@@ -78,10 +78,12 @@ def process_group(device_type: str) -> Iterator[ProcessGroup]:
 
 def wrap(model: nn.Module, group: ProcessGroup, device: torch.device) -> nn.Module:
     """``model`` in DistributedDataParallel (rank 0's weights broadcast, gradients averaged over the ranks); in a
-    single process ``model`` itself."""
+    single process ``model`` itself. Parameters that get no gradient are allowed (``find_unused_parameters``): a
+    quantised model's clips under a floor qop are fixed by calibration, yet Parameters."""
     if group.world_size == 1:
         return model
-    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

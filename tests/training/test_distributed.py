@@ -1,5 +1,6 @@
 """Data parallelism the way users run it, through torchrun with two CPU processes (gloo): both ranks end with the
-same weights (BatchNorm statistics included), equal to one process trained with the global batch, and the checkpoint
+same weights (BatchNorm statistics included; a DianaModule's QAT too), equal to one process trained with the global
+batch, and the checkpoint
 resumes in one process with a warning; examples/cifar10/train.py runs under torchrun, printing and writing on rank 0
 only."""
 
@@ -33,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from quantlib.backends.diana import DianaModule
 from quantlib.training import TrainConfig, fit
 
 
@@ -58,8 +60,14 @@ if __name__ == "__main__":
                  eval_loader=DataLoader(data, batch_size=10))
     with_bn = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
     fit(with_bn, DataLoader(data, batch_size=8, shuffle=True), TrainConfig(epochs=1, device="cpu", progress=False))
+    images = TensorDataset(data.tensors[0].reshape(96, 2, 2, 2), data.tensors[1])
+    torch.manual_seed(0)
+    dm = DianaModule.from_fp_model(nn.Sequential(nn.Conv2d(2, 4, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16, 4)),
+                                   images.tensors[0][:1]).calibrate([images.tensors[0]])
+    fit(dm, DataLoader(images, batch_size=8, shuffle=True), TrainConfig(epochs=1, device="cpu", progress=False),
+        param_groups=dm.param_groups())  # a QAT stage: quantisers whose clips get no gradient (floor qops)
     torch.save({"model": model.state_dict(), "train_loss": result.train_loss, "eval_accuracy": result.eval_accuracy,
-                "with_bn": with_bn.state_dict(), "group_kept": dist.is_initialized()},
+                "with_bn": with_bn.state_dict(), "diana": dm.state_dict(), "group_kept": dist.is_initialized()},
                out / f"rank{os.environ['RANK']}.pt")
     dist.destroy_process_group()
 '''
@@ -89,6 +97,8 @@ def test_two_processes_agree_with_each_other_and_with_one_process_of_the_global_
     assert all(torch.equal(rank0["model"][k], rank1["model"][k]) for k in rank0["model"])
     assert rank0["train_loss"] == rank1["train_loss"] and rank0["eval_accuracy"] == rank1["eval_accuracy"]
     assert all(torch.equal(rank0["with_bn"][k], rank1["with_bn"][k]) for k in rank0["with_bn"])  # BN statistics too
+    tensors = [k for k, v in rank0["diana"].items() if isinstance(v, torch.Tensor)]
+    assert len(tensors) > 6 and all(torch.equal(rank0["diana"][k], rank1["diana"][k]) for k in tensors)
     assert rank0["group_kept"] and rank1["group_kept"]
 
     # One process, batches of 2 x 8 in the order the two ranks' DistributedSamplers shared out.
