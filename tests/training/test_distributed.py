@@ -1,8 +1,7 @@
 """Data parallelism the way users run it, through torchrun with two CPU processes (gloo): both ranks end with the
 same weights (BatchNorm statistics included; a DianaModule's QAT too), equal to one process trained with the global
-batch, and the checkpoint
-resumes in one process with a warning; examples/cifar10/train.py runs under torchrun, printing and writing on rank 0
-only."""
+batch, and the checkpoint resumes in one process with a warning; examples/cifar10/train.py runs under torchrun,
+printing and writing on rank 0 only."""
 
 import logging
 import os
