@@ -1,5 +1,5 @@
 """The constructs users write, each as a small model, and the table of what each target takes: made by running the
-pre-flight check on every example (``python -m quantlib.supported_constructs`` prints it; the README holds it, and a
+pre-flight check on every example (``python -m quantlib.cli.constructs`` prints it; the README holds it, and a
 test checks that they agree).
 """
 
@@ -84,12 +84,6 @@ def _net(op: Op, pool: bool = True) -> Callable[[], nn.Module]:
     return lambda: ConstructNet(op, pool)
 
 
-def _hardtanh_net() -> nn.Module:
-    net = ConstructNet(lambda n, x: n.act(x))
-    net.act = nn.Hardtanh(0.0, 6.0)
-    return net
-
-
 def _module_net(module: nn.Module) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         net = ConstructNet(lambda n, x: n.act(x))
@@ -101,7 +95,7 @@ def _module_net(module: nn.Module) -> Callable[[], nn.Module]:
 EXAMPLES: tuple[Example, ...] = (
     Example("F.relu(x), x.relu(), torch.relu(x), nn.ReLU", _net(lambda n, x: torch.relu(x.relu()))),
     Example("torch.clamp(x, 0, 6), F.relu6, nn.ReLU6", _net(lambda n, x: torch.clamp(x, 0, 6))),
-    Example("nn.Hardtanh(0, 6)", _hardtanh_net),
+    Example("nn.Hardtanh(0, 6)", _module_net(nn.Hardtanh(0.0, 6.0))),
     Example("x + y, torch.add(x, y), out += y, nested adds", _net(lambda n, x: x + n.conv2(x) + x)),
     Example("F.max_pool2d, nn.MaxPool2d", _net(lambda n, x: F.max_pool2d(x, 2))),
     Example("F.avg_pool2d(x, 2), nn.AvgPool2d(2)", _net(lambda n, x: F.avg_pool2d(x, 2))),
@@ -158,7 +152,3 @@ def construct_table() -> str:
         lines.append(f"| `{example.spelling}` | {'no' if diana else 'yes'} | {'no' if generic else 'yes'} | "
                      f"{generic or diana or ''} |")
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(construct_table(), end="")
