@@ -4,6 +4,7 @@ file says; a layer asked to go analog that cannot stays digital with the rules i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -84,7 +85,6 @@ def _refused(finding: Finding, required: bool) -> Finding:
     """A rule that kept a layer off the analog core: the layer runs digitally, so it is a warning, unless the
     descriptors required the analog core (``ineligible="error"``)."""
     if required:
-        return Finding(finding.layer, finding.rule, f"cannot run on the analog core as the descriptors ask: "
-                       f"{finding.message}", finding.fix, "error", finding.suggestion)
-    return Finding(finding.layer, finding.rule, f"stays digital: {finding.message}", finding.fix, "warning",
-                   finding.suggestion)
+        return dataclasses.replace(finding, message=f"cannot run on the analog core as the descriptors ask: "
+                                   f"{finding.message}", severity="error")
+    return dataclasses.replace(finding, message=f"stays digital: {finding.message}", severity="warning")

@@ -27,7 +27,7 @@ from quantlib.backends.diana.analog_conv import ARRAY_ROWS
 from quantlib.backends.diana.hardware_layers import HardwareGraph, HardwareLayer, requant_mul_add
 from quantlib.backends.diana.hardware_rules import pair
 from quantlib.backends.diana.true_analog_conv import ADC_HI, ADC_LO
-from quantlib.editors.fake2true.requantiser import source_requant
+from quantlib.editors.fake2true.requantiser import integer_range
 from quantlib.errors import ExportError
 from quantlib.graphs.value_preserving import is_reshape
 from quantlib.modules.true_quant import Requant
@@ -202,7 +202,7 @@ def _requant_attributes(side: str, rq: Requant, name: str) -> dict[str, int]:
 
 def _range(node: fx.Node, modules: dict) -> tuple[int, int]:
     """The integer range of the values ``node`` carries (the requantisation that produced them)."""
-    rq = source_requant(node, modules)
-    if rq is None:
+    span = integer_range(node, modules)
+    if span is None:
         raise ExportError(f"Residual add input '{node.name}' does not come from a requantisation.")
-    return rq.lo, rq.hi
+    return span

@@ -50,7 +50,7 @@ def conv_findings(layer: str, conv: nn.Conv2d, core: Core) -> list[Finding]:
     """Every DIANA rule that ``conv`` breaks on ``core``."""
     findings = []
     kh, kw = pair(conv.kernel_size)
-    k = kh if kh == kw and kh in KERNEL_SIZES else legal_kernel(kh, kw)
+    k = legal_kernel(kh, kw)
     if k != kh or k != kw:
         findings.append(Finding(layer, "kernel-size", f"kernel {kh}x{kw} is not one of 1x1, 3x3, 5x5, 7x7.",
                                 f"use a square kernel of size 1, 3, 5 or 7 (the closest: kernel_size={k}).",
