@@ -4,7 +4,6 @@ and the JSON report. The folder is built under a temporary name and renamed into
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -32,6 +31,7 @@ from quantlib.backends.diana.twin import DIALECTS, twin_onnx
 from quantlib.backends.onnx.integer_export import IntegerOnnx
 from quantlib.backends.onnx.verify import infer_types, onnx_session, run_onnxruntime
 from quantlib.errors import ExportError
+from quantlib.graphs.graph_copy import graph_copy
 from quantlib.graphs.tracing import annotate_shapes, has_shapes
 from quantlib.verification import LayerComparison, compare, compare_in_chunks, record
 
@@ -110,9 +110,9 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
 def _with_shapes(integer: fx.GraphModule, sample: torch.Tensor) -> fx.GraphModule:
     if has_shapes(integer):
         return integer
-    twin = copy.deepcopy(integer)
-    annotate_shapes(twin, sample)
-    return twin
+    copied = graph_copy(integer)
+    annotate_shapes(copied, sample)
+    return copied
 
 
 def _nchw(values: torch.Tensor) -> torch.Tensor:

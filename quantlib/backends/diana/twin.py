@@ -12,7 +12,6 @@ Both end at the last layer's integers (no output scale), and every layer ends wi
 
 from __future__ import annotations
 
-import copy
 from typing import Literal
 
 import torch
@@ -21,6 +20,7 @@ import torch.fx as fx
 from quantlib.backends.diana.analog_integerisation import DIANA_EMITTERS
 from quantlib.backends.diana.hardware_layers import HardwareGraph
 from quantlib.backends.onnx.integer_export import IntegerOnnx, integer_onnx
+from quantlib.graphs.graph_copy import graph_copy
 from quantlib.modules.true_quant import ScaleTunnel
 
 Dialect = Literal["dory", "htvm"]
@@ -30,7 +30,7 @@ DIALECTS = ("dory", "htvm")
 def twin_graph(integer: fx.GraphModule, hw: HardwareGraph, dialect: Dialect) -> fx.GraphModule:
     """``integer``'s graph without its output scales and, for ``dory``, without its input quantiser (a new graph over
     the same, unchanged modules)."""
-    twin = fx.GraphModule(integer, copy.deepcopy(integer.graph))
+    twin = graph_copy(integer)
     nodes = {n.name: n for n in twin.graph.nodes}
     modules = dict(twin.named_modules())
     for node in reversed(list(twin.graph.nodes)):

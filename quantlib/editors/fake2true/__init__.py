@@ -3,7 +3,6 @@ requantisation after every layer, then the scales moved out of the network so th
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -17,6 +16,7 @@ from quantlib.editors.fake2true.requantiser import AddSplitter, IdentityRequantR
 from quantlib.editors.fake2true.scale_propagation import MODULE_RULES, ModuleRule, ScalePropagator
 from quantlib.editors.fake2true.tunnels import TunnelChecker, TunnelInserter, TunnelSimplifier
 from quantlib.errors import UnsupportedOpError
+from quantlib.graphs.graph_copy import graph_copy
 from quantlib.graphs.tracing import annotate_shapes, has_shapes
 from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qmodule import QModule
@@ -50,7 +50,7 @@ def to_exact(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tenso
 
     ``editors`` replaces ``exact_editors()`` for a target with quantised modules of its own
     (``target.exact_editors()``)."""
-    gm = copy.deepcopy(gm)  # a copy that carries shapes; ``gm`` stays untouched
+    gm = graph_copy(gm)  # the exact editors replace modules, never change them: ``gm`` stays untouched
     if not has_shapes(gm):
         annotate_shapes(gm, example_input)
     exact = ComposedEditor(exact_editors() if editors is None else editors).run(gm)
