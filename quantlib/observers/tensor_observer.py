@@ -24,13 +24,13 @@ class TensorObserver:
         self.dims = dims
         self.strategy = strategy
         self.owner = owner
-        self.statistics = RunningStatistics(dims)
+        self.statistics = RunningStatistics(dims, moments=strategy.name == "meanstd")
         self.histogram = RunningHistogram(dims) if strategy.name in HISTOGRAM_STRATEGIES else None
         self.shape: tuple[int, ...] | None = None  # broadcastable shape of the per-slice bounds
 
     def update(self, x: torch.Tensor) -> None:
         """Observe one batch; raises CalibrationError naming the module if it holds NaN or Inf."""
-        if not bool(torch.isfinite(x).all()):
+        if not all(bool(torch.isfinite(m)) for m in torch.aminmax(x.detach())):  # NaN and Inf reach min or max
             bad = "NaN" if bool(torch.isnan(x).any()) else "Inf"
             raise CalibrationError(f"Module '{self.owner}' observed {bad} values during calibration; check the model's "
                                    f"inputs and the layers before '{self.owner}' (a diverged float model, a bad "

@@ -24,6 +24,15 @@ def test_running_statistics_match_numpy_over_many_batches_per_channel():
     assert stats.count == 20 * 4 * 25
 
 
+def test_statistics_without_moments_keep_min_and_max_and_refuse_the_variance():
+    stats = RunningStatistics((1,), moments=False)
+    for b in (torch.tensor([[1.0, -2.0], [3.0, 4.0]]), torch.tensor([[0.5, 7.0]])):
+        stats.update(b)
+    assert stats.min.tolist() == [0.5, -2.0] and stats.max.tolist() == [3.0, 7.0] and stats.count == 3
+    with pytest.raises(ValueError, match="collected without moments"):
+        stats.std
+
+
 def test_per_outchannel_weight_statistics():
     w = torch.arange(24, dtype=torch.float32).reshape(2, 3, 2, 2)
     stats = RunningStatistics((0,))

@@ -8,6 +8,7 @@ into their linear ops.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -58,8 +59,8 @@ def canonicalise(model: nn.Module,
     With ``example_input``, shapes help recognise flattening views and every node of the result carries its
     ``tensor_meta``.
     """
-    gm = trace(model, example_input, leaf_modules=leaf_modules, concrete_args=concrete_args)
-    gm = ComposedEditor(canonicalisation_editors(fold_batchnorm))(gm)  # a copy: the trace shares the model's modules
+    gm = trace(copy.deepcopy(model), example_input, leaf_modules=leaf_modules, concrete_args=concrete_args)
+    gm = ComposedEditor(canonicalisation_editors(fold_batchnorm)).run(gm)  # edits the trace of a copy of the model
     if example_input is not None:
         annotate_shapes(gm, example_input)
     return gm

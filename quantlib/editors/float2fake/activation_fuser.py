@@ -59,8 +59,8 @@ class ChainedQuantiserFinder(Finder):
 
 class FuseApplier(Applier):
     def apply(self, gm: fx.GraphModule, point: ApplicationPoint) -> None:
-        modules = dict(gm.named_modules())
         up, down = point["upstream"], point["downstream"]
+        modules = {n.target: gm.get_submodule(n.target) for n in (up, down)}
         plan = _plan(down, modules)
         if plan == "drop_upstream":
             down.replace_input_with(up, up.args[0])

@@ -30,3 +30,11 @@ def test_config_and_a_one_value_golden():
         "onnx_file": "net_QL_DORY.onnx", "BNRelu_bits": 32, "code reserved space": 310000, "n_inputs": 1,
         "input_bits": 8, "input_signed": True, "input_scale": 0.03125}
     assert golden_text("conv", torch.zeros(1, 1, 1)) == "# conv (shape [1, 1, 1]),\n0,\n"
+
+
+@pytest.mark.parametrize("lo, hi", [(-128, 127), (-2 ** 31, 2 ** 31 - 1)])  # looked up / formatted one by one
+def test_golden_lines_are_the_values_as_written_by_str(lo, hi):
+    values = torch.tensor([lo, hi, 0, -1, 7, hi], dtype=torch.float64).reshape(3, 2, 1)
+    text = golden_text("l", values)
+    assert text.splitlines()[1:] == [f"{v}," for v in values.permute(1, 2, 0).reshape(-1).long().tolist()]
+    assert text.splitlines()[1:3] == [f"{lo},", "0,"]
