@@ -13,7 +13,7 @@ from quantlib.editors.base import Editor
 from quantlib.editors.fake2true.requant_parameters import is_power_of_two
 from quantlib.editors.fake2true.scale_propagation import MODULE_RULES, ModuleRule, ScalePropagator
 from quantlib.errors import EditorError
-from quantlib.graphs.tracing import annotate_shapes
+from quantlib.graphs.tracing import ensure_shapes
 from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.qmodule import QModule
 from quantlib.quantizers import pow2_ceil, pow2_round
@@ -43,7 +43,7 @@ def quantise_biases(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torc
     """From now on every quantised Conv2d / Linear rounds its bias onto its accumulator's grid (input scale x weight
     scale, straight-through in training), as the integer model holds it. Call again after scales change; returns
     ``gm``, whose nodes now also carry their shapes and scales (by the target's ``scale_rules``)."""
-    annotate_shapes(gm, example_input)
+    ensure_shapes(gm, example_input)
     ScalePropagator(scale_rules).annotate(gm)
     for node in gm.graph.nodes:
         module = gm.get_submodule(node.target) if node.op == "call_module" else None

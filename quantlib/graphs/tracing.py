@@ -20,6 +20,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from quantlib.errors import TraceError
+from quantlib.graphs.graph_copy import graph_copy
 
 _LEAF_TYPES: set[type[nn.Module]] = set()
 
@@ -145,9 +146,40 @@ def trace(model: nn.Module,
     return gm
 
 
-def has_shapes(gm: fx.GraphModule) -> bool:
-    """Whether every node of ``gm`` (but the output) carries ``tensor_meta`` (copies and edits keep it)."""
-    return all("tensor_meta" in n.meta for n in gm.graph.nodes if n.op != "output")
+def has_shapes(gm: fx.GraphModule, for_input: torch.Tensor | tuple[torch.Tensor, ...] | None = None) -> bool:
+    """Whether every node of ``gm`` (but the output) carries ``tensor_meta`` (copies and edits keep it) and, with
+    ``for_input``, the inputs' shapes are those of ``for_input`` (shapes follow from them)."""
+    if not all("tensor_meta" in n.meta for n in gm.graph.nodes if n.op != "output"):
+        return False
+    if for_input is None:
+        return True
+    inputs = for_input if isinstance(for_input, tuple) else (for_input,)
+    placeholders = gm.graph.find_nodes(op="placeholder")
+    return len(placeholders) == len(inputs) and all(
+        p.meta["tensor_meta"].shape == x.shape for p, x in zip(placeholders, inputs, strict=True))
+
+
+def same_shape(node: fx.Node, like: fx.Node) -> None:
+    """``node`` (new: a requantisation, a scaling) holds a value of ``like``'s shape: give it ``like``'s
+    ``tensor_meta``, if ``like`` has one."""
+    if "tensor_meta" in like.meta:
+        node.meta["tensor_meta"] = like.meta["tensor_meta"]
+
+
+def with_shapes(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> fx.GraphModule:
+    """``gm`` if it has the shapes of ``example_input``; else a copy of its graph (over the same modules) that has
+    them, so that the caller's graph is not written."""
+    if has_shapes(gm, example_input):
+        return gm
+    copied = graph_copy(gm)
+    annotate_shapes(copied, example_input)
+    return copied
+
+
+def ensure_shapes(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+    """``annotate_shapes``, unless every node of ``gm`` already has the shapes of ``example_input``."""
+    if not has_shapes(gm, example_input):
+        annotate_shapes(gm, example_input)
 
 
 def annotate_shapes(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> None:

@@ -37,7 +37,7 @@ from quantlib.editors.canonicalise import FoldBatchNorm, canonicalise
 from quantlib.editors.fake2true import to_exact
 from quantlib.errors import QuantlibError
 from quantlib.fake_quantisation import QuantisationSpec, float_to_fake_editors
-from quantlib.graphs.tracing import annotate_shapes
+from quantlib.graphs.tracing import ensure_shapes
 from quantlib.preflight import preflight, raise_refusals
 from quantlib.staging import StagedModule, StageError
 
@@ -119,7 +119,7 @@ class DianaModule(StagedModule):
     def integrize(self) -> DianaModule:
         """Build the integer model; from now on forward runs it (real input -> integers -> real output)."""
         self.run_stage("integrize")
-        annotate_shapes(self.integer, self.reference())
+        ensure_shapes(self.integer, self.reference())  # the editors on the way give their new nodes shapes
         return self
 
     def export(self, out_dir: str | os.PathLike, name: str = "network", dialect: str = "dory",

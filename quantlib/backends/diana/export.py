@@ -31,8 +31,7 @@ from quantlib.backends.diana.twin import DIALECTS, twin_onnx
 from quantlib.backends.onnx.integer_export import IntegerOnnx
 from quantlib.backends.onnx.verify import infer_types, onnx_session, run_onnxruntime
 from quantlib.errors import ExportError
-from quantlib.graphs.graph_copy import graph_copy
-from quantlib.graphs.tracing import annotate_shapes, has_shapes
+from quantlib.graphs.tracing import with_shapes
 from quantlib.verification import LayerComparison, compare, compare_in_chunks, record
 
 logger = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
         raise ExportError(f"Network name {name!r} must be a plain file-name stem such as 'resnet20'.")
     check_output_folder(out_dir)
     start = time.perf_counter()
-    integer = _with_shapes(integer, sample)
+    integer = with_shapes(integer, sample)
     hw = hardware_layers(integer)
     dory, dory_tensors = dory_onnx(integer, hw, name)
     problems = check_dory_onnx(dory)
@@ -83,10 +82,10 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
         raise ExportError("The DORY file would break DORY's rules:\n" + "\n".join(f"  {p}" for p in problems))
     twin = twin_onnx(integer, hw, dialect, sample, f"{name}_twin")
     goldens = record(integer, sample, [hw.input_quantiser.name, *(layer.output.name for layer in hw.layers)])
-    checked = sample if verify_on is None else verify_on
     rq = integer.get_submodule(hw.input_quantiser.target)
-    comparisons, dory_comparisons = compare_with_integer(
-        integer, hw, checked, [twin_check(hw, twin, dialect), dory_file_check(hw, dory, dory_tensors, rq.lo < 0)])
+    checks = [twin_check(hw, twin, dialect), dory_file_check(hw, dory, dory_tensors, rq.lo < 0)]
+    comparisons, dory_comparisons = compare_with_integer(integer, hw, verify_on, checks) if verify_on is not None \
+        else [check(sample, goldens) for check in checks]  # the golden input: its values are recorded already
     files = {
         f"{name}_QL_DORY.onnx": dory.SerializeToString(deterministic=True),
         f"{name}_QL_NOANNOTATION.onnx": twin.model.SerializeToString(deterministic=True),
@@ -105,14 +104,6 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
                 "in the DORY file).", len(hw.layers), out, result.seconds, sum(c.mismatches for c in comparisons),
                 sum(c.mismatches for c in dory_comparisons))
     return result
-
-
-def _with_shapes(integer: fx.GraphModule, sample: torch.Tensor) -> fx.GraphModule:
-    if has_shapes(integer):
-        return integer
-    copied = graph_copy(integer)
-    annotate_shapes(copied, sample)
-    return copied
 
 
 def _nchw(values: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from quantlib.backends.diana.core_bitwidths import (
 from quantlib.editors.base import Editor
 from quantlib.editors.fake2true.scale_propagation import ModuleRule, ScalePropagator
 from quantlib.errors import EditorError
-from quantlib.graphs.tracing import annotate_shapes
+from quantlib.graphs.tracing import ensure_shapes
 from quantlib.modules.qactivations import QReLU
 
 
@@ -64,7 +64,7 @@ class MapAnalogBatchNorms(Editor):
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
         if not any(isinstance(m, AnalogBatchNorm) and not m.is_mapped for m in gm.modules()):
             return gm
-        annotate_shapes(gm, self.example_input)
+        ensure_shapes(gm, self.example_input)
         ScalePropagator(self.scale_rules).annotate(gm)
         for node in gm.graph.nodes:
             module = gm.get_submodule(node.target) if node.op == "call_module" else None

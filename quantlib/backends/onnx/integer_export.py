@@ -8,7 +8,6 @@ used, so onnxruntime runs the file as it is.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from torch import nn
 
 from quantlib.backends.onnx.writer import save_atomically
 from quantlib.errors import ExportError
-from quantlib.graphs.tracing import annotate_shapes, has_shapes
+from quantlib.graphs.tracing import with_shapes
 from quantlib.graphs.value_preserving import is_reshape
 from quantlib.modules.add import Add
 from quantlib.modules.concat import Concat
@@ -245,9 +244,7 @@ def integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, name: str = "q
     """Build (and check) the standard integer ONNX model of the integer GraphModule ``gm`` (its modules written by
     ``emitters``: a target's). With ``input_range`` the inputs are integers in that range (held in float tensors),
     cast to the narrowest integer type."""
-    if not has_shapes(gm):
-        gm = copy.deepcopy(gm)  # shapes are written into a twin, not into the caller's graph
-        annotate_shapes(gm, example_input)
+    gm = with_shapes(gm, example_input)
     modules = dict(gm.named_modules())
     b = OnnxGraphBuilder()
     tensors: dict[fx.Node, str] = {}

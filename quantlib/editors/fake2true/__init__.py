@@ -17,7 +17,7 @@ from quantlib.editors.fake2true.scale_propagation import MODULE_RULES, ModuleRul
 from quantlib.editors.fake2true.tunnels import TunnelChecker, TunnelInserter, TunnelSimplifier
 from quantlib.errors import UnsupportedOpError
 from quantlib.graphs.graph_copy import graph_copy
-from quantlib.graphs.tracing import annotate_shapes, has_shapes
+from quantlib.graphs.tracing import ensure_shapes
 from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qmodule import QModule
 
@@ -51,8 +51,7 @@ def to_exact(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tenso
     ``editors`` replaces ``exact_editors()`` for a target with quantised modules of its own
     (``target.exact_editors()``)."""
     gm = graph_copy(gm)  # the exact editors replace modules, never change them: ``gm`` stays untouched
-    if not has_shapes(gm):
-        annotate_shapes(gm, example_input)
+    ensure_shapes(gm, example_input)
     exact = ComposedEditor(exact_editors() if editors is None else editors).run(gm)
     left = [f"{n.name} ({type(exact.get_submodule(n.target)).__name__})" for n in exact.graph.nodes
             if n.op == "call_module" and isinstance(exact.get_submodule(n.target), (QModule, QHarmonisedAdd))]

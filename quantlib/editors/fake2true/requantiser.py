@@ -14,6 +14,7 @@ from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
 from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import EditorError, UnsupportedOpError
 from quantlib.graphs.naming import unique_submodule_name
+from quantlib.graphs.tracing import same_shape
 from quantlib.graphs.value_preserving import is_value_preserving
 from quantlib.modules.add import Add
 from quantlib.modules.concat import Concat
@@ -92,6 +93,7 @@ class AddSplitApplier(Applier):
                 gm.add_submodule(name, make_requant(quantiser, x.meta.get("scale")))
                 requanted = gm.graph.call_module(name, (x,))
                 requanted.meta["scale"] = scales[0]
+                same_shape(requanted, x)
                 if total is None:
                     total = requanted
                     continue
@@ -100,6 +102,7 @@ class AddSplitApplier(Applier):
                 gm.add_submodule(add_name, Add())
                 total = gm.graph.call_module(add_name, (total, requanted))
                 total.meta["scale"] = scales[0]
+                same_shape(total, node)
             out = gm.graph.call_module(out_name, (total,))
         out.meta = {**node.meta, "fake_node": node.name}
         node.replace_all_uses_with(out)

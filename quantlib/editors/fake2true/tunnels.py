@@ -19,6 +19,7 @@ from quantlib.editors.base import Editor
 from quantlib.editors.fake2true.requant_parameters import is_power_of_two
 from quantlib.errors import EditorError
 from quantlib.graphs.naming import unique_submodule_name
+from quantlib.graphs.tracing import same_shape
 from quantlib.graphs.value_preserving import SELECTION_MODULES, is_reshape
 from quantlib.modules.add import Add
 from quantlib.modules.concat import Concat
@@ -42,7 +43,9 @@ def _new_tunnel(gm: fx.GraphModule, factor: torch.Tensor, source: fx.Node) -> fx
     name = unique_submodule_name(gm, parent, "tunnel")
     gm.add_submodule(name, ScaleTunnel(factor))
     with gm.graph.inserting_after(source):
-        return gm.graph.call_module(name, (source,))
+        tunnel = gm.graph.call_module(name, (source,))
+    same_shape(tunnel, source)
+    return tunnel
 
 
 def _tunnel_after(gm: fx.GraphModule, node: fx.Node, factor: torch.Tensor) -> None:
