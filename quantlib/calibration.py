@@ -66,6 +66,8 @@ class Calibrate(Editor):
                  progress: bool = False) -> None:
         self.batches, self.quantisers, self.progress = batches, quantisers, progress
 
+    runs_forward = True
+
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
         chosen = None if self.quantisers is None else self.quantisers(gm)
         return calibrate(gm, self.batches, progress=self.progress, quantisers=chosen)

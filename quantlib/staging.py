@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import Editor
+from quantlib.editors.base import ComposedEditor, Editor
 from quantlib.errors import QuantlibError
 
 EditorsOf = Callable[..., Sequence[Editor]]
@@ -150,13 +150,11 @@ class StagedModule(nn.Module):
         """Re-run the structural edits of every stage up to ``stage`` (loading a saved stage's values needs them)."""
         for row in self.STAGES.rows[:stage]:
             if row.rebuild is not None:
-                for editor in row.rebuild(self):
-                    self.gm = editor.run(self.gm)
+                self.gm = ComposedEditor(row.rebuild(self)).run(self.gm)
 
     def _run(self, row: StageRow, batches: Iterable | None, options: dict[str, Any]) -> None:
-        gm = self.gm if row.builds is None else row.source(self)
-        for editor in row.editors(self, batches, **options):
-            gm = editor.run(gm)
+        source = self.gm if row.builds is None else row.source(self)
+        gm = ComposedEditor(row.editors(self, batches, **options)).run(source)
         if row.builds is None:
             self.gm = gm
         else:

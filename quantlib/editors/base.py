@@ -3,7 +3,8 @@
 Contracts (see docs/architecture.md):
 - ``editor(gm)`` never modifies ``gm``: it edits a deep copy, so a failing editor leaves the caller's model intact;
 - ``requires`` / ``ensures`` state the pre- and postconditions and raise EditorError naming the node that breaks them;
-- after every editor the graph lints and the module recompiles;
+- after every editor that changed the graph it lints, and the module recompiles (a pipeline recompiles once, at its
+  end, and before any editor that ``runs_forward``);
 - a Rewriter is a read-only Finder plus an Applier that edits one ApplicationPoint; overlapping points are refused
   before anything is applied;
 - a ComposedEditor is a plain list of editors run in order.
@@ -52,18 +53,27 @@ class Editor(ABC):
     """Set by ``edit`` when the editor knows whether it changed the graph (a Rewriter does: it applied points);
     otherwise ``run`` compares the generated code's inputs before and after."""
 
-    def run(self, gm: fx.GraphModule) -> fx.GraphModule:
-        """Check the precondition, edit ``gm`` in place, recompile (when the graph changed), check the postcondition."""
+    runs_forward: bool = False
+    """Whether ``edit`` calls the module (its generated code, not an Interpreter over the graph), so that the code
+    must be current before it runs."""
+
+    changed: bool = False
+    """Set by ``run``: whether ``gm``'s graph changed, so that its code is to be generated again."""
+
+    def run(self, gm: fx.GraphModule, recompile: bool = True) -> fx.GraphModule:
+        """Check the precondition, edit ``gm`` in place, lint and (unless a pipeline does it later) recompile when
+        the graph changed, check the postcondition."""
         self.requires(gm)
         self.modified = None
         before = None if isinstance(self, Rewriter) else _code_key(gm)
         out = self.edit(gm)
-        if self.modified is not None:
-            changed = self.modified
-        else:
-            changed = before is None or out is not gm or not _same(before, _code_key(out))
-        if changed or out is not gm:
+        if self.modified is not None:  # of the graph it returns
+            self.changed = self.modified
+        else:  # a new GraphModule comes with its code
+            self.changed = out is gm and (before is None or not _same(before, _code_key(out)))
+        if self.changed or out is not gm:
             out.graph.lint()
+        if self.changed and recompile:
             out.recompile()
         self.ensures(out)
         return out
@@ -153,16 +163,23 @@ class ComposedEditor(Editor):
         self.editors = list(editors)
 
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
-        """Run each editor in turn; a failure is annotated with the editor that failed and those that ran before."""
+        """Run each editor in turn, generating code only before an editor that runs the module (``run``
+        generates it at the end); a failure is annotated with the editor that failed and those that ran before."""
+        stale = False  # the graph changed since its code was generated
         for i, editor in enumerate(self.editors):
             try:
-                gm = editor.run(gm)
+                if stale and editor.runs_forward:
+                    gm.recompile()
+                    stale = False
+                out = editor.run(gm, recompile=False)
             except Exception as exc:
                 ran = ", ".join(map(repr, self.editors[:i])) or "none"
                 exc.add_note(f"in {type(self).__name__}: {editor!r} failed (editor {i + 1} of {len(self.editors)}); "
                              f"ran before it: {ran}")
                 raise
-        self.modified = False  # every editor recompiled what it changed
+            stale = editor.changed or stale and out is gm  # a new GraphModule comes with its code
+            gm = out
+        self.modified = stale
         return gm
 
     def __repr__(self) -> str:
@@ -190,6 +207,8 @@ def _structure(gm: fx.GraphModule) -> list[tuple[str, str, str, tuple[str, ...]]
 
 class Retracer(Editor):
     """Traces the GraphModule again with quantlib's tracer, flattening anything an earlier edit left nested."""
+
+    runs_forward = True  # tracing calls the module's forward
 
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
         return trace(gm)

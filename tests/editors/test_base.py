@@ -154,3 +154,40 @@ def test_a_rewriter_says_whether_it_changed_the_graph():
     assert rewriter.modified is True and "relu" not in gm.code
     rewriter.run(gm)
     assert rewriter.modified is False
+
+
+class ScaleOutput(Editor):
+    """Doubles the output: a graph change that shows in the generated code."""
+
+    def edit(self, gm):
+        out = next(iter(gm.graph.find_nodes(op="output")))
+        with gm.graph.inserting_before(out):
+            doubled = gm.graph.call_function(torch.mul, (out.args[0], 2.0))
+        out.args = (doubled,)
+        return gm
+
+
+class RecordForward(Editor):
+    runs_forward = True
+
+    def __init__(self, x):
+        self.x, self.seen = x, None
+
+    def edit(self, gm):
+        self.seen = gm(self.x)
+        return gm
+
+
+def test_a_pipeline_generates_code_once_at_its_end_and_before_an_editor_that_runs_the_module(monkeypatch):
+    gm, x = _mlp(), torch.randn(3, 4)
+    expected = gm(x)
+    compiled = []
+    original = fx.GraphModule.recompile
+    monkeypatch.setattr(fx.GraphModule, "recompile", lambda self: (compiled.append(1), original(self))[1])
+    recorder = RecordForward(x)
+    out = ComposedEditor([ScaleOutput(), ScaleOutput(), recorder, ScaleOutput(), ScaleOutput()]).run(gm)
+    assert len(compiled) == 2  # before the recorder, and once at the end
+    assert torch.equal(recorder.seen, expected * 4) and torch.equal(out(x), expected * 16)
+    compiled.clear()
+    ComposedEditor([RecordForward(x)]).run(out)
+    assert compiled == []  # nothing changed: no code generated
