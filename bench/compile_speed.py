@@ -1,8 +1,9 @@
 """Compile speed per zoo model, beside torch.ao in the same process; one JSON line per model.
 
-    python bench/compile_speed.py [--repeats 3] [--threads 2] [--models resnet20 resnet110 ...] [--cold]
+    python bench/compile_speed.py [--repeats 5] [--threads 2] [--models resnet20 resnet110 ...] [--cold]
 
-Figures (medians of ``--repeats`` runs after one warm-up, in seconds):
+Figures (medians of ``--repeats`` runs after one warm-up each, in seconds; the flows take turns, run after run, so
+that both meet the same load of a shared machine, and each starts after a garbage collection):
 - ``canonicalise_s``: trace + canonicalise;
 - ``diana_flow_s``: the whole DIANA flow, from_fp_model -> calibrate -> map_scales -> clip_scales_pow2 -> map_to_hw ->
   integrize -> export (DORY file, twin checked by onnxruntime on the golden input, goldens, config, report), digital;
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import statistics
 import subprocess
@@ -36,14 +38,18 @@ from quantlib.zoo import ZOO, build
 DIANA_ZOO = [name for name in ZOO if name != "functional_net"]  # LeakyReLU has no integer form
 
 
-def median_time(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up: imports, first-call caches
-    times = []
+def median_times(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """The median time of each run, the runs taking turns ``repeats`` times after one warm-up each."""
+    for run in runs.values():
+        run()  # warm-up: imports, first-call caches
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, run in runs.items():
+            gc.collect()
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def diana_flow(model: nn.Module, batch: torch.Tensor, out_dir: Path) -> None:
@@ -67,10 +73,11 @@ def torch_ao(model: nn.Module, batch: torch.Tensor) -> None:
 def compile_speed(name: str, repeats: int, out_dir: Path) -> dict:
     model = build(name)
     batch = torch.randn(16, *ZOO[name].input_shape, generator=torch.Generator().manual_seed(0))
-    flow = median_time(lambda: diana_flow(model, batch, out_dir / name), repeats)
-    ao = median_time(lambda: torch_ao(model, batch), repeats)
-    return {"model": name, "canonicalise_s": round(median_time(lambda: canonicalise(model), repeats), 4),
-            "diana_flow_s": round(flow, 3), "torch_ao_s": round(ao, 3), "ratio": round(flow / ao, 2)}
+    t = median_times({"canonicalise": lambda: canonicalise(model),
+                      "diana": lambda: diana_flow(model, batch, out_dir / name),
+                      "torch_ao": lambda: torch_ao(model, batch)}, repeats)
+    return {"model": name, "canonicalise_s": round(t["canonicalise"], 4), "diana_flow_s": round(t["diana"], 3),
+            "torch_ao_s": round(t["torch_ao"], 3), "ratio": round(t["diana"] / t["torch_ao"], 2)}
 
 
 def cold_time(name: str, flow: str) -> float:
@@ -86,7 +93,7 @@ def cold_time(name: str, flow: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=DIANA_ZOO, choices=DIANA_ZOO)
     parser.add_argument("--cold", action="store_true", help="one run per flow in a fresh process")

@@ -27,7 +27,7 @@ from quantlib.editors.canonicalise.lone_batchnorm import LoneBatchNormToConv
 from quantlib.editors.canonicalise.remove_noops import RemoveNoOps
 from quantlib.editors.canonicalise.shortcut_to_conv import ShortcutToConv
 from quantlib.editors.canonicalise.split_reused_modules import SplitReusedModules
-from quantlib.graphs.tracing import annotate_shapes, trace
+from quantlib.graphs.tracing import ensure_shapes, trace
 
 
 def canonicalisation_editors(fold_batchnorm: bool = True) -> list[Editor]:
@@ -62,7 +62,7 @@ def canonicalise(model: nn.Module,
     gm = trace(copy.deepcopy(model), example_input, leaf_modules=leaf_modules, concrete_args=concrete_args)
     gm = ComposedEditor(canonicalisation_editors(fold_batchnorm)).run(gm)  # edits the trace of a copy of the model
     if example_input is not None:
-        annotate_shapes(gm, example_input)
+        ensure_shapes(gm, example_input)  # the editors give the nodes they make the shapes of those they replace
     return gm
 
 

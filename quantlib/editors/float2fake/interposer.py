@@ -14,6 +14,7 @@ import torch.fx as fx
 from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
 from quantlib.editors.float2fake.grid import grid_source, is_quantiser, needs_requantisation
 from quantlib.graphs.naming import unique_submodule_name
+from quantlib.graphs.tracing import same_shape
 from quantlib.modules.qactivations import QIdentity
 from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.specs import QuantiserSpec
@@ -59,6 +60,7 @@ class QuantiserInsertingApplier(Applier):
         gm.add_submodule(name, QIdentity(self.spec, name))
         with gm.graph.inserting_after(source):
             quantiser = gm.graph.call_module(name, (source,))
+        same_shape(quantiser, source)
         source.replace_all_uses_with(quantiser, delete_user_cb=lambda user: user is not quantiser)
 
 
