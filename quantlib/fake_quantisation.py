@@ -9,10 +9,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import ComposedEditor, Editor
+from quantlib.editors.base import ComposedEditor, Editor, FixedPoint, Rewriter
 from quantlib.editors.canonicalise import canonicalise
 from quantlib.editors.float2fake import (
-    ActivationFuser,
+    ACTIVATION_FUSER,
     AddTreeHarmoniser,
     Interposer,
     ModuleFilter,
@@ -57,7 +57,7 @@ def float_to_fake_editors(spec: QuantisationSpec, quantise_outputs: bool = False
                              (ModuleFilter(types=(nn.ReLU, nn.ReLU6)), spec.relu)]),
         AddTreeHarmoniser(spec.activations, spec.activations, merge_adds),  # adds quantise (and harmonise) inputs
         Interposer(spec.activations, quantise_outputs),  # quantise inputs, off-grid linear inputs, accumulators
-        ActivationFuser(),                         # no quantiser fed only by a quantiser
+        FixedPoint(Rewriter(ACTIVATION_FUSER)),                             # no quantiser fed only by a quantiser
     ]
 
 

@@ -5,9 +5,9 @@ Contracts (see docs/architecture.md):
 - ``requires`` / ``ensures`` state the pre- and postconditions and raise EditorError naming the node that breaks them;
 - after every editor that changed the graph it lints, and the module recompiles (a pipeline recompiles once, at its
   end, and before any editor that ``runs_forward``);
-- a Rewriter is a read-only Finder plus an Applier that edits one ApplicationPoint; overlapping points are refused
-  before anything is applied;
-- a ComposedEditor is a plain list of editors run in order.
+- a rewrite is data, a RewriteRule: a read-only Finder plus an Applier that edits one ApplicationPoint; the Rewriter
+  runs one, refusing overlapping points before anything is applied;
+- a ComposedEditor is a plain list of editors run in order; a FixedPoint runs one editor until it changes nothing.
 """
 
 from __future__ import annotations
@@ -129,15 +129,27 @@ def check_no_overlap(points: Sequence[ApplicationPoint]) -> None:
             owner[node] = point
 
 
+@dataclass(frozen=True)
+class RewriteRule:
+    """A rewrite as data: the points ``finder`` finds, each edited by ``applier``; ``name`` names it in errors."""
+
+    name: str
+    finder: Finder
+    applier: Applier
+
+
 class Rewriter(Editor):
-    """A Finder plus an Applier: find every point first, check they are disjoint, then apply each.
+    """Runs a RewriteRule: find every point first, check they are disjoint, then apply each.
 
     ``ensures`` checks that the rewrite reached its fixed point: the finder finds nothing left in the edited graph.
     """
 
-    def __init__(self, finder: Finder, applier: Applier) -> None:
-        self.finder = finder
-        self.applier = applier
+    def __init__(self, rule: RewriteRule) -> None:
+        self.rule = rule
+        self.finder, self.applier = rule.finder, rule.applier
+
+    def __repr__(self) -> str:
+        return self.rule.name
 
     def ensures(self, gm: fx.GraphModule) -> None:
         left = self.finder.find(gm)
@@ -184,6 +196,37 @@ class ComposedEditor(Editor):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}([{', '.join(map(repr, self.editors))}])"
+
+
+class FixedPoint(Editor):
+    """Runs ``editor`` again until it changes nothing (rewrites that each shorten a chain, simplifications that
+    enable others); ``editor`` reports ``modified``. Refuses to loop more than ``max_rounds`` times."""
+
+    def __init__(self, editor: Editor, max_rounds: int = 10_000) -> None:
+        self.editor, self.max_rounds = editor, max_rounds
+
+    def requires(self, gm: fx.GraphModule) -> None:
+        self.editor.requires(gm)
+
+    def ensures(self, gm: fx.GraphModule) -> None:
+        self.editor.ensures(gm)
+
+    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
+        modified = False
+        for _ in range(self.max_rounds):
+            self.editor.modified = None
+            gm = self.editor.edit(gm)
+            if self.editor.modified is None:
+                raise EditorError(f"{self!r} needs {self.editor!r} to report whether it modified the graph.")
+            if not self.editor.modified:
+                self.modified = modified
+                return gm
+            modified = True
+        raise EditorError(f"{self.editor!r} still changed the graph after {self.max_rounds} rounds; its rewrites "
+                          f"do not converge.")
+
+    def __repr__(self) -> str:
+        return f"FixedPoint({self.editor!r})"
 
 
 class Annotator(Editor):

@@ -10,8 +10,10 @@ from quantlib.editors.base import (
     ComposedEditor,
     Editor,
     Finder,
+    FixedPoint,
     Retracer,
     Rewriter,
+    RewriteRule,
     check_no_overlap,
 )
 from quantlib.errors import EditorError
@@ -39,7 +41,7 @@ class EraseReLU(Applier):
 def test_editor_never_modifies_its_input():
     gm = _mlp()
     before = [n.name for n in gm.graph.nodes]
-    out = Rewriter(ReLUFinder(), EraseReLU())(gm)
+    out = Rewriter(RewriteRule("EraseReLU", ReLUFinder(), EraseReLU()))(gm)
     assert [n.name for n in gm.graph.nodes] == before
     assert [n.name for n in out.graph.nodes] == ["input_1", "_0", "_2", "output"]
     assert not hasattr(out, "1")  # the unused ReLU submodule is deleted
@@ -55,14 +57,14 @@ def test_failed_editor_leaves_input_intact():
     x = torch.randn(3, 4)
     expected = gm(x)
     with pytest.raises(RuntimeError, match="half-way"):
-        Rewriter(ReLUFinder(), Boom())(gm)
+        Rewriter(RewriteRule("Boom", ReLUFinder(), Boom()))(gm)
     assert torch.equal(gm(x), expected)
     assert len(gm.graph.nodes) == 5
 
 
 def test_rewriter_ensures_fixed_point():
-    with pytest.raises(EditorError, match=r"Rewriter left 1 application point\(s\) unrewritten: \(_1\)"):
-        Rewriter(ReLUFinder(), _NoOpApplier())(_mlp())
+    with pytest.raises(EditorError, match=r"NoOp left 1 application point\(s\) unrewritten: \(_1\)"):
+        Rewriter(RewriteRule("NoOp", ReLUFinder(), _NoOpApplier()))(_mlp())
 
 
 class _NoOpApplier(Applier):
@@ -143,13 +145,13 @@ def test_a_failing_pipeline_names_the_editor_that_failed_and_those_before_it():
 
     gm = _mlp()
     with pytest.raises(EditorError, match="^no good") as error:
-        ComposedEditor([Rewriter(ReLUFinder(), EraseReLU()), Retracer(), Fails()])(gm)
-    assert error.value.__notes__ == ["in ComposedEditor: Fails failed (editor 3 of 3); ran before it: Rewriter, "
+        ComposedEditor([Rewriter(RewriteRule("EraseReLU", ReLUFinder(), EraseReLU())), Retracer(), Fails()])(gm)
+    assert error.value.__notes__ == ["in ComposedEditor: Fails failed (editor 3 of 3); ran before it: EraseReLU, "
                                      "Retracer"]
 
 
 def test_a_rewriter_says_whether_it_changed_the_graph():
-    rewriter = Rewriter(ReLUFinder(), EraseReLU())
+    rewriter = Rewriter(RewriteRule("EraseReLU", ReLUFinder(), EraseReLU()))
     gm = rewriter.run(_mlp())
     assert rewriter.modified is True and "relu" not in gm.code
     rewriter.run(gm)
@@ -191,3 +193,32 @@ def test_a_pipeline_generates_code_once_at_its_end_and_before_an_editor_that_run
     compiled.clear()
     ComposedEditor([RecordForward(x)]).run(out)
     assert compiled == []  # nothing changed: no code generated
+
+
+class DropOneReLU(Editor):
+    """Erases the first ReLU it finds: one per round, so a fixed point needs as many rounds as there are ReLUs."""
+
+    def edit(self, gm):
+        points = ReLUFinder().find(gm)
+        if points:
+            EraseReLU().apply(gm, points[0])
+        self.modified = bool(points)
+        return gm
+
+
+def test_a_fixed_point_runs_its_editor_until_it_changes_nothing():
+    gm = trace(nn.Sequential(nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.ReLU()))
+    out = FixedPoint(DropOneReLU()).run(gm)
+    assert [n.op for n in out.graph.nodes] == ["placeholder", "call_module", "output"]
+    x = torch.randn(2, 4)
+    assert torch.equal(out(x), out.get_submodule("1")(x))
+
+
+def test_a_fixed_point_that_does_not_converge_is_an_error_naming_the_editor():
+    class Forever(Editor):
+        def edit(self, gm):
+            self.modified = True
+            return gm
+
+    with pytest.raises(EditorError, match=r"Forever still changed the graph after 5 rounds"):
+        FixedPoint(Forever(), max_rounds=5).run(_mlp())

@@ -9,7 +9,7 @@ import torch.fx as fx
 from torch import nn
 
 from quantlib.backends.diana.analog_batchnorm import AnalogBatchNorm
-from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Rewriter, RewriteRule
 from quantlib.editors.patterns import ModuleCallFinder
 
 
@@ -37,5 +37,5 @@ class AnalogBatchNormKeeper(Rewriter):
             source = node.args[0]
             return source.op == "call_module" and source.target in layers and len(source.users) == 1
 
-        super().__init__(ModuleCallFinder((nn.BatchNorm2d,), "bn", exact=True, where=reads_analog_layer),
-                         KeepApplier())
+        super().__init__(RewriteRule("AnalogBatchNormKeeper", ModuleCallFinder((nn.BatchNorm2d,), "bn", exact=True,
+                                                                           where=reads_analog_layer), KeepApplier()))

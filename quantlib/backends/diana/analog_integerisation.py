@@ -19,7 +19,7 @@ from quantlib.backends.onnx.integer_export import (
     conv_integer,
     eight_bit_input,
 )
-from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, RewriteRule
 from quantlib.editors.fake2true.linear_op_integeriser import integer_weights
 from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
 from quantlib.editors.fake2true.scale_propagation import MODULE_RULES
@@ -65,11 +65,9 @@ class TrueAnalogConvApplier(Applier):
                                                        m.stride, m.padding))
 
 
-class AnalogConvIntegeriser(Rewriter):
-    """Every AnalogConv2d becomes a TrueAnalogConv2d."""
-
-    def __init__(self) -> None:
-        super().__init__(ModuleCallFinder((AnalogConv2d,), "conv"), TrueAnalogConvApplier())
+ANALOG_CONV_INTEGERISER = RewriteRule("AnalogConvIntegeriser", ModuleCallFinder((AnalogConv2d,), "conv"),
+                                      TrueAnalogConvApplier())
+"""Every AnalogConv2d becomes a TrueAnalogConv2d."""
 
 
 class AffineIntoRequantApplier(Applier):
@@ -94,11 +92,9 @@ class AffineIntoRequantApplier(Applier):
         gm.graph.erase_node(node)
 
 
-class AnalogBatchNormFolder(Rewriter):
-    """No AnalogBatchNorm is left: each one's integer affine is in the requantisation that reads it."""
-
-    def __init__(self) -> None:
-        super().__init__(ModuleCallFinder((AnalogBatchNorm,), "bn"), AffineIntoRequantApplier())
+ANALOG_BATCHNORM_FOLDER = RewriteRule("AnalogBatchNormFolder", ModuleCallFinder((AnalogBatchNorm,), "bn"),
+                                      AffineIntoRequantApplier())
+"""No AnalogBatchNorm is left: each one's integer affine is in the requantisation that reads it."""
 
 
 def _emit_analog(b: OnnxGraphBuilder, node: fx.Node, m: TrueAnalogConv2d, inputs: list[str]) -> str:

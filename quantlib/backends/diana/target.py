@@ -4,14 +4,15 @@ integer path (its constructs, the scale rules and ONNX form of its analog layers
 from __future__ import annotations
 
 from quantlib.backends.diana.analog_integerisation import (
+    ANALOG_BATCHNORM_FOLDER,
+    ANALOG_CONV_INTEGERISER,
     DIANA_EMITTERS,
     DIANA_SCALE_RULES,
-    AnalogBatchNormFolder,
-    AnalogConvIntegeriser,
 )
 from quantlib.backends.diana.constructs import DIANA_CONSTRUCTS
 from quantlib.backends.diana.stage_editors import ClampAdcScales, CoreBitwidths, MapAnalogBatchNorms, adc_quantisers
 from quantlib.calibration import Calibrate
+from quantlib.editors.base import Rewriter
 from quantlib.editors.fake2true import integer_editors
 from quantlib.scales import FreezeScales, Pow2Scales, QuantiseBiases
 from quantlib.staging import StageRow, StageTable
@@ -52,6 +53,6 @@ DIANA_STAGES = StageTable("quantised", (  # from_fp_model: 8-bit digital fake-qu
 ))
 
 DIANA = Target("DIANA", DIANA_CONSTRUCTS, DIANA_SCALE_RULES, DIANA_EMITTERS,
-               layer_integerisers=lambda: [AnalogConvIntegeriser()],  # ternary ADC-tiled convs, before the digital
-               finishers=lambda: [AnalogBatchNormFolder()],           # analog BN affine into the next requant
+               layer_integerisers=lambda: [Rewriter(ANALOG_CONV_INTEGERISER)],  # ternary ADC-tiled, before digital
+               finishers=lambda: [Rewriter(ANALOG_BATCHNORM_FOLDER)],           # analog BN affine into the next requant
                stages=DIANA_STAGES)

@@ -16,32 +16,32 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import ComposedEditor, Editor
-from quantlib.editors.canonicalise.canonical_modules import CanonicalModules
-from quantlib.editors.canonicalise.explicit_padding import ExplicitPadding
+from quantlib.editors.base import ComposedEditor, Editor, Rewriter
+from quantlib.editors.canonicalise.canonical_modules import CANONICAL_MODULES
+from quantlib.editors.canonicalise.explicit_padding import EXPLICIT_PADDING
 from quantlib.editors.canonicalise.fold_batchnorm import FoldBatchNorm
 from quantlib.editors.canonicalise.fold_shape_constants import FoldShapeConstants
-from quantlib.editors.canonicalise.functional_to_modular import FunctionalToModular
-from quantlib.editors.canonicalise.functionalise_inplace import FunctionaliseInplace
-from quantlib.editors.canonicalise.lone_batchnorm import LoneBatchNormToConv
-from quantlib.editors.canonicalise.remove_noops import RemoveNoOps
-from quantlib.editors.canonicalise.shortcut_to_conv import ShortcutToConv
-from quantlib.editors.canonicalise.split_reused_modules import SplitReusedModules
+from quantlib.editors.canonicalise.functional_to_modular import FUNCTIONAL_TO_MODULAR
+from quantlib.editors.canonicalise.functionalise_inplace import FUNCTIONALISE_INPLACE
+from quantlib.editors.canonicalise.lone_batchnorm import LONE_BATCHNORM_TO_CONV
+from quantlib.editors.canonicalise.remove_noops import REMOVE_NO_OPS
+from quantlib.editors.canonicalise.shortcut_to_conv import SHORTCUT_TO_CONV
+from quantlib.editors.canonicalise.split_reused_modules import SPLIT_REUSED_MODULES
 from quantlib.graphs.tracing import ensure_shapes, trace
 
 
 def canonicalisation_editors(fold_batchnorm: bool = True) -> list[Editor]:
     """The canonicalisation pipeline, in order."""
     editors: list[Editor] = [
-        FoldShapeConstants(),     # x.size(3), x.shape[2:] -> constants of the example input (never the batch)
-        FunctionaliseInplace(),   # x.relu_() -> x.relu(): later edits may insert nodes anywhere
-        FunctionalToModular(),    # F.relu, x + y, torch.flatten, ... -> modules
-        SplitReusedModules(),     # one module per call site
-        RemoveNoOps(),            # dropout, identity
-        ExplicitPadding(),        # padding="same" / "valid" -> numbers
-        CanonicalModules(),       # average pools -> AveragePool2d (exact mean), Hardtanh(0, 6) -> ReLU6
-        ShortcutToConv(),         # F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p)) -> frozen 1x1 stride-2 conv
-        LoneBatchNormToConv(),    # a BatchNorm2d with no Conv / Linear to fold into -> depthwise 1x1 conv
+        FoldShapeConstants(),              # x.size(3), x.shape[2:] -> constants of the example input (never the batch)
+        Rewriter(FUNCTIONALISE_INPLACE),   # x.relu_() -> x.relu(): later edits may insert nodes anywhere
+        Rewriter(FUNCTIONAL_TO_MODULAR),   # F.relu, x + y, torch.flatten, ... -> modules
+        Rewriter(SPLIT_REUSED_MODULES),    # one module per call site
+        Rewriter(REMOVE_NO_OPS),           # dropout, identity
+        Rewriter(EXPLICIT_PADDING),        # padding="same" / "valid" -> numbers
+        Rewriter(CANONICAL_MODULES),       # average pools -> AveragePool2d (exact mean), Hardtanh(0, 6) -> ReLU6
+        Rewriter(SHORTCUT_TO_CONV),        # F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p)) -> frozen 1x1 stride-2 conv
+        Rewriter(LONE_BATCHNORM_TO_CONV),  # a BatchNorm2d with no Conv / Linear to fold into -> depthwise 1x1 conv
     ]
     if fold_batchnorm:
         editors.append(FoldBatchNorm())
@@ -66,6 +66,6 @@ def canonicalise(model: nn.Module,
     return gm
 
 
-__all__ = ["CanonicalModules", "ExplicitPadding", "FoldBatchNorm", "FoldShapeConstants", "FunctionalToModular",
-           "FunctionaliseInplace", "LoneBatchNormToConv", "RemoveNoOps", "ShortcutToConv", "SplitReusedModules",
-           "canonicalisation_editors", "canonicalise"]
+__all__ = ["CANONICAL_MODULES", "EXPLICIT_PADDING", "FUNCTIONALISE_INPLACE", "FUNCTIONAL_TO_MODULAR",
+           "LONE_BATCHNORM_TO_CONV", "REMOVE_NO_OPS", "SHORTCUT_TO_CONV", "SPLIT_REUSED_MODULES", "FoldBatchNorm",
+           "FoldShapeConstants", "canonicalisation_editors", "canonicalise"]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, RewriteRule
 from quantlib.modules.average_pool import AveragePool2d
 
 
@@ -43,6 +43,4 @@ class CanonicalModuleApplier(Applier):
         gm.add_submodule(name, _canonical(gm.get_submodule(name), name))
 
 
-class CanonicalModules(Rewriter):
-    def __init__(self) -> None:
-        super().__init__(ConvertibleModuleFinder(), CanonicalModuleApplier())
+CANONICAL_MODULES = RewriteRule("CanonicalModules", ConvertibleModuleFinder(), CanonicalModuleApplier())

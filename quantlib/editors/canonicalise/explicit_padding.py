@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, RewriteRule
 from quantlib.editors.patterns import ModuleCallFinder
 
 
@@ -29,12 +29,11 @@ class NumbersApplier(Applier):
         conv._reversed_padding_repeated_twice = [p for p in reversed(conv.padding) for _ in range(2)]
 
 
-class ExplicitPadding(Rewriter):
-    """No Conv2d whose padding has symmetric numbers keeps it as a word."""
+def _worded(node: fx.Node) -> bool:
+    conv = node.graph.owning_module.get_submodule(node.target)
+    return isinstance(conv.padding, str) and symmetric_padding(conv) is not None
 
-    def __init__(self) -> None:
-        def worded(node: fx.Node) -> bool:
-            conv = node.graph.owning_module.get_submodule(node.target)
-            return isinstance(conv.padding, str) and symmetric_padding(conv) is not None
 
-        super().__init__(ModuleCallFinder((nn.Conv2d,), "conv", where=worded), NumbersApplier())
+EXPLICIT_PADDING = RewriteRule("ExplicitPadding", ModuleCallFinder((nn.Conv2d,), "conv", where=_worded),
+                               NumbersApplier())
+"""No Conv2d whose padding has symmetric numbers keeps it as a word."""

@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter, RewriteRule
 from quantlib.editors.patterns import SequenceFinder, SequencePattern, module_role
 from quantlib.errors import EditorError
 
@@ -77,7 +77,7 @@ class FoldBatchNorm(Rewriter):
     ``keep`` (a back end that applies those BatchNorms after the accumulator, as DIANA's analog core does)."""
 
     def __init__(self, keep: Collection[str] = ()) -> None:
-        super().__init__(FoldableBatchNormFinder(keep), FoldApplier())
+        super().__init__(RewriteRule("FoldBatchNorm", FoldableBatchNormFinder(keep), FoldApplier()))
 
     def requires(self, gm: fx.GraphModule) -> None:
         calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")

@@ -23,7 +23,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, RewriteRule
 from quantlib.graphs.naming import parent_module_path, unique_submodule_name
 from quantlib.graphs.value_kinds import tensor_valued_nodes
 from quantlib.modules.add import Add
@@ -260,8 +260,5 @@ def _erase_unused_shape_queries(gm: fx.GraphModule, node: fx.Node) -> None:
             _erase_unused_shape_queries(gm, arg)
 
 
-class FunctionalToModular(Rewriter):
-    """Every convertible functional op becomes a call of an equivalent module."""
-
-    def __init__(self) -> None:
-        super().__init__(FunctionalCallFinder(), ModuleCallApplier())
+FUNCTIONAL_TO_MODULAR = RewriteRule("FunctionalToModular", FunctionalCallFinder(), ModuleCallApplier())
+"""Every convertible functional op becomes a call of an equivalent module."""

@@ -15,7 +15,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, RewriteRule
 from quantlib.errors import EditorError
 
 _INPLACE_FUNCTIONS = {torch.relu_: torch.relu, F.relu_: F.relu, F.leaky_relu_: F.leaky_relu,
@@ -79,8 +79,5 @@ class OutOfPlaceApplier(Applier):
                 user.replace_input_with(overwritten, node)
 
 
-class FunctionaliseInplace(Rewriter):
-    """Every in-place op becomes out-of-place; values are unchanged."""
-
-    def __init__(self) -> None:
-        super().__init__(InplaceOpFinder(), OutOfPlaceApplier())
+FUNCTIONALISE_INPLACE = RewriteRule("FunctionaliseInplace", InplaceOpFinder(), OutOfPlaceApplier())
+"""Every in-place op becomes out-of-place; values are unchanged."""

@@ -8,7 +8,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, RewriteRule
 from quantlib.editors.canonicalise.fold_batchnorm import LINEAR_TYPES
 
 
@@ -44,8 +44,5 @@ class DepthwiseConvApplier(Applier):
         gm.add_submodule(name, depthwise_conv(gm.get_submodule(name)))
 
 
-class LoneBatchNormToConv(Rewriter):
-    """No BatchNorm2d with running statistics is left that FoldBatchNorm could not fold."""
-
-    def __init__(self) -> None:
-        super().__init__(LoneBatchNormFinder(), DepthwiseConvApplier())
+LONE_BATCHNORM_TO_CONV = RewriteRule("LoneBatchNormToConv", LoneBatchNormFinder(), DepthwiseConvApplier())
+"""No BatchNorm2d with running statistics is left that FoldBatchNorm could not fold."""

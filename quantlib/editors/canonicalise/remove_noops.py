@@ -8,7 +8,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, RewriteRule
 from quantlib.errors import EditorError
 
 NOOP_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -44,8 +44,5 @@ class BypassApplier(Applier):
         gm.graph.erase_node(node)
 
 
-class RemoveNoOps(Rewriter):
-    """No dropout and no identity module is left in the graph."""
-
-    def __init__(self) -> None:
-        super().__init__(NoOpFinder(), BypassApplier())
+REMOVE_NO_OPS = RewriteRule("RemoveNoOps", NoOpFinder(), BypassApplier())
+"""No dropout and no identity module is left in the graph."""

@@ -15,7 +15,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, RewriteRule
 from quantlib.graphs.naming import parent_module_path, unique_submodule_name
 
 EVERYTHING = slice(None, None, None)
@@ -101,8 +101,5 @@ class ShortcutConvApplier(Applier):
             gm.graph.erase_node(node)
 
 
-class ShortcutToConv(Rewriter):
-    """No strided spatial slice and no channel zero-pad of a 4-D tensor with known shape is left."""
-
-    def __init__(self) -> None:
-        super().__init__(ShortcutFinder(), ShortcutConvApplier())
+SHORTCUT_TO_CONV = RewriteRule("ShortcutToConv", ShortcutFinder(), ShortcutConvApplier())
+"""No strided spatial slice and no channel zero-pad of a 4-D tensor with known shape is left."""

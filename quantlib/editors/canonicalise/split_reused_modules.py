@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import torch.fx as fx
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, RewriteRule
 from quantlib.graphs.naming import unique_submodule_name
 
 logger = logging.getLogger(__name__)
@@ -47,8 +47,5 @@ class CopyPerCallApplier(Applier):
             node.target = name
 
 
-class SplitReusedModules(Rewriter):
-    """After this editor every module is called from exactly one node."""
-
-    def __init__(self) -> None:
-        super().__init__(ReusedModuleFinder(), CopyPerCallApplier())
+SPLIT_REUSED_MODULES = RewriteRule("SplitReusedModules", ReusedModuleFinder(), CopyPerCallApplier())
+"""After this editor every module is called from exactly one node."""

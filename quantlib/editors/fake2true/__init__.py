@@ -9,10 +9,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import ComposedEditor, Editor
-from quantlib.editors.fake2true.average_pool_integeriser import AveragePoolIntegeriser
-from quantlib.editors.fake2true.linear_op_integeriser import LinearOpIntegeriser
-from quantlib.editors.fake2true.requantiser import AddSplitter, IdentityRequantRemover, Requantiser
+from quantlib.editors.base import ComposedEditor, Editor, FixedPoint, Rewriter
+from quantlib.editors.fake2true.average_pool_integeriser import AVERAGE_POOL_INTEGERISER
+from quantlib.editors.fake2true.linear_op_integeriser import LINEAR_OP_INTEGERISER
+from quantlib.editors.fake2true.requantiser import ADD_SPLITTER, IDENTITY_REQUANT_REMOVER, REQUANTISER
 from quantlib.editors.fake2true.scale_propagation import MODULE_RULES, ModuleRule, ScalePropagator
 from quantlib.editors.fake2true.tunnels import TunnelChecker, TunnelInserter, TunnelSimplifier
 from quantlib.errors import UnsupportedOpError
@@ -30,18 +30,18 @@ def exact_editors(scale_rules: Mapping[type[nn.Module], ModuleRule] = MODULE_RUL
     return [
         ScalePropagator(scale_rules),  # node.meta['scale'] everywhere
         *layer_integerisers,
-        LinearOpIntegeriser(),     # integer weights, bias on the accumulator grid
-        AddSplitter(),             # requantised inputs, integer add, requantised output
-        Requantiser(),             # every activation quantiser becomes clip(floor((x * mul + add) / 2^shift))
-        AveragePoolIntegeriser(),  # exact sum / (kh * kw), floored by a requant on the input's grid
-        IdentityRequantRemover(),  # an add input already on the add's grid is read as it is
+        Rewriter(LINEAR_OP_INTEGERISER),     # integer weights, bias on the accumulator grid
+        Rewriter(ADD_SPLITTER),              # requantised inputs, integer add, requantised output
+        Rewriter(REQUANTISER),               # every activation quantiser becomes clip(floor((x * mul + add) / 2^shift))
+        Rewriter(AVERAGE_POOL_INTEGERISER),  # exact sum / (kh * kw), floored by a requant on the input's grid
+        Rewriter(IDENTITY_REQUANT_REMOVER),  # an add input already on the add's grid is read as it is
         *finishers,
     ]
 
 
 def integer_editors() -> list[Editor]:
     """Exact fake-quantised -> integer: scales leave the network through tunnels that cancel inside it."""
-    return [TunnelInserter(), TunnelSimplifier(), TunnelChecker()]
+    return [TunnelInserter(), FixedPoint(TunnelSimplifier()), TunnelChecker()]
 
 
 def to_exact(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torch.Tensor, ...],

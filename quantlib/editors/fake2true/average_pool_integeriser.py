@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, RewriteRule
 from quantlib.editors.fake2true.requantiser import integer_range
 from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import EditorError, UnsupportedOpError
@@ -48,8 +48,6 @@ class AveragePoolSplitApplier(Applier):
             requant.meta["tensor_meta"] = node.meta["tensor_meta"]
 
 
-class AveragePoolIntegeriser(Rewriter):
-    """Every AveragePool2d becomes a TrueAvgPool2d read by one flooring Requant."""
-
-    def __init__(self) -> None:
-        super().__init__(ModuleCallFinder((AveragePool2d,), "pool"), AveragePoolSplitApplier())
+AVERAGE_POOL_INTEGERISER = RewriteRule("AveragePoolIntegeriser", ModuleCallFinder((AveragePool2d,), "pool"),
+                                       AveragePoolSplitApplier())
+"""Every AveragePool2d becomes a TrueAvgPool2d read by one flooring Requant."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, RewriteRule
 from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import UnsupportedOpError
 from quantlib.modules.qlinear import QConv2d, QLinear
@@ -49,6 +49,5 @@ class TrueLinearOpApplier(Applier):
         gm.add_submodule(node.target, true)
 
 
-class LinearOpIntegeriser(Rewriter):
-    def __init__(self) -> None:
-        super().__init__(ModuleCallFinder((QConv2d, QLinear), "linear", exact=True), TrueLinearOpApplier())
+LINEAR_OP_INTEGERISER = RewriteRule("LinearOpIntegeriser", ModuleCallFinder((QConv2d, QLinear), "linear", exact=True),
+                                    TrueLinearOpApplier())

@@ -9,7 +9,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, RewriteRule
 from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
 from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import EditorError, UnsupportedOpError
@@ -64,11 +64,8 @@ class RequantApplier(Applier):
         gm.add_submodule(node.target, requant)
 
 
-class Requantiser(Rewriter):
-    """Every QIdentity / QReLU becomes a Requant."""
-
-    def __init__(self) -> None:
-        super().__init__(ModuleCallFinder((QIdentity, QReLU), "quantiser"), RequantApplier())
+REQUANTISER = RewriteRule("Requantiser", ModuleCallFinder((QIdentity, QReLU), "quantiser"), RequantApplier())
+"""Every QIdentity / QReLU becomes a Requant."""
 
 
 class AddSplitApplier(Applier):
@@ -109,11 +106,8 @@ class AddSplitApplier(Applier):
         gm.graph.erase_node(node)
 
 
-class AddSplitter(Rewriter):
-    """Every QHarmonisedAdd becomes per-input Requants, integer Adds and an output Requant."""
-
-    def __init__(self) -> None:
-        super().__init__(ModuleCallFinder((QHarmonisedAdd,), "add"), AddSplitApplier())
+ADD_SPLITTER = RewriteRule("AddSplitter", ModuleCallFinder((QHarmonisedAdd,), "add"), AddSplitApplier())
+"""Every QHarmonisedAdd becomes per-input Requants, integer Adds and an output Requant."""
 
 
 def source_requant(node: fx.Node, modules: dict[str, nn.Module]) -> Requant | None:
@@ -163,8 +157,5 @@ class BypassApplier(Applier):
         gm.graph.erase_node(node)
 
 
-class IdentityRequantRemover(Rewriter):
-    """No requantisation that changes nothing is left (an add's input that is already on the add's grid)."""
-
-    def __init__(self) -> None:
-        super().__init__(IdentityRequantFinder(), BypassApplier())
+IDENTITY_REQUANT_REMOVER = RewriteRule("IdentityRequantRemover", IdentityRequantFinder(), BypassApplier())
+"""No requantisation that changes nothing is left (an add's input that is already on the add's grid)."""

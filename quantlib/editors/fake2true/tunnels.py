@@ -2,9 +2,9 @@
 
 1. ``TunnelInserter``: every Requant and true linear op forgets its scales (they become 1) and is wrapped in
    ``ScaleTunnel(1 / eps_in)`` before and ``ScaleTunnel(eps_out)`` after: the values are unchanged.
-2. ``TunnelSimplifier``: tunnels in a row merge, tunnels move through ops that commute with scaling (max and
-   average pools, flatten, integer adds and concatenations of equally scaled inputs), and tunnels of factor 1
-   vanish. Between two layers the ``eps`` of one meets the ``1 / eps`` of the next, so every tunnel inside the
+2. ``FixedPoint(TunnelSimplifier())``: tunnels in a row merge, tunnels move through ops that commute with scaling
+   (max and average pools, flatten, integer adds and concatenations of equally scaled inputs), and tunnels of
+   factor 1 vanish. Between two layers the ``eps`` of one meets the ``1 / eps`` of the next, so every tunnel inside the
    network cancels.
 3. ``TunnelChecker``: checks that tunnels are left only at the network's boundary (after an input, before an output).
 """
@@ -80,17 +80,18 @@ class TunnelInserter(Editor):
 
 
 class TunnelSimplifier(Editor):
-    """Merges, moves and cancels tunnels until none can be simplified further."""
+    """One sweep over the graph that merges, moves and cancels tunnels; run to a fixed point, no tunnel can be
+    simplified further."""
 
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
-        changed = True
-        while changed:
-            changed = False
-            for node in list(gm.graph.nodes):
-                if node.graph is not gm.graph:  # erased earlier in this sweep
-                    continue
-                changed |= self._simplify(gm, node)
-        gm.delete_all_unused_submodules()
+        changed = False
+        for node in list(gm.graph.nodes):
+            if node.graph is not gm.graph:  # erased earlier in this sweep
+                continue
+            changed |= self._simplify(gm, node)
+        if changed:
+            gm.delete_all_unused_submodules()
+        self.modified = changed
         return gm
 
     def _simplify(self, gm: fx.GraphModule, node: fx.Node) -> bool:

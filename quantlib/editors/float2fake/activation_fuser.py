@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, RewriteRule
 from quantlib.modules.qactivations import QIdentity, QReLU
 from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qmodule import QModule
@@ -75,13 +75,6 @@ class FuseApplier(Applier):
         gm.graph.erase_node(down)
 
 
-class ActivationFuser(Rewriter):
-    """After this editor no activation quantiser that could go is fed only by another quantiser."""
-
-    def __init__(self) -> None:
-        super().__init__(ChainedQuantiserFinder(), FuseApplier())
-
-    def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
-        while self.finder.find(gm):  # chains of three or more quantisers take several rounds
-            gm = super().edit(gm)
-        return gm
+ACTIVATION_FUSER = RewriteRule("ActivationFuser", ChainedQuantiserFinder(), FuseApplier())
+"""No activation quantiser that could go is fed only by another quantiser, once run to a fixed point (a chain of
+three or more quantisers takes several rounds): ``FixedPoint(Rewriter(ACTIVATION_FUSER))``."""

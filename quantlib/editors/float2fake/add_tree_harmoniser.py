@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Rewriter, RewriteRule
 from quantlib.editors.patterns import OpTree, OpTreeFinder
 from quantlib.modules.add import Add
 from quantlib.modules.qadd import QHarmonisedAdd
@@ -39,4 +39,5 @@ class AddTreeHarmoniser(Rewriter):
     ``merge=False``, every add is one with two inputs and a quantised output (hardware that adds two tensors)."""
 
     def __init__(self, input_spec: QuantiserSpec, output_spec: QuantiserSpec, merge: bool = True) -> None:
-        super().__init__(OpTreeFinder(_is_add, merge), HarmonisedAddApplier(input_spec, output_spec))
+        super().__init__(RewriteRule("AddTreeHarmoniser", OpTreeFinder(_is_add, merge),
+                                     HarmonisedAddApplier(input_spec, output_spec)))

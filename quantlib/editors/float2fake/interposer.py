@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch.fx as fx
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter, RewriteRule
 from quantlib.editors.float2fake.grid import grid_source, is_quantiser, needs_requantisation
 from quantlib.graphs.naming import unique_submodule_name
 from quantlib.graphs.tracing import same_shape
@@ -70,4 +70,4 @@ class Interposer(Rewriter):
     requantisation, the last one included)."""
 
     def __init__(self, spec: QuantiserSpec, outputs: bool = False) -> None:
-        super().__init__(UnquantisedSourceFinder(outputs), QuantiserInsertingApplier(spec))
+        super().__init__(RewriteRule("Interposer", UnquantisedSourceFinder(outputs), QuantiserInsertingApplier(spec)))

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch.fx as fx
 from torch import nn
 
-from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter
+from quantlib.editors.base import ApplicationPoint, Applier, Finder, Rewriter, RewriteRule
 from quantlib.editors.float2fake.module_filter import ModuleFilter
 from quantlib.modules.qactivations import QReLU
 from quantlib.modules.qlinear import QConv2d, QLinear
@@ -75,4 +75,4 @@ class ModuleWiseConverter(Rewriter):
     def __init__(self, rules: Sequence[ConversionRule],
                  conversions: dict[type[nn.Module], QuantisedFactory] | None = None) -> None:
         finder = ConvertibleModuleFinder(rules, conversions or FLOAT_TO_QUANTISED)
-        super().__init__(finder, QuantisedModuleApplier(finder))
+        super().__init__(RewriteRule("ModuleWiseConverter", finder, QuantisedModuleApplier(finder)))

@@ -12,11 +12,11 @@ from quantlib.backends.diana.target import DIANA
 from quantlib.backends.diana.true_analog_conv import TrueAnalogConv2d
 from quantlib.backends.onnx import export_integer_onnx, verify_onnxruntime
 from quantlib.calibration import calibrate
-from quantlib.editors.base import ComposedEditor
+from quantlib.editors.base import ComposedEditor, FixedPoint, Rewriter
 from quantlib.editors.canonicalise import canonicalise
 from quantlib.editors.fake2true import integerise, to_exact
 from quantlib.editors.float2fake import (
-    ActivationFuser,
+    ACTIVATION_FUSER,
     AddTreeHarmoniser,
     Interposer,
     ModuleFilter,
@@ -44,7 +44,8 @@ def fake_quantise(model: nn.Module, x: torch.Tensor, analog: tuple[str, ...]) ->
         ModuleWiseConverter([(ModuleFilter(names=analog), TERNARY_SPEC, AnalogConv2d.from_fp_module),
                              (ModuleFilter(types=(nn.Conv2d, nn.Linear)), spec.weights),
                              (ModuleFilter(types=(nn.ReLU,)), spec.relu)]),
-        AddTreeHarmoniser(spec.activations, spec.activations), Interposer(spec.activations), ActivationFuser(),
+        AddTreeHarmoniser(spec.activations, spec.activations), Interposer(spec.activations),
+        FixedPoint(Rewriter(ACTIVATION_FUSER)),
     ]
     fake = ComposedEditor(editors)(canonicalise(model, x))
     return clip_scales_pow2(calibrate(fake, [x]))

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantlib.editors.canonicalise import FunctionaliseInplace, FunctionalToModular
+from quantlib.editors.base import Rewriter
+from quantlib.editors.canonicalise import FUNCTIONAL_TO_MODULAR, FUNCTIONALISE_INPLACE
 from quantlib.graphs import trace
 from quantlib.modules import Add
 from quantlib.modules.average_pool import AveragePool2d
@@ -13,7 +14,7 @@ from quantlib.modules.average_pool import AveragePool2d
 
 def _convert(model, example=None):
     gm = trace(model, example)
-    return FunctionalToModular()(FunctionaliseInplace()(gm))
+    return Rewriter(FUNCTIONAL_TO_MODULAR)(Rewriter(FUNCTIONALISE_INPLACE)(gm))
 
 
 class Single(nn.Module):

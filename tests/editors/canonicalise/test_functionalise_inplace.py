@@ -2,7 +2,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantlib.editors.canonicalise import FunctionaliseInplace
+from quantlib.editors.base import Rewriter
+from quantlib.editors.canonicalise import FUNCTIONALISE_INPLACE
 from quantlib.graphs import trace
 
 
@@ -25,7 +26,7 @@ class OverwritesThenReads(nn.Module):
 
 def test_inplace_ops_become_out_of_place_with_identical_values():
     model = OverwritesThenReads()
-    gm = FunctionaliseInplace()(trace(model))
+    gm = Rewriter(FUNCTIONALISE_INPLACE)(trace(model))
     x = torch.randn(4, 5)
     for a, b in zip(model(x.clone()), gm(x.clone()), strict=False):
         assert torch.equal(a, b)
@@ -37,7 +38,7 @@ def test_inplace_ops_become_out_of_place_with_identical_values():
 
 
 def test_reader_after_inplace_op_is_redirected_and_reader_before_is_not():
-    gm = FunctionaliseInplace()(trace(OverwritesThenReads()))
+    gm = Rewriter(FUNCTIONALISE_INPLACE)(trace(OverwritesThenReads()))
     nodes = {n.name: n for n in gm.graph.nodes}
     assert nodes["mul_1"].args[0] is nodes["mul"]       # `before` reads the value before relu_
     assert nodes["add"].args[0] is nodes["relu_"]        # `after` reads relu's result (node keeps its name)
@@ -58,7 +59,7 @@ def test_inplace_write_into_a_view_is_refused():
             return y
 
     with pytest.raises(EditorError, match=r"In-place op 'relu_' \(relu_\) writes into 'getitem', a view"):
-        FunctionaliseInplace()(trace(ViewWrite()))
+        Rewriter(FUNCTIONALISE_INPLACE)(trace(ViewWrite()))
 
 
 def test_inplace_method_without_out_of_place_twin_is_refused():
@@ -73,4 +74,4 @@ def test_inplace_method_without_out_of_place_twin_is_refused():
             return y + x
 
     with pytest.raises(EditorError, match="In-place method 'fill_' of node 'fill_' has no out-of-place form"):
-        FunctionaliseInplace()(trace(Fill()))
+        Rewriter(FUNCTIONALISE_INPLACE)(trace(Fill()))

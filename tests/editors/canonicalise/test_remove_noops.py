@@ -2,7 +2,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantlib.editors.canonicalise import RemoveNoOps
+from quantlib.editors.base import Rewriter
+from quantlib.editors.canonicalise import REMOVE_NO_OPS
 from quantlib.graphs import trace
 
 
@@ -22,7 +23,7 @@ class Noisy(nn.Module):
 
 def test_dropout_and_identity_are_removed_even_in_training_mode():
     model = Noisy().train()
-    gm = RemoveNoOps()(trace(model))
+    gm = Rewriter(REMOVE_NO_OPS)(trace(model))
     assert [n.target for n in gm.graph.nodes if n.op != "placeholder"] == ["lin", "unsqueeze", "squeeze", "output"]
     assert {name for name, _ in gm.named_children()} == {"lin"}
     x = torch.randn(3, 4)

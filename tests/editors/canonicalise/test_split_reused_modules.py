@@ -3,7 +3,8 @@ import logging
 import torch
 from torch import nn
 
-from quantlib.editors.canonicalise import SplitReusedModules
+from quantlib.editors.base import Rewriter
+from quantlib.editors.canonicalise import SPLIT_REUSED_MODULES
 from quantlib.graphs import trace
 
 
@@ -23,7 +24,7 @@ class Reuse(nn.Module):
 def test_each_call_site_gets_its_own_module(caplog):
     model = Reuse()
     with caplog.at_level(logging.WARNING):
-        gm = SplitReusedModules()(trace(model))
+        gm = Rewriter(SPLIT_REUSED_MODULES)(trace(model))
     targets = [n.target for n in gm.graph.nodes if n.op == "call_module"]
     assert targets == ["conv", "relu", "conv_1", "relu_2", "relu_3", "relu_1"]
     assert len(set(targets)) == len(targets)

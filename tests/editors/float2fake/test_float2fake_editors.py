@@ -1,9 +1,10 @@
 import torch
 from torch import nn
 
+from quantlib.editors.base import FixedPoint, Rewriter
 from quantlib.editors.canonicalise import canonicalise
 from quantlib.editors.float2fake import (
-    ActivationFuser,
+    ACTIVATION_FUSER,
     AddTreeHarmoniser,
     Interposer,
     ModuleFilter,
@@ -122,13 +123,13 @@ def test_activation_fuser_folds_relu_into_the_add_and_drops_redundant_quantisers
         def forward(self, x, y):
             return self.relu(x + y)
 
-    fused = ActivationFuser()(_fake(AddThenReLU(), AddTreeHarmoniser(S8, S8)))
+    fused = FixedPoint(Rewriter(ACTIVATION_FUSER))(_fake(AddThenReLU(), AddTreeHarmoniser(S8, S8)))
     assert [k for _, k in _calls(fused)] == ["QHarmonisedAdd"]
     add = next(m for m in fused.modules() if isinstance(m, QHarmonisedAdd))
     assert isinstance(add.output_quantiser, QReLU) and add.output_quantiser.qualname == "add.output_quantiser"
     x, y = torch.randn(5), torch.randn(5)
     assert torch.equal(fused(x, y), torch.relu(x + y))
-    assert _calls(ActivationFuser()(gm)) == _calls(gm)  # nothing to fuse in Net: structure unchanged
+    assert _calls(FixedPoint(Rewriter(ACTIVATION_FUSER))(gm)) == _calls(gm)  # nothing to fuse in Net
 
 
 def test_activation_fuser_keeps_the_tighter_of_two_chained_quantisers():
@@ -140,7 +141,7 @@ def test_activation_fuser_keeps_the_tighter_of_two_chained_quantisers():
         def forward(self, x):
             return self.q3(self.q2(self.r(self.q1(x))))
 
-    gm = ActivationFuser()(canonicalise(Chain()))
+    gm = FixedPoint(Rewriter(ACTIVATION_FUSER))(canonicalise(Chain()))
     assert _calls(gm) == [("r", "QReLU")]
 
 
