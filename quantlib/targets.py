@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -28,7 +29,7 @@ def _none() -> Sequence[Editor]:
 class Target:
     """A back end: the constructs it takes (pre-flight), the scale rules and ONNX emitters of every module its graphs
     hold, the editors that integerise its own layers (before the generic linear ops) and finish the exact model,
-    and, for a staged recipe, its stage table."""
+    for a staged recipe, its stage table, and the kinds of layer its exporter writes."""
 
     name: str
     constructs: Constructs
@@ -37,6 +38,9 @@ class Target:
     layer_integerisers: Callable[[], Sequence[Editor]] = _none
     finishers: Callable[[], Sequence[Editor]] = _none
     stages: StageTable | None = None
+    layer_kinds: Sequence[Any] = ()
+    """The kinds of hardware layer its integer graphs split into, for a back end that exports per layer (DIANA's
+    ``LayerKind`` table)."""
 
     def exact_editors(self) -> list[Editor]:
         """The pipeline from a fake-quantised model with power-of-two scales to its exact twin, for this target."""

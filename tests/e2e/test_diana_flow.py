@@ -14,6 +14,7 @@ from quantlib.backends.diana.diana_module import DianaModule
 from quantlib.backends.diana.dory_conformance import check_dory_onnx
 from quantlib.backends.diana.dory_interpreter import run_dory
 from quantlib.backends.diana.hardware_layers import hardware_layers
+from quantlib.backends.diana.layer_kinds import DIANA_LAYER_KINDS
 from quantlib.backends.onnx.verify import infer_types, run_onnxruntime
 from quantlib.verification import compare_exact_and_integer, compare_fake_and_exact, record
 from quantlib.zoo import ZOO, build
@@ -76,7 +77,7 @@ def test_twin_equals_integer_model_at_every_hardware_layer(flow):
     out = flow[6].out_dir
     twin = onnx.load(str(out / f"{name}_QL_NOANNOTATION.onnx"))
     tensors = [row["twin_tensor"] for row in json.loads((out / f"{name}_report.json").read_text())["hardware_layers"]]
-    hw = hardware_layers(dm.integer)
+    hw = hardware_layers(dm.integer, DIANA_LAYER_KINDS)
     outputs = [layer.output.name for layer in hw.layers]
     expected = record(dm.integer, x, [hw.input_quantiser.name, *outputs])
     types = infer_types(twin)
@@ -92,9 +93,9 @@ def test_twin_equals_integer_model_at_every_hardware_layer(flow):
 def test_export_writes_conforming_dory_file_and_goldens_equal_to_onnxruntime(flow):
     name, _, dm, *_, result = flow
     out = result.out_dir
-    assert result.mismatches == 0 and len(result.comparisons) == len(hardware_layers(dm.integer).layers)
+    hw = hardware_layers(dm.integer, DIANA_LAYER_KINDS)
+    assert result.mismatches == 0 and len(result.comparisons) == len(hw.layers)
     assert check_dory_onnx(onnx.load(str(out / f"{name}_QL_DORY.onnx"))) == []
-    hw = hardware_layers(dm.integer)
     goldens = {p.name for p in out.glob("out_layer*.txt")}
     assert goldens == {f"out_layer{i}.txt" for i in range(len(hw.layers))}
     sample = dm.reference_input

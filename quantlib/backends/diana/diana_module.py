@@ -129,7 +129,7 @@ class DianaModule(StagedModule):
         which onnxruntime on the twin must equal the integer model at every layer (default: the sample)."""
         self.require(Stage.INTEGER, "export")
         sample = self.reference() if sample is None else sample[:1]
-        return export_diana(self.integer, self.report(), sample, out_dir, name, dialect, verify_on)
+        return export_diana(self.integer, DIANA.layer_kinds, self.report(), sample, out_dir, name, dialect, verify_on)
 
     def set_analog_noise(self, sigma: float) -> DianaModule:
         """Noise-aware training: in training mode only, every analog tile's partial sum gets Gaussian noise of
@@ -169,7 +169,7 @@ class DianaModule(StagedModule):
         if self.stage is Stage.INTEGER:
             return Report(self._integer_report)
         exact = self.exact_model() if self.stage >= Stage.HW_MAPPED else None
-        return Report(layer_reports(self.gm, exact, self.choice))
+        return Report(layer_reports(self.gm, exact, self.choice, DIANA.layer_kinds))
 
     def __repr__(self) -> str:
         cores = list(self.cores.values())
@@ -267,7 +267,7 @@ class DianaModule(StagedModule):
     def exact_for_integer(self) -> fx.GraphModule:
         """The exact model the integer stage is built from; the report is fixed from it."""
         exact = self.exact_model()
-        self._integer_report = layer_reports(self.gm, exact, self.choice)
+        self._integer_report = layer_reports(self.gm, exact, self.choice, DIANA.layer_kinds)
         return exact
 
     def inputs_of(self, batches: Iterable) -> torch.Tensor:

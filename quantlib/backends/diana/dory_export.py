@@ -109,7 +109,7 @@ def dory_onnx(integer: fx.GraphModule, hw: HardwareGraph, name: str) -> tuple[on
     for node in integer.graph.nodes:
         if node in by_op:
             layer = by_op[node]
-            tensors[layer.output], shapes[layer.output] = _emit_layer(b, layer, modules, tensors, shapes)
+            tensors[layer.output], shapes[layer.output] = layer.kind.emit(b, layer, modules, tensors, shapes)
             outputs[layer.index] = tensors[layer.output]
         elif is_reshape(node, modules) and node.args[0] in tensors:  # DORY's tensors are 4-D
             tensors[node], shapes[node] = tensors[node.args[0]], shapes[node.args[0]]
@@ -122,62 +122,89 @@ def dory_onnx(integer: fx.GraphModule, hw: HardwareGraph, name: str) -> tuple[on
     return model, outputs
 
 
-def _emit_layer(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict, shapes: dict
-                ) -> tuple[str, list[int]]:
+Emitted = tuple[str, list[int]]
+"""The DORY tensor that holds a layer's output, and its [1, C, H, W] shape."""
+
+
+def emit_conv(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict, shapes: dict) -> Emitted:
+    """A digital conv: ``Conv(x, W, bias)`` and its requantisation."""
     op = modules[layer.op.target]
-    requant: Requant | None = modules[layer.requant.target] if layer.requant is not None else None
-    x, shape = tensors[layer.inputs[0]], shapes[layer.inputs[0]]
-    out_shape = _as_4d(layer.op.meta["tensor_meta"].shape)
-    if layer.kind in ("conv", "analog_conv", "linear"):
-        y, channels = _emit_linear(b, layer, op, x, shape)
-        mul, add = (_channels(t, channels) for t in requant_mul_add(op, requant, channels))
-        return b.requant_chain(y, layer, mul, add, requant), [1, channels, *out_shape[2:]]
-    if layer.kind == "maxpool":
-        attrs = {"kernel_shape": _ints(op.kernel_size), "strides": _ints(op.stride), "pads": _ints(op.padding) * 2}
-        if op.ceil_mode:
-            attrs["ceil_mode"] = 1
-        if _ints(op.dilation) != [1, 1]:
-            attrs["dilations"] = _ints(op.dilation)
-        return b.op("MaxPool", [x], weight_bits=DIGITAL_WEIGHT_BITS, **attrs), out_shape
-    if layer.kind == "pool":
-        if op.kernel_size is None:
-            y = b.op("GlobalAveragePool", [x], weight_bits=DIGITAL_WEIGHT_BITS)
-        else:
-            padded = {"count_include_pad": 1} if any(op.padding) else {}  # DIANA divides by kh * kw everywhere
-            y = b.op("AveragePool", [x], kernel_shape=list(op.kernel_size), strides=list(op.stride),
-                     pads=list(op.padding) * 2, weight_bits=DIGITAL_WEIGHT_BITS, **padded)
-        return b.requant_chain(y, layer, _scalar(requant.mul, layer), _scalar(requant.add, layer), requant), out_shape
-    return _emit_add(b, layer, modules, tensors, requant), shape
-
-
-def _emit_linear(b: DoryBuilder, layer: HardwareLayer, op, x: str, shape: list[int]) -> tuple[str, int]:
-    """Conv with DORY's attributes; a linear layer is a conv whose kernel covers its whole [1, C, H, W] input."""
-    tag = f"layer{layer.index}"  # initializer names: DORY finds the bias by 'bias' in its name
     weight = op.weight.detach().double().numpy()
-    if layer.kind == "linear":
-        _, c, h, w = shape
-        if weight.shape[1] != c * h * w:
-            raise ExportError(f"Layer '{layer.name}' reads {weight.shape[1]} features from a [{c}, {h}, {w}] tensor.")
-        weight = weight.reshape(weight.shape[0], c, h, w)
-        attrs = {"kernel_shape": [h, w], "pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1], "group": 1}
-    else:
-        attrs = {"kernel_shape": list(weight.shape[2:]), "pads": _ints(op.padding) * 2, "strides": _ints(op.stride),
-                 "dilations": _ints(getattr(op, "dilation", 1)), "group": getattr(op, "groups", 1)}
-    inputs = [x, b.init(f"{tag}_weight", weight, layer.name)]
-    channels = weight.shape[0]
-    if layer.kind == "analog_conv":
-        attrs.update(weight_bits=ANALOG_WEIGHT_BITS, adc_shift=op.adc_shift, adc_min=ADC_LO, adc_max=ADC_HI,
-                     adc_rows=ARRAY_ROWS)
-    else:
-        bias = np.zeros(channels) if op.bias is None else op.bias.detach().double().numpy()
-        if np.abs(bias).max(initial=0) >= 2 ** (ACCUMULATOR_BITS - 1):
-            raise ExportError(f"Layer '{layer.name}': its bias does not fit in int32.")
-        inputs.append(b.init(f"{tag}_bias", bias, layer.name))
-        attrs["weight_bits"] = DIGITAL_WEIGHT_BITS
-    return b.op("Conv", inputs, bias_bits=ACCUMULATOR_BITS, **attrs), channels
+    attrs = {"kernel_shape": list(weight.shape[2:]), "pads": _ints(op.padding) * 2, "strides": _ints(op.stride),
+             "dilations": _ints(op.dilation), "group": op.groups}
+    return _requantised_conv(b, layer, modules, tensors, _digital_conv(b, layer, op, tensors, weight, attrs))
 
 
-def _emit_add(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict, requant: Requant) -> str:
+def emit_linear(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict, shapes: dict) -> Emitted:
+    """A linear layer: a digital conv whose kernel covers its whole [1, C, H, W] input."""
+    op = modules[layer.op.target]
+    _, c, h, w = shapes[layer.inputs[0]]
+    weight = op.weight.detach().double().numpy()
+    if weight.shape[1] != c * h * w:
+        raise ExportError(f"Layer '{layer.name}' reads {weight.shape[1]} features from a [{c}, {h}, {w}] tensor.")
+    attrs = {"kernel_shape": [h, w], "pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1], "group": 1}
+    conv = _digital_conv(b, layer, op, tensors, weight.reshape(weight.shape[0], c, h, w), attrs)
+    return _requantised_conv(b, layer, modules, tensors, conv)
+
+
+def emit_analog_conv(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict, shapes: dict) -> Emitted:
+    """An analog conv: ``Conv(x, W)`` with the ADC as attributes, then the post-ADC affine and requantisation."""
+    op = modules[layer.op.target]
+    weight = op.weight.detach().double().numpy()
+    conv = b.op("Conv", [tensors[layer.inputs[0]], b.init(f"layer{layer.index}_weight", weight, layer.name)],
+                bias_bits=ACCUMULATOR_BITS, kernel_shape=list(weight.shape[2:]), pads=_ints(op.padding) * 2,
+                strides=_ints(op.stride), dilations=[1, 1], group=1, weight_bits=ANALOG_WEIGHT_BITS,
+                adc_shift=op.adc_shift, adc_min=ADC_LO, adc_max=ADC_HI, adc_rows=ARRAY_ROWS)
+    return _requantised_conv(b, layer, modules, tensors, conv)
+
+
+def emit_average_pool(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict, shapes: dict) -> Emitted:
+    """``AveragePool | GlobalAveragePool`` and a scalar requantisation."""
+    op, requant = modules[layer.op.target], modules[layer.requant.target]
+    x = tensors[layer.inputs[0]]
+    if op.kernel_size is None:
+        y = b.op("GlobalAveragePool", [x], weight_bits=DIGITAL_WEIGHT_BITS)
+    else:
+        padded = {"count_include_pad": 1} if any(op.padding) else {}  # DIANA divides by kh * kw everywhere
+        y = b.op("AveragePool", [x], kernel_shape=list(op.kernel_size), strides=list(op.stride),
+                 pads=list(op.padding) * 2, weight_bits=DIGITAL_WEIGHT_BITS, **padded)
+    y = b.requant_chain(y, layer, _scalar(requant.mul, layer), _scalar(requant.add, layer), requant)
+    return y, _as_4d(layer.op.meta["tensor_meta"].shape)
+
+
+def emit_max_pool(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict, shapes: dict) -> Emitted:
+    """``MaxPool`` (no requantisation: it keeps its input's integers)."""
+    op = modules[layer.op.target]
+    attrs = {"kernel_shape": _ints(op.kernel_size), "strides": _ints(op.stride), "pads": _ints(op.padding) * 2}
+    if op.ceil_mode:
+        attrs["ceil_mode"] = 1
+    if _ints(op.dilation) != [1, 1]:
+        attrs["dilations"] = _ints(op.dilation)
+    y = b.op("MaxPool", [tensors[layer.inputs[0]]], weight_bits=DIGITAL_WEIGHT_BITS, **attrs)
+    return y, _as_4d(layer.op.meta["tensor_meta"].shape)
+
+
+def _digital_conv(b: DoryBuilder, layer: HardwareLayer, op, tensors: dict, weight: np.ndarray, attrs: dict) -> str:
+    """``Conv(x, W, bias)``: DIANA's digital core adds the int32 bias (DORY finds it by 'bias' in its name)."""
+    tag = f"layer{layer.index}"
+    bias = np.zeros(weight.shape[0]) if op.bias is None else op.bias.detach().double().numpy()
+    if np.abs(bias).max(initial=0) >= 2 ** (ACCUMULATOR_BITS - 1):
+        raise ExportError(f"Layer '{layer.name}': its bias does not fit in int32.")
+    inputs = [tensors[layer.inputs[0]], b.init(f"{tag}_weight", weight, layer.name), b.init(f"{tag}_bias", bias,
+                                                                                             layer.name)]
+    return b.op("Conv", inputs, bias_bits=ACCUMULATOR_BITS, weight_bits=DIGITAL_WEIGHT_BITS, **attrs)
+
+
+def _requantised_conv(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict, conv: str) -> Emitted:
+    """A conv's output requantised per channel: ``Mul -> Add -> Div(2^s) -> Floor -> Clip``."""
+    op, requant = modules[layer.op.target], modules[layer.requant.target]
+    channels = op.weight.shape[0]
+    mul, add = (_channels(t, channels) for t in requant_mul_add(op, requant, channels))
+    out_shape = _as_4d(layer.op.meta["tensor_meta"].shape)
+    return b.requant_chain(conv, layer, mul, add, requant), [1, channels, *out_shape[2:]]
+
+
+def emit_add(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict, shapes: dict) -> Emitted:
     """Add with Quantlab's DORYAdder attributes: per input the requantisation the add applies first (none on DIANA,
     whose adds read both inputs on one scale), and the output's; nothing after it."""
     attrs = {"add_bits": 8, "weight_bits": DIGITAL_WEIGHT_BITS}
@@ -188,8 +215,8 @@ def _emit_add(b: DoryBuilder, layer: HardwareLayer, modules: dict, tensors: dict
                           f"{side}_n_levels": hi - lo + 1, f"{side}_signed": int(lo < 0)})
         else:
             attrs.update(_requant_attributes(side, modules[rq_node.target], rq_node.name))
-    attrs.update(_requant_attributes("out", requant, layer.requant.name))
-    return b.op("Add", [tensors[s] for s in layer.inputs], **attrs)
+    attrs.update(_requant_attributes("out", modules[layer.requant.target], layer.requant.name))
+    return b.op("Add", [tensors[s] for s in layer.inputs], **attrs), shapes[layer.inputs[0]]
 
 
 def _requant_attributes(side: str, rq: Requant, name: str) -> dict[str, int]:

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from quantlib.backends.diana.dory_conformance import check_dory_onnx
 from quantlib.backends.diana.dory_export import dory_onnx
 from quantlib.backends.diana.dory_files import dory_config, golden_text
 from quantlib.backends.diana.dory_interpreter import interpret_dory
-from quantlib.backends.diana.hardware_layers import HardwareGraph, hardware_layers, range_bits
+from quantlib.backends.diana.hardware_layers import HardwareGraph, LayerKind, hardware_layers, range_bits
 from quantlib.backends.diana.report import LayerReport
 from quantlib.backends.diana.twin import DIALECTS, twin_onnx
 from quantlib.backends.onnx.integer_export import IntegerOnnx
@@ -62,10 +62,11 @@ class ExportResult:
                 f"(interpreted): {counts(self.dory_comparisons)}")
 
 
-def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: torch.Tensor,
+def export_diana(integer: fx.GraphModule, kinds: Sequence[LayerKind], report: list[LayerReport], sample: torch.Tensor,
                  out_dir: str | os.PathLike, name: str, dialect: str = "dory",
                  verify_on: torch.Tensor | None = None) -> ExportResult:
-    """Export the integer DIANA graph ``integer`` into ``out_dir``; goldens are computed on ``sample`` (one input),
+    """Export the integer DIANA graph ``integer``, made of layers of ``kinds``, into ``out_dir``; goldens are
+    computed on ``sample`` (one input),
     and onnxruntime on the twin is compared with ``integer`` at every hardware layer on ``verify_on`` (default:
     ``sample``)."""
     if dialect not in DIALECTS:
@@ -75,7 +76,7 @@ def export_diana(integer: fx.GraphModule, report: list[LayerReport], sample: tor
     check_output_folder(out_dir)
     start = time.perf_counter()
     integer = with_shapes(integer, sample)
-    hw = hardware_layers(integer)
+    hw = hardware_layers(integer, kinds)
     dory, dory_tensors = dory_onnx(integer, hw, name)
     problems = check_dory_onnx(dory)
     if problems:
@@ -170,7 +171,7 @@ def _report_json(report: list[LayerReport], hw: HardwareGraph, twin: IntegerOnnx
     """The report rows, and per hardware layer its golden file and the tensors of the twin and of the DORY file
     that hold its output."""
     return {"dialect": dialect, "layers": [dataclasses.asdict(row) for row in report],
-            "hardware_layers": [{"index": layer.index, "name": layer.name, "kind": layer.kind,
+            "hardware_layers": [{"index": layer.index, "name": layer.name, "kind": layer.kind.name,
                                  "golden": f"out_layer{layer.index}.txt",
                                  "twin_tensor": twin.node_tensors[layer.output.name],
                                  "dory_tensor": dory_tensors[layer.index]} for layer in hw.layers]}

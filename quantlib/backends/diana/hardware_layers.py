@@ -1,6 +1,7 @@
 """The fused hardware layers of an exact or integer DIANA graph, in topological order: a linear op (digital conv,
 analog conv, linear), an average pool or an add, each with the requantisation that ends it; and max pools. DORY's files,
-the golden activations and the report are all written per hardware layer.
+the golden activations and the report are all written per hardware layer. What a kind of layer is, is a ``LayerKind``;
+DIANA's kinds are one table, ``layer_kinds.DIANA_LAYER_KINDS``.
 
 The input quantiser (the first requantisation, of the real input) happens outside the chip; a requantisation that
 feeds an add without ending a layer belongs to that add (DORY's ``in1_`` / ``in2_`` attributes).
@@ -8,8 +9,9 @@ feeds an add without ending a layer belongs to that add (DORY's ``in1_`` / ``in2
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -18,12 +20,26 @@ from torch import nn
 from quantlib.backends.diana.true_analog_conv import TrueAnalogConv2d
 from quantlib.errors import ExportError
 from quantlib.graphs.value_preserving import is_reshape
-from quantlib.modules.add import Add
-from quantlib.modules.true_quant import Requant, ScaleTunnel, TrueAvgPool2d, TrueConv2d, TrueLinear
+from quantlib.modules.true_quant import Requant, ScaleTunnel
 
-Kind = Literal["conv", "analog_conv", "linear", "pool", "add", "maxpool"]
-KINDS: dict[type[nn.Module], Kind] = {TrueConv2d: "conv", TrueAnalogConv2d: "analog_conv", TrueLinear: "linear",
-                                      TrueAvgPool2d: "pool", Add: "add", nn.MaxPool2d: "maxpool"}
+
+@dataclass(frozen=True)
+class LayerKind:
+    """One kind of hardware layer. Its pattern: a call of ``op`` read by the one requantisation that ends it (unless
+    ``requantised`` is False); with ``owns_input_requants``, a requantisation that feeds it without ending a layer is
+    its own (DORY's add: ``in1_`` / ``in2_``). Then what the report row adds (``row(op, fake_op)``: bits, scales,
+    requant entries), the rules its mapped numbers must keep (``checks(layer, op, requant, modules)``: errors with
+    fixes), what upstream DORY does not compute as the chip would (``dory_limits(layer, requant, in_channels)``:
+    warnings), and how the DORY file writes it (``emit(builder, layer, modules, tensors, shapes)``)."""
+
+    name: str
+    op: type[nn.Module]
+    emit: Callable[..., tuple[str, list[int]]]
+    row: Callable[[nn.Module, nn.Module | None], dict[str, dict[str, Any]]] = lambda op, fake_op: {}
+    checks: Callable[..., list[Any]] = lambda layer, op, requant, modules: []
+    dory_limits: Callable[..., list[Any]] = lambda layer, requant, in_channels: []
+    requantised: bool = True
+    owns_input_requants: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,7 +48,7 @@ class HardwareLayer:
     reads; for an add, ``input_requants`` holds per input the requantisation the add applies first (or None)."""
 
     index: int
-    kind: Kind
+    kind: LayerKind
     op: fx.Node
     requant: fx.Node | None
     inputs: tuple[fx.Node, ...]
@@ -63,6 +79,12 @@ def range_bits(lo: int, hi: int) -> int:
     return max(1, (hi - lo).bit_length())
 
 
+def scale_exponent(scale: torch.Tensor) -> int | list[int]:
+    """k of a power-of-two scale 2^k (one per channel where they differ)."""
+    k = torch.log2(scale.detach().double().reshape(-1)).round().long().tolist()
+    return k[0] if len(set(k)) == 1 else k
+
+
 def requant_mul_add(op: nn.Module, requant: Requant, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-channel ``mul`` and ``add`` of a layer's requantisation, what DORY's Mul and Add hold: a digital
     layer's bias stays in its Conv; an analog layer's (on the ADC sum's grid) moves into ``add``
@@ -73,12 +95,20 @@ def requant_mul_add(op: nn.Module, requant: Requant, channels: int) -> tuple[tor
     return mul.clone(), (add if bias is None else add + bias.detach().double().reshape(-1) * mul).clone()
 
 
-def hardware_layers(gm: fx.GraphModule) -> HardwareGraph:
-    """Split ``gm`` (exact or integer) into hardware layers; ExportError names any node that fits no layer."""
+def hardware_layers(gm: fx.GraphModule, kinds: Sequence[LayerKind]) -> HardwareGraph:
+    """Split ``gm`` (exact or integer) into hardware layers of ``kinds``; ExportError names any node that fits no
+    layer."""
     modules = dict(gm.named_modules())
+    kind_of = {kind.op: kind for kind in kinds}
 
     def module(node: fx.Node) -> nn.Module | None:
         return modules.get(node.target) if node.op == "call_module" else None
+
+    def owns_requants(node: fx.Node) -> bool:
+        kind = kind_of.get(type(module(node)))
+        return kind is not None and kind.owns_input_requants
+
+    names = ", ".join(kind.name for kind in kinds)
 
     def without_tunnels(node: fx.Node) -> fx.Node:
         while isinstance(module(node), ScaleTunnel):
@@ -86,7 +116,8 @@ def hardware_layers(gm: fx.GraphModule) -> HardwareGraph:
         return node
 
     def is_layer_op(node: fx.Node) -> bool:
-        return type(module(node)) in KINDS and not isinstance(module(node), nn.MaxPool2d)
+        kind = kind_of.get(type(module(node)))
+        return kind is not None and kind.requantised
 
     input_quantiser, layers = None, []
     for node in gm.graph.nodes:
@@ -97,27 +128,27 @@ def hardware_layers(gm: fx.GraphModule) -> HardwareGraph:
             source = without_tunnels(node.args[0])
             if source.op == "placeholder" and input_quantiser is None:
                 input_quantiser = node
-            elif not is_layer_op(source) and not all(isinstance(module(u), Add) for u in node.users):
+            elif not is_layer_op(source) and not all(owns_requants(u) for u in node.users):
                 raise ExportError(f"Requantisation '{node.name}' neither ends a layer nor feeds an add; DIANA "
-                                  f"requantises only at the end of a conv, linear, pool or add.")
+                                  f"requantises only at the end of a layer ({names}).")
             continue
-        kind = KINDS.get(type(m))
+        kind = kind_of.get(type(m))
         if kind is None:
             what = type(m).__name__ if m is not None else f"{node.op} {node.target}"
-            raise ExportError(f"Node '{node.name}' ({what}) is not a DIANA layer; the chip runs convolutions, linear "
-                              f"layers, pools and adds.")
+            raise ExportError(f"Node '{node.name}' ({what}) is not a DIANA layer; the chip runs these kinds of layer: "
+                              f"{names}.")
         if input_quantiser is None:
             raise ExportError(f"Layer '{node.name}' reads the network input before any quantiser: DIANA's input is "
                               f"8-bit integers, quantise it first.")
         requant = None
-        if kind != "maxpool":
+        if kind.requantised:
             readers = list(node.users)
             if len(readers) != 1 or not isinstance(module(readers[0]), Requant):
                 raise ExportError(f"Layer '{node.name}' must be read by exactly one requantisation, got "
                                   f"{[r.name for r in readers]}.")
             requant = readers[0]
         inputs, input_requants = list(node.args), []
-        if kind == "add":  # an input requantisation that ends no layer is the add's own (DORY's in1_ / in2_)
+        if kind.owns_input_requants:  # a requantisation that ends no layer is the add's own (DORY's in1_ / in2_)
             for i, arg in enumerate(node.args):
                 folded = isinstance(module(arg), Requant) and not is_layer_op(without_tunnels(arg.args[0]))
                 input_requants.append(arg if folded else None)

@@ -131,6 +131,15 @@ def multiplier_findings(layer: str, kind: str, mul: torch.Tensor) -> list[Findin
                     "scale, and use per-tensor weight scales on digital layers.")]
 
 
+def affine_findings(layer: str, mul: torch.Tensor) -> list[Finding]:
+    """The analog BatchNorm's affine after the ADC runs on 8 bits: its multiplier in [-128, 127] (its add is the
+    32-bit requant add)."""
+    if bool(((mul >= -128) & (mul <= 127)).all()):
+        return []
+    return [Finding(layer, "affine-range", f"the post-ADC multiplier reaches {int(mul.abs().max())}, beyond 8 bits.",
+                    "lower the output scale's resolution, or keep the layer digital.")]
+
+
 def add_input_findings(layer: str, input_requants: list[tuple[int, torch.nn.Module]]) -> list[Finding]:
     """DIANA's add reads two tensors of one scale: every input requantisation left is a broken rule."""
     return [Finding(layer, "add-input-scale", f"input {i} must be requantised first (x {integer_values(rq.mul)} / 2^"

@@ -4,29 +4,22 @@ and the hardware rules each layer breaks. Before hardware mapping it holds the l
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
 import torch.fx as fx
 from torch import nn
 
 from quantlib.backends.diana.core_choice import CoreChoice, layer_nodes
-from quantlib.backends.diana.dory_limits import dory_findings
 from quantlib.backends.diana.hardware_layers import (
     HardwareLayer,
+    LayerKind,
     hardware_layers,
     range_bits,
     requant_mul_add,
+    scale_exponent,
 )
-from quantlib.backends.diana.hardware_rules import (
-    Finding,
-    adc_findings,
-    add_input_findings,
-    integer_values,
-    multiplier_findings,
-    pair,
-    shift_findings,
-)
+from quantlib.backends.diana.hardware_rules import Finding, integer_values, pair, shift_findings
 from quantlib.editors.fake2true.requantiser import source_requant
 from quantlib.modules.true_quant import Requant
 
@@ -50,13 +43,10 @@ def _finding(f: Finding) -> dict[str, str]:
     return {"rule": f.rule, "severity": f.severity, "message": f.message, "fix": f.fix}
 
 
-def _exponent(scale: torch.Tensor) -> int | list[int]:
-    k = torch.log2(scale.detach().double().reshape(-1)).round().long().tolist()
-    return k[0] if len(set(k)) == 1 else k
-
-
-def layer_reports(fake: fx.GraphModule, exact: fx.GraphModule | None, choice: CoreChoice) -> list[LayerReport]:
-    """The report of a DIANA model: from its exact graph once hardware-mapped, else from ``fake``'s layers."""
+def layer_reports(fake: fx.GraphModule, exact: fx.GraphModule | None, choice: CoreChoice,
+                  kinds: Sequence[LayerKind]) -> list[LayerReport]:
+    """The report of a DIANA model: from its exact graph's layers of ``kinds`` once hardware-mapped, else from
+    ``fake``'s layers."""
     if exact is None:
         modules = dict(fake.named_modules())
         return [LayerReport(name, "conv" if isinstance(modules[name], nn.Conv2d) else "linear", choice.cores[name],
@@ -64,7 +54,7 @@ def layer_reports(fake: fx.GraphModule, exact: fx.GraphModule | None, choice: Co
                 for name in layer_nodes(fake) if name in choice.cores]
     modules = dict(exact.named_modules())
     fake_modules = dict(fake.named_modules())
-    return [_mapped_row(layer, modules, fake_modules, choice) for layer in hardware_layers(exact).layers]
+    return [_mapped_row(layer, modules, fake_modules, choice) for layer in hardware_layers(exact, kinds).layers]
 
 
 def _geometry(module: nn.Module) -> dict[str, list[int]]:
@@ -76,45 +66,33 @@ def _geometry(module: nn.Module) -> dict[str, list[int]]:
 
 
 def _mapped_row(layer: HardwareLayer, modules: dict, fake_modules: dict, choice: CoreChoice) -> LayerReport:
-    """A layer's row from the exact graph (and, for the ternary weight scale the integer op folds away and the
-    calibration of its quantisers, the fake one)."""
+    """A layer's row from the exact graph, as its kind describes it (and, for what the integer op folds away and
+    the calibration of its quantisers, the fake one)."""
     op = modules[layer.op.target]
     core = choice.cores.get(layer.name, "digital")
     findings = [_finding(f) for f in choice.findings.get(layer.name, [])]
-    row = LayerReport(layer.name, layer.kind, core, **_geometry(op), findings=findings)
+    row = LayerReport(layer.name, layer.kind.name, core, **_geometry(op), findings=findings)
     if layer.requant is None:  # a max pool
-        return dataclasses.replace(row, findings=findings + [_finding(f) for f in dory_findings(layer, None, None)])
+        return dataclasses.replace(row, findings=findings + [
+            _finding(f) for f in layer.kind.dory_limits(layer, None, None)])
     rq: Requant = modules[layer.requant.target]
     bits = {"output": range_bits(rq.lo, rq.hi)}
-    scales = {"output": _exponent(rq.eps_out)}
+    scales = {"output": scale_exponent(rq.eps_out)}
     source = source_requant(layer.inputs[0], modules)
     if source is not None:
         bits["input"] = range_bits(source.lo, source.hi)
-        scales["input"] = _exponent(source.eps_out)
-    if layer.kind in ("conv", "linear"):
-        bits["weights"] = 8
-        scales["weights"] = _exponent(op.eps_w)
-    elif layer.kind == "analog_conv":
-        bits.update(weights=2, adc=6)
-        scales.update(weights=_exponent(fake_modules[layer.name].scale), adc=_exponent(op.eps_out))
+        scales["input"] = scale_exponent(source.eps_out)
     channels = layer.op.meta["tensor_meta"].shape[1] if "tensor_meta" in layer.op.meta else rq.mul.numel()
     mul, add = requant_mul_add(op, rq, channels)
     requant = {"mul": integer_values(mul), "add": integer_values(add), "shift": rq.shift, "clip": [rq.lo, rq.hi]}
-    if layer.kind == "analog_conv":
-        requant["adc_shift"] = op.adc_shift
-        findings += [_finding(f) for f in shift_findings(layer.name, op.adc_shift)]
-        findings += [_finding(f) for f in adc_findings(layer.name, op.adc_mul)]
-        findings += _affine_findings(layer.name, rq)
-    if layer.kind in ("conv", "linear", "add"):
-        findings += [_finding(f) for f in multiplier_findings(layer.name, layer.kind, rq.mul)]
-    if layer.kind == "add":
-        findings += [_finding(f) for f in add_input_findings(layer.name, [
-            (i, modules[n.target]) for i, n in enumerate(layer.input_requants) if n is not None])]
-    findings += [_finding(f) for f in shift_findings(layer.name, rq.shift)]
-    findings += [_finding(f) for f in _calibration_findings(layer, fake_modules)]
-    in_channels = _channels_of(layer.inputs[0])
-    findings += [_finding(f) for f in dory_findings(layer, rq, in_channels)]
-    return dataclasses.replace(row, bits=bits, scales=scales, requant=requant, findings=findings)
+    kind_row = layer.kind.row(op, fake_modules.get(layer.name))
+    broken = [*layer.kind.checks(layer, op, rq, modules), *shift_findings(layer.name, rq.shift),
+              *_calibration_findings(layer, fake_modules),
+              *layer.kind.dory_limits(layer, rq, _channels_of(layer.inputs[0]))]
+    findings += [_finding(f) for f in broken]
+    return dataclasses.replace(row, bits={**bits, **kind_row.get("bits", {})},
+                               scales={**scales, **kind_row.get("scales", {})},
+                               requant={**requant, **kind_row.get("requant", {})}, findings=findings)
 
 
 def _channels_of(node: fx.Node) -> int | None:
@@ -132,14 +110,6 @@ def _calibration_findings(layer: HardwareLayer, fake_modules: dict) -> list[Find
                     f"their scale was set to 1, and this layer's scales, shifts and findings come from degenerate "
                     f"calibration data.", "calibrate on inputs that reach this layer (representative data, enough "
                     "batches).", "warning")]
-
-
-def _affine_findings(layer: str, rq: Requant) -> list[dict[str, str]]:
-    """The analog BatchNorm's affine runs on 8 bits: mul in [-128, 127] (add is the 32-bit requant add)."""
-    if bool(((rq.mul >= -128) & (rq.mul <= 127)).all()):
-        return []
-    return [_finding(Finding(layer, "affine-range", f"the post-ADC multiplier reaches {int(rq.mul.abs().max())}, "
-                             f"beyond 8 bits.", "lower the output scale's resolution, or keep the layer digital."))]
 
 
 REPORT_COLUMNS = ("layer", "kind", "core", "kernel", "stride", "bits w/in/out", "scales 2^k in/w/out", "shift",

@@ -10,6 +10,7 @@ from quantlib.backends.diana.analog_integerisation import (
     DIANA_SCALE_RULES,
 )
 from quantlib.backends.diana.constructs import DIANA_CONSTRUCTS
+from quantlib.backends.diana.layer_kinds import DIANA_LAYER_KINDS
 from quantlib.backends.diana.stage_editors import ClampAdcScales, CoreBitwidths, MapAnalogBatchNorms, adc_quantisers
 from quantlib.calibration import Calibrate
 from quantlib.editors.base import Rewriter
@@ -55,4 +56,4 @@ DIANA_STAGES = StageTable("quantised", (  # from_fp_model: 8-bit digital fake-qu
 DIANA = Target("DIANA", DIANA_CONSTRUCTS, DIANA_SCALE_RULES, DIANA_EMITTERS,
                layer_integerisers=lambda: [Rewriter(ANALOG_CONV_INTEGERISER)],  # ternary ADC-tiled, before digital
                finishers=lambda: [Rewriter(ANALOG_BATCHNORM_FOLDER)],           # analog BN affine into the next requant
-               stages=DIANA_STAGES)
+               stages=DIANA_STAGES, layer_kinds=DIANA_LAYER_KINDS)
