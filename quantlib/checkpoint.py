@@ -76,6 +76,20 @@ def build_architecture(arch: str, kwargs: Mapping[str, Any] | None = None) -> nn
     return model
 
 
+def float_model(checkpoint: Checkpoint) -> nn.Module:
+    """The float model (in eval mode) of a checkpoint at the float stage; CheckpointError for a later stage."""
+    if checkpoint.stage != FLOAT_STAGE:
+        raise CheckpointError(f"The checkpoint is at stage '{checkpoint.stage}' of a staged recipe, not a float model; "
+                              f"export it with the target that wrote it, or save the float model.")
+    model = checkpoint.build()
+    try:
+        model.load_state_dict(checkpoint.state_dict)
+    except RuntimeError as exc:
+        raise CheckpointError(f"The checkpoint's state does not fit architecture '{checkpoint.arch}': "
+                              f"{str(exc).strip()[:500]}") from exc
+    return model.eval()
+
+
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     """Write ``checkpoint`` to ``path`` atomically."""
     buffer = io.BytesIO()

@@ -184,7 +184,7 @@ def test_an_output_folder_holding_other_files_is_left_alone(float_checkpoint, tm
 
 
 def test_a_refused_output_folder_is_refused_before_any_stage_runs(float_checkpoint, tmp_path, capsys, monkeypatch):
-    from quantlib.cli import export as cli
+    from quantlib.backends.diana import cli
 
     precious = tmp_path / "project"
     precious.mkdir()

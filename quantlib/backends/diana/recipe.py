@@ -18,7 +18,7 @@ from torch import nn
 from quantlib.backends.diana.diana_module import DianaModule, Stage
 from quantlib.backends.diana.export import ExportResult, check_output_folder, twin_accuracy
 from quantlib.calibration import model_inputs
-from quantlib.checkpoint import FLOAT_STAGE, Checkpoint, CheckpointError
+from quantlib.checkpoint import FLOAT_STAGE, Checkpoint, CheckpointError, float_model
 from quantlib.training import accuracy, train_epochs
 
 logger = logging.getLogger(__name__)
@@ -95,12 +95,12 @@ def _training(data: Mapping, where: str, default: StageTraining) -> StageTrainin
 
 
 def restore(checkpoint: Checkpoint) -> nn.Module | DianaModule:
-    """The model a checkpoint holds: the float model, or a DianaModule rebuilt to its stage with its saved cores."""
+    """The model a checkpoint holds: the float model (in eval mode), or a DianaModule rebuilt to its stage with its
+    saved cores."""
+    if checkpoint.stage == FLOAT_STAGE:
+        return float_model(checkpoint)
     model = checkpoint.build()
     try:
-        if checkpoint.stage == FLOAT_STAGE:
-            model.load_state_dict(checkpoint.state_dict)
-            return model
         cores = dict(checkpoint.state_dict["_extra_state"]["cores"])
         dm = DianaModule.from_fp_model(model, torch.zeros(1, *checkpoint.input_shape), descriptors=cores)
         dm.load_state_dict(checkpoint.state_dict)
