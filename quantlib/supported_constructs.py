@@ -5,7 +5,7 @@ test checks that they agree).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -13,9 +13,9 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from quantlib.backends.diana.constructs import DIANA_CONSTRUCTS
 from quantlib.editors.canonicalise import canonicalise
-from quantlib.preflight import GENERIC, Constructs, preflight
+from quantlib.preflight import Constructs, preflight
+from quantlib.targets import Target
 
 Op = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -144,11 +144,13 @@ def first_refusal(example: Example, constructs: Constructs) -> str | None:
     return f"{refusals[0].reason} Fix: {refusals[0].fix}" if refusals else None
 
 
-def construct_table() -> str:
-    """The Markdown table of every example: whether DIANA and the generic integer path take it, and if not why."""
-    lines = ["| construct | DIANA | generic integer ONNX | why not, and what works |", "| --- | --- | --- | --- |"]
+def construct_table(targets: Sequence[Target]) -> str:
+    """The Markdown table of every example: whether each of ``targets`` takes it, and if not why (the reason the
+    last target that refuses it gives: list the most specific target first)."""
+    lines = [f"| construct | {' | '.join(t.name for t in targets)} | why not, and what works |",
+             f"| --- | {' | '.join('---' for _ in targets)} | --- |"]
     for example in EXAMPLES:
-        diana, generic = first_refusal(example, DIANA_CONSTRUCTS), first_refusal(example, GENERIC)
-        lines.append(f"| `{example.spelling}` | {'no' if diana else 'yes'} | {'no' if generic else 'yes'} | "
-                     f"{generic or diana or ''} |")
+        reasons = [first_refusal(example, t.constructs) for t in targets]
+        verdicts = " | ".join("no" if r else "yes" for r in reasons)
+        lines.append(f"| `{example.spelling}` | {verdicts} | {next((r for r in reversed(reasons) if r), '')} |")
     return "\n".join(lines) + "\n"
