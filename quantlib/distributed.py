@@ -120,12 +120,14 @@ def evaluation_loader(loader: Iterable, group: ProcessGroup) -> Iterable:
     return _rebuilt(loader, _Strided(len(loader.dataset), group.rank, group.world_size))
 
 
-def broadcast_buffers(model: nn.Module, group: ProcessGroup) -> None:
-    """Copy rank 0's buffers (BatchNorm statistics, say) to every rank: DistributedDataParallel copies them before each
-    forward only, so after the last step every rank holds its own."""
+def broadcast_from_main(tensors: Iterable[torch.Tensor], group: ProcessGroup) -> None:
+    """Copy rank 0's values of ``tensors`` (in place) to every rank: a model's buffers after DistributedDataParallel
+    training (it copies them before each forward only), or all of a model's state after a stage that every rank ran
+    on its own."""
     if group.world_size > 1:
-        for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
+        with torch.no_grad():
+            for tensor in tensors:
+                dist.broadcast(tensor, src=0)
 
 
 def all_reduce_sum(values: Sequence[float], group: ProcessGroup, device: torch.device) -> list[float]:

@@ -294,7 +294,7 @@ def fit(model: nn.Module, train_loader: Iterable, config: TrainConfig, *, loss: 
             history["lr"].append(optimiser.param_groups[0]["lr"])
             train_loss, train_accuracy = _train_epoch(trained, train, optimiser, scaler, loss, device, amp_dtype,
                                                       f"epoch {epoch + 1}/{config.epochs}", config, group)
-            distributed.broadcast_buffers(model, group)  # every rank evaluates and ends with rank 0's model
+            distributed.broadcast_from_main(model.buffers(), group)  # every rank evaluates and ends with rank 0's
             history["train_loss"].append(train_loss)
             history["train_accuracy"].append(train_accuracy)
             if scheduler is not None:

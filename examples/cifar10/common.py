@@ -11,6 +11,7 @@ from quantlib.backends.diana.diana_module import DianaModule
 from quantlib.backends.diana.recipe import RecipeConfig, restore, run_recipe
 from quantlib.checkpoint import Checkpoint, save_checkpoint
 from quantlib.data import DataSource, data_source
+from quantlib.distributed import is_main_process
 from quantlib.training import accuracy
 
 MODELS = {"resnet8": "quantlib.zoo:resnet8", "resnet20": "quantlib.zoo:resnet20",
@@ -52,6 +53,7 @@ def run(checkpoint: Checkpoint, data: DataSource, config: RecipeConfig, retrain:
         dialect: str = "dory") -> dict[str, float]:
     """From the checkpoint's stage through the staged recipe to ``<out>/<name>_diana/``, writing a checkpoint after
     every stage and printing the test accuracy of each; returns the accuracy per stage."""
+    main_process = is_main_process()  # under torchrun, the one that prints (run_recipe writes on it only)
     model = restore(checkpoint)
     history = dict(checkpoint.history)
     if isinstance(model, DianaModule):
@@ -61,7 +63,8 @@ def run(checkpoint: Checkpoint, data: DataSource, config: RecipeConfig, retrain:
         dm = DianaModule.from_fp_model(model, torch.zeros(1, *checkpoint.input_shape),
                                        descriptors=config.descriptors, analog=config.analog)
         cores = list(dm.cores.values())
-        print(f"cores: {cores.count('digital')} digital, {cores.count('analog')} analog")
+        if main_process:
+            print(f"cores: {cores.count('digital')} digital, {cores.count('analog')} analog")
 
     def on_stage(dm: DianaModule, reached: dict[str, float]) -> None:
         stage, top1 = next(reversed(reached.items()))
@@ -71,7 +74,8 @@ def run(checkpoint: Checkpoint, data: DataSource, config: RecipeConfig, retrain:
 
     result = run_recipe(dm, data.train, data.test, config, out / f"{name}_diana", name, retrain=retrain,
                         dialect=dialect, on_stage=on_stage)
-    for stage in ("integer", "onnxruntime"):
-        print(f"{stage:>14s}: {result.accuracy[stage]:.2f} %")
-    print(f"exported to {result.export.out_dir}/ ({result.export.summary()})")
+    if main_process:
+        for stage in ("integer", "onnxruntime"):
+            print(f"{stage:>14s}: {result.accuracy[stage]:.2f} %")
+        print(f"exported to {result.export.out_dir}/ ({result.export.summary()})")
     return {**history, **result.accuracy}

@@ -3,8 +3,11 @@ says) -> map_to_hw -> integer -> DIANA export. Resumable: pass the checkpoint of
 
     python examples/cifar10/quantize_qat.py --checkpoint checkpoints/resnet20_float.pt --config configs/resnet20.yaml
     python examples/cifar10/quantize_qat.py --checkpoint checkpoints/resnet20_scales_mapped.pt --config ...
+    torchrun --nproc_per_node 2 examples/cifar10/quantize_qat.py --checkpoint checkpoints/digits_cnn_float.pt \
+        --dataset digits --config examples/cifar10/configs/digits.yaml --threads 1
 
-Writes a checkpoint after every stage (``<out>/<name>_<stage>.pt``) and the DIANA folder ``<out>/<name>_diana/``.
+Writes a checkpoint after every stage (``<out>/<name>_<stage>.pt``) and the DIANA folder ``<out>/<name>_diana/``
+(rank 0 only under torchrun, where every stage's retraining is data-parallel and starts from rank 0's calibration).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from common import add_data_arguments, data_spec, load_data, run
 
 from quantlib.backends.diana.recipe import RecipeConfig
 from quantlib.checkpoint import CheckpointError, load_checkpoint
+from quantlib.distributed import process_group
 
 
 def main(retrain: bool = True, doc: str = __doc__) -> None:
@@ -42,7 +46,8 @@ def main(retrain: bool = True, doc: str = __doc__) -> None:
                                                      for k, v in overrides.items()}})
     data = load_data(data_spec(args, checkpoint), config.batch_size)
     name = args.checkpoint.stem.removesuffix(f"_{checkpoint.stage}")
-    run(checkpoint, data, config, retrain, args.out, name, args.dialect)
+    with process_group("cpu"):  # under torchrun: one group for every stage's retraining
+        run(checkpoint, data, config, retrain, args.out, name, args.dialect)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Data parallelism the way users run it, through torchrun with two CPU processes (gloo): both ranks end with the
 same weights (BatchNorm statistics included; a DianaModule's QAT too), equal to one process trained with the global
 batch, and the checkpoint resumes in one process with a warning; examples/cifar10/train.py runs under torchrun,
-printing and writing on rank 0 only."""
+printing and writing on rank 0 only. The whole staged DIANA recipe too: the ranks start from different weights and
+calibration data on purpose, yet every stage starts from rank 0's, so both end with the same integer model; only rank
+0 writes stage checkpoints and the export, and examples/cifar10/quantize_qat.py runs that way as documented."""
 
 import logging
 import os
@@ -17,8 +19,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from quantlib.checkpoint import load_checkpoint
+from quantlib.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from quantlib.training import fit
+from quantlib.zoo import digits_cnn
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "cifar10"
 TOLERANCE = 1e-6  # absolute, per weight: the ranks average their gradients, one process averages the global batch
@@ -137,3 +140,68 @@ def test_train_py_under_torchrun_prints_and_writes_on_rank_0_only(tmp_path):
     saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert (saved["world_size"], saved["backend"], saved["epoch"]) == (2, "gloo", 2)
     assert all(torch.equal(saved["model"][k], v) for k, v in written.state_dict.items())
+
+
+RECIPE_SCRIPT = '''
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from quantlib.backends.diana.diana_module import DianaModule
+from quantlib.backends.diana.recipe import RecipeConfig, run_recipe
+from quantlib.data import data_source
+from quantlib.distributed import process_group
+from quantlib.zoo import digits_cnn
+
+out = Path(sys.argv[1])
+rank = int(os.environ["RANK"])
+torch.manual_seed(rank)  # other weights, other shuffles: agreement must come from the recipe
+data = data_source("digits", batch_size=64)
+config = RecipeConfig.from_mapping({"calibration_batches": 2})
+with process_group("cpu"):
+    dm = DianaModule.from_fp_model(digits_cnn(), torch.zeros(1, 1, 8, 8), analog="auto")
+    stages = []
+    result = run_recipe(dm, data.train, data.test, config, out / "net_diana", "net", retrain=False, progress=False,
+                        on_stage=lambda dm, history: stages.append(list(history)))  # no retraining: nothing else syncs
+    torch.save({"integer": dm.integer.state_dict(), "accuracy": result.accuracy, "stages": stages,
+                "mismatches": None if result.export is None else result.export.mismatches,
+                "analog": dm.choice.analog}, out / f"rank{rank}.pt")
+'''
+
+
+def test_two_ranks_of_the_post_training_recipe_end_with_one_integer_model_exported_once(tmp_path):
+    script = tmp_path / "ddp_recipe.py"
+    script.write_text(RECIPE_SCRIPT)
+    torchrun(script, tmp_path, cwd=tmp_path)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    tensors = [k for k, v in rank0["integer"].items() if isinstance(v, torch.Tensor)]
+    assert len(tensors) > 10 and all(torch.equal(rank0["integer"][k], rank1["integer"][k]) for k in tensors)
+    assert rank0["analog"] and rank0["analog"] == rank1["analog"]
+    assert {k: v for k, v in rank0["accuracy"].items() if k != "onnxruntime"} == rank1["accuracy"]
+    assert rank0["accuracy"]["integer"] == rank0["accuracy"]["onnxruntime"]  # an untrained model: no accuracy bar
+    assert rank0["stages"] == [["calibrated"], ["calibrated", "scales_mapped"],
+                               ["calibrated", "scales_mapped", "pow2"], ["calibrated", "scales_mapped", "pow2",
+                                                                          "hw_mapped"]]
+    assert rank1["stages"] == [] and rank0["mismatches"] == 0 and rank1["mismatches"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp_recipe.py", "net_diana", "rank0.pt", "rank1.pt"]
+
+
+@pytest.mark.slow  # about 25 s: torchrun's start, two workers' imports, a short recipe on the digits
+def test_quantize_qat_py_under_torchrun_prints_and_writes_on_rank_0_only(tmp_path):
+    torch.manual_seed(0)
+    float_path = save_checkpoint(tmp_path / "digits_cnn_float.pt", Checkpoint(
+        "quantlib.zoo:digits_cnn", {}, [1, 8, 8], "float", digits_cnn().state_dict(), "digits"))
+    config = tmp_path / "short.yaml"
+    config.write_text("stages:\n  8bit: {epochs: 1, lr: 3.0e-4}\n  map_scales: {epochs: 1, lr: 1.0e-3}\n"
+                      "  pow2: {epochs: 1, lr: 3.0e-4}\nanalog: auto\ncalibration_batches: 2\nbatch_size: 64\n")
+    stdout = torchrun(EXAMPLES / "quantize_qat.py", "--checkpoint", float_path, "--dataset", "digits", "--config",
+                      config, "--out", tmp_path / "out", "--threads", "1", cwd=tmp_path)
+    assert stdout.count("exported to") == 1 and len(re.findall(r"^\s+pow2: [0-9.]+ %$", stdout, re.M)) == 1
+    assert re.search(r"exported to .*net_diana|exported to .*digits_cnn_diana/ \(the integer model vs onnxruntime "
+                     r"on the twin: 0 mismatches", stdout)
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["digits_cnn_calibrated.pt", "digits_cnn_diana", "digits_cnn_hw_mapped.pt", "digits_cnn_pow2.pt",
+                       "digits_cnn_scales_mapped.pt"]
+    assert load_checkpoint(tmp_path / "out" / "digits_cnn_pow2.pt").stage == "pow2"

@@ -19,6 +19,7 @@ from quantlib.backends.diana.diana_module import DianaModule, Stage
 from quantlib.backends.diana.export import ExportResult, check_output_folder, twin_accuracy
 from quantlib.calibration import model_inputs
 from quantlib.checkpoint import FLOAT_STAGE, Checkpoint, CheckpointError, float_model
+from quantlib.distributed import broadcast_from_main, current
 from quantlib.training import accuracy, train_epochs
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class RecipeResult:
     """Test accuracy (%) per stage reached, ending with the integer model and onnxruntime on the exported twin."""
 
     accuracy: dict[str, float]
-    export: ExportResult
+    export: ExportResult | None  # None on the ranks but 0 under torchrun
 
 
 def run_recipe(dm: DianaModule, train: Iterable, test: Iterable, config: RecipeConfig, export_dir: str | os.PathLike,
@@ -125,26 +126,32 @@ def run_recipe(dm: DianaModule, train: Iterable, test: Iterable, config: RecipeC
     """From ``dm``'s stage through the recipe to an exported DIANA network: after each stage retrain (``retrain``
     and the config's epochs; analog noise during pow2 if configured), measure test accuracy and call ``on_stage``
     (to write a checkpoint, say); then integerise, export to ``export_dir`` (checked first: ``check_output_folder``)
-    and measure onnxruntime on the twin."""
+    and measure onnxruntime on the twin. Under torchrun every rank runs it: each stage starts from rank 0's model
+    (its calibration included), the retraining is data-parallel, and only rank 0 calls ``on_stage`` and exports (the
+    other ranks return ``export=None``)."""
+    group = current()
     check_output_folder(export_dir)  # refused now, not after the retraining
     history: dict[str, float] = {}
     calibration = [model_inputs(dm.gm, b)[0] for b in itertools.islice(iter(train), config.calibration_batches)]
     while dm.stage < Stage.HW_MAPPED:
-        stage = step(dm, calibration, progress=progress)
+        stage = step(dm, calibration, progress=progress and group.is_main)
+        broadcast_from_main([t for t in dm.state_dict().values() if isinstance(t, torch.Tensor)], group)
         training = config.training(stage)
         if retrain and training.epochs:
             noisy = stage is Stage.POW2 and config.noise_sigma > 0 and bool(dm.choice.analog)
             if noisy:
                 dm.set_analog_noise(config.noise_sigma)
-            train_epochs(dm, train, training.epochs, training.lr, progress=progress)
+            train_epochs(dm, train, training.epochs, training.lr, progress=progress and group.is_main)
             if noisy:
                 dm.set_analog_noise(0.0)
         history[stage.label] = accuracy(dm, test)
         logger.info("%s: %.2f %%", stage.label, history[stage.label])
-        if on_stage is not None:
+        if on_stage is not None and group.is_main:
             on_stage(dm, dict(history))
     step(dm, calibration)
     history["integer"] = accuracy(dm, test)
+    if not group.is_main:
+        return RecipeResult(history, None)
     result = dm.export(export_dir, name, dialect=dialect, verify_on=torch.cat(calibration)[:16])
     history["onnxruntime"] = twin_accuracy(result.out_dir, test)
     return RecipeResult(history, result)
