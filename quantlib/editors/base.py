@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch.fx as fx
 
 from quantlib.errors import EditorError
+from quantlib.graphs.submodules import delete_unused_submodules
 from quantlib.graphs.tracing import trace
 
 
@@ -163,7 +164,7 @@ class Rewriter(Editor):
         for point in points:
             self.applier.apply(gm, point)
         if points:
-            gm.delete_all_unused_submodules()
+            delete_unused_submodules(gm)
         self.modified = bool(points)
         return gm
 

@@ -19,6 +19,7 @@ from quantlib.editors.base import Editor
 from quantlib.editors.fake2true.requant_parameters import is_power_of_two
 from quantlib.errors import EditorError
 from quantlib.graphs.naming import unique_submodule_name
+from quantlib.graphs.submodules import delete_unused_submodules
 from quantlib.graphs.tracing import same_shape
 from quantlib.graphs.value_preserving import SELECTION_MODULES, is_reshape
 from quantlib.modules.add import Add
@@ -90,7 +91,7 @@ class TunnelSimplifier(Editor):
                 continue
             changed |= self._simplify(gm, node)
         if changed:
-            gm.delete_all_unused_submodules()
+            delete_unused_submodules(gm)
         self.modified = changed
         return gm
 
