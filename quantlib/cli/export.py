@@ -17,7 +17,7 @@ from quantlib.data.cifar10 import CifarError
 from quantlib.errors import QuantlibError
 
 TARGETS = {"diana": "quantlib.backends.diana.cli", "onnx": "quantlib.backends.onnx.cli"}
-"""``--target`` -> the module with its ``add_arguments(parser)``, ``run(args) -> exit code`` and ``USAGE_ERRORS``."""
+"""``--target`` -> the module with its ``add_arguments(parser)``, ``run(args) -> Outcome`` and ``USAGE_ERRORS``."""
 
 EPILOG = """examples:
   quantlib-export model.pt --target diana
@@ -73,13 +73,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser(name).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        return target.run(args)
+        outcome = target.run(args)
     except (UsageError, CheckpointError, CifarError, ValueError, *target.USAGE_ERRORS) as exc:
         print(f"quantlib-export: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except QuantlibError as exc:
         print(f"quantlib-export: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    print(*outcome.lines, sep="\n")
+    if outcome.problems:
+        print(*outcome.problems, sep="\n", file=sys.stderr)
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """What every target of ``quantlib-export`` reads: the checkpoint file (a quantlib checkpoint, a state_dict with
-``--arch``, or a pickled model with ``--trust-pickle``), the input shape and the calibration data; and the exit
-codes."""
+``--arch``, or a pickled model with ``--trust-pickle``), the input shape and the calibration data; what it gives back
+to print (``Outcome``); and the exit codes."""
 
 from __future__ import annotations
 
 import argparse
 import pickle
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,7 +25,25 @@ class UsageError(Exception):
     """Bad arguments or unreadable input: exit code 2 with the message."""
 
 
-def load_file(path: Path, trust_pickle: bool) -> object:
+@dataclass(frozen=True)
+class Outcome:
+    """What a target's export leaves to ``quantlib-export``: its exit code, the lines for stdout and for stderr."""
+
+    exit_code: int
+    lines: list[str]
+    problems: list[str] = field(default_factory=list)
+
+
+def read_model(args: argparse.Namespace, restore: Callable[[Checkpoint], nn.Module]
+               ) -> tuple[nn.Module, tuple[int, ...] | None, str | None]:
+    """The model of ``args.checkpoint`` (a quantlib checkpoint rebuilt by the target's ``restore``), its input shape
+    (``--input-shape``, else the checkpoint's) and its calibration data spec (``--calib``, else the checkpoint's)."""
+    model, checkpoint = _model_from(_load_file(args.checkpoint, args.trust_pickle), args, restore)
+    data = args.calib or (checkpoint.data if checkpoint is not None else None)
+    return model, _input_shape(args, checkpoint), data
+
+
+def _load_file(path: Path, trust_pickle: bool) -> object:
     """What ``path`` holds, read without running code from it unless ``trust_pickle``."""
     if not path.is_file():
         raise UsageError(f"Cannot read checkpoint '{path}': no such file.")
@@ -46,7 +65,7 @@ def load_file(path: Path, trust_pickle: bool) -> object:
         raise UsageError(f"Cannot unpickle '{path}': {exc}.") from exc
 
 
-def model_from(loaded: object, args: argparse.Namespace, restore: Callable[[Checkpoint], nn.Module]
+def _model_from(loaded: object, args: argparse.Namespace, restore: Callable[[Checkpoint], nn.Module]
                ) -> tuple[nn.Module, Checkpoint | None]:
     """The model in the checkpoint (a quantlib checkpoint rebuilt by the target's ``restore``), and the quantlib
     Checkpoint when it is one."""
@@ -75,7 +94,7 @@ def model_from(loaded: object, args: argparse.Namespace, restore: Callable[[Chec
                      f"or a model.")
 
 
-def input_shape(args: argparse.Namespace, checkpoint: Checkpoint | None) -> tuple[int, ...] | None:
+def _input_shape(args: argparse.Namespace, checkpoint: Checkpoint | None) -> tuple[int, ...] | None:
     """``--input-shape``, else the checkpoint's."""
     if args.input_shape:
         try:

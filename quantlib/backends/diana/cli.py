@@ -4,7 +4,6 @@ config, report)."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -20,11 +19,10 @@ from quantlib.cli.inputs import (
     EXIT_MISMATCH,
     EXIT_OK,
     VERIFY_INPUTS,
+    Outcome,
     UsageError,
     calibration_inputs,
-    input_shape,
-    load_file,
-    model_from,
+    read_model,
 )
 
 USAGE_ERRORS = (DescriptorError,)
@@ -39,13 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="core policy for layers the descriptors do not name (default: none)")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Build (or restore) the DianaModule, take it through its remaining stages, export; the exit code."""
+def run(args: argparse.Namespace) -> Outcome:
+    """Build (or restore) the DianaModule, take it through its remaining stages, export."""
     start = time.perf_counter()
     out = check_output_folder(args.out or args.checkpoint.with_name(f"{args.checkpoint.stem}_diana"))  # before work
-    model, checkpoint = model_from(load_file(args.checkpoint, args.trust_pickle), args, restore)
-    shape = input_shape(args, checkpoint)
-    data_spec = args.calib or (checkpoint.data if checkpoint is not None else None)
+    model, shape, data_spec = read_model(args, restore)
     if isinstance(model, DianaModule):
         if args.descriptors is not None or args.analog is not None:
             raise UsageError(f"Checkpoint '{args.checkpoint}' is at stage '{model.stage.label}': its cores are fixed; "
@@ -60,19 +56,17 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or args.checkpoint.stem
     verify_on = torch.cat(calibration)[:VERIFY_INPUTS] if calibration else None
     result = dm.export(out, name, dialect=args.dialect, verify_on=verify_on)
-    if not args.quiet:
-        print(format_report(dm.report()))
-        print()
     cores = list(dm.cores.values())
-    print(f"wrote {len(result.files)} files to {result.out_dir}/ in {time.perf_counter() - start:.2f} s "
-          f"({cores.count('digital')} digital, {cores.count('analog')} analog layers; dialect {args.dialect})")
-    print(result.summary())
+    lines = [*([format_report(dm.report()), ""] if not args.quiet else []),
+             f"wrote {len(result.files)} files to {result.out_dir}/ in {time.perf_counter() - start:.2f} s "
+             f"({cores.count('digital')} digital, {cores.count('analog')} analog layers; dialect {args.dialect})",
+             result.summary()]
     if result.mismatches:
-        return EXIT_MISMATCH
+        return Outcome(EXIT_MISMATCH, lines)
     if result.errors:
-        print(f"{len(result.errors)} hardware-rule violation(s):", *result.errors, sep="\n  ", file=sys.stderr)
-        return EXIT_HARDWARE
-    return EXIT_OK
+        return Outcome(EXIT_HARDWARE, lines, [f"{len(result.errors)} hardware-rule violation(s):",
+                                              *(f"  {e}" for e in result.errors)])
+    return Outcome(EXIT_OK, lines)
 
 
 def _calibration(dm: DianaModule, spec: str | None, shape: tuple[int, ...] | None) -> list[torch.Tensor]:

@@ -17,11 +17,10 @@ from quantlib.cli.inputs import (
     EXIT_MISMATCH,
     EXIT_OK,
     VERIFY_INPUTS,
+    Outcome,
     UsageError,
     calibration_inputs,
-    input_shape,
-    load_file,
-    model_from,
+    read_model,
 )
 from quantlib.true_quantisation import pow2_integer_flow
 
@@ -33,14 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The generic target has no options beyond those every target takes."""
 
 
-def run(args: argparse.Namespace) -> int:
-    """Quantise, calibrate, map to powers of two, integerise, export, check in onnxruntime; the exit code."""
+def run(args: argparse.Namespace) -> Outcome:
+    """Quantise, calibrate, map to powers of two, integerise, export, check in onnxruntime."""
     start = time.perf_counter()
     name = args.name or args.checkpoint.stem
     out = _writable(args.out or args.checkpoint.with_name(f"{name}_int.onnx"))  # before any work
-    model, checkpoint = model_from(load_file(args.checkpoint, args.trust_pickle), args, float_model)
-    shape = input_shape(args, checkpoint)
-    spec = args.calib or (checkpoint.data if checkpoint is not None else None)
+    model, shape, spec = read_model(args, float_model)
     if spec is None:
         raise UsageError("The integer ONNX target calibrates the model: pass --calib digits, cifar10:PATH or random:N.")
     calibration = calibration_inputs(spec, shape)
@@ -49,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
     exported = export_integer_onnx(flow.integer, x[:1], out)
     comparisons = verify_onnxruntime(flow.integer, exported, x[:VERIFY_INPUTS])
     mismatches = sum(c.mismatches for c in comparisons)
-    print(f"wrote {out} in {time.perf_counter() - start:.2f} s ({len(exported.model.graph.node)} ONNX nodes)")
-    print(f"onnxruntime vs the integer model: {mismatches} mismatches in {sum(c.elements for c in comparisons)} "
-          f"values at {len(comparisons)} layers and outputs")
-    return EXIT_MISMATCH if mismatches else EXIT_OK
+    return Outcome(EXIT_MISMATCH if mismatches else EXIT_OK, [
+        f"wrote {out} in {time.perf_counter() - start:.2f} s ({len(exported.model.graph.node)} ONNX nodes)",
+        f"onnxruntime vs the integer model: {mismatches} mismatches in {sum(c.elements for c in comparisons)} values "
+        f"at {len(comparisons)} layers and outputs"])
 
 
 def _writable(path: Path) -> Path:
