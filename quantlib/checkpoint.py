@@ -43,6 +43,11 @@ class Checkpoint:
         """A fresh float model of the checkpoint's architecture."""
         return build_architecture(self.arch, self.arch_kwargs)
 
+    def does_not_fit(self, exc: Exception) -> CheckpointError:
+        """The error of a state dict that does not fit the checkpoint's architecture (``exc``: what loading raised)."""
+        return CheckpointError(f"The checkpoint's state does not fit architecture '{self.arch}': "
+                               f"{str(exc).strip()[:500]}")
+
 
 def _import_as_python_m_does(module_name: str):
     """Import ``module_name``, finding modules of the current folder first, as ``python -m`` does."""
@@ -85,8 +90,7 @@ def float_model(checkpoint: Checkpoint) -> nn.Module:
     try:
         model.load_state_dict(checkpoint.state_dict)
     except RuntimeError as exc:
-        raise CheckpointError(f"The checkpoint's state does not fit architecture '{checkpoint.arch}': "
-                              f"{str(exc).strip()[:500]}") from exc
+        raise checkpoint.does_not_fit(exc) from exc
     return model.eval()
 
 

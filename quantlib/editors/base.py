@@ -50,9 +50,12 @@ class Editor(ABC):
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
         """Edit ``gm`` in place (or build a new one) and return the result; called by ``run``."""
 
+    reports_modified: bool = False
+    """Whether ``edit`` sets ``modified`` (a Rewriter knows whether it applied points); otherwise ``run`` compares
+    the generated code's inputs before and after."""
+
     modified: bool | None = None
-    """Set by ``edit`` when the editor knows whether it changed the graph (a Rewriter does: it applied points);
-    otherwise ``run`` compares the generated code's inputs before and after."""
+    """Set by ``edit`` of an editor that ``reports_modified``: whether it changed the graph it returns."""
 
     runs_forward: bool = False
     """Whether ``edit`` calls the module (its generated code, not an Interpreter over the graph), so that the code
@@ -66,12 +69,12 @@ class Editor(ABC):
         the graph changed, check the postcondition."""
         self.requires(gm)
         self.modified = None
-        before = None if isinstance(self, Rewriter) else _code_key(gm)
+        before = None if self.reports_modified else _code_key(gm)
         out = self.edit(gm)
-        if self.modified is not None:  # of the graph it returns
-            self.changed = self.modified
+        if self.reports_modified:
+            self.changed = self.modified is not False
         else:  # a new GraphModule comes with its code
-            self.changed = out is gm and (before is None or not _same(before, _code_key(out)))
+            self.changed = out is gm and not _same(before, _code_key(out))
         if self.changed or out is not gm:
             out.graph.lint()
         if self.changed and recompile:
@@ -145,6 +148,8 @@ class Rewriter(Editor):
     ``ensures`` checks that the rewrite reached its fixed point: the finder finds nothing left in the edited graph.
     """
 
+    reports_modified = True
+
     def __init__(self, rule: RewriteRule) -> None:
         self.rule = rule
         self.finder, self.applier = rule.finder, rule.applier
@@ -171,6 +176,8 @@ class Rewriter(Editor):
 
 class ComposedEditor(Editor):
     """A pipeline: a plain list of editors applied in order, on one copy of the input."""
+
+    reports_modified = True
 
     def __init__(self, editors: Sequence[Editor]) -> None:
         self.editors = list(editors)
@@ -203,7 +210,12 @@ class FixedPoint(Editor):
     """Runs ``editor`` again until it changes nothing (rewrites that each shorten a chain, simplifications that
     enable others); ``editor`` reports ``modified``. Refuses to loop more than ``max_rounds`` times."""
 
+    reports_modified = True
+
     def __init__(self, editor: Editor, max_rounds: int = 10_000) -> None:
+        if not editor.reports_modified:
+            raise EditorError(f"FixedPoint needs {editor!r} to report whether it modified the graph "
+                              f"(reports_modified, and modified set by its edit).")
         self.editor, self.max_rounds = editor, max_rounds
 
     def requires(self, gm: fx.GraphModule) -> None:
@@ -218,7 +230,7 @@ class FixedPoint(Editor):
             self.editor.modified = None
             gm = self.editor.edit(gm)
             if self.editor.modified is None:
-                raise EditorError(f"{self!r} needs {self.editor!r} to report whether it modified the graph.")
+                raise EditorError(f"{self.editor!r} reports_modified but did not set modified.")
             if not self.editor.modified:
                 self.modified = modified
                 return gm

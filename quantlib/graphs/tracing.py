@@ -154,9 +154,9 @@ def has_shapes(gm: fx.GraphModule, for_input: torch.Tensor | tuple[torch.Tensor,
     if for_input is None:
         return True
     inputs = for_input if isinstance(for_input, tuple) else (for_input,)
-    placeholders = gm.graph.find_nodes(op="placeholder")
-    return len(placeholders) == len(inputs) and all(
-        p.meta["tensor_meta"].shape == x.shape for p, x in zip(placeholders, inputs, strict=True))
+    graph_inputs = gm.graph.find_nodes(op="placeholder")
+    shapes = [node.meta["tensor_meta"].shape for node in graph_inputs]
+    return shapes == [x.shape for x in inputs]
 
 
 def same_shape(node: fx.Node, like: fx.Node) -> None:

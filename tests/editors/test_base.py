@@ -198,6 +198,8 @@ def test_a_pipeline_generates_code_once_at_its_end_and_before_an_editor_that_run
 class DropOneReLU(Editor):
     """Erases the first ReLU it finds: one per round, so a fixed point needs as many rounds as there are ReLUs."""
 
+    reports_modified = True
+
     def edit(self, gm):
         points = ReLUFinder().find(gm)
         if points:
@@ -216,9 +218,16 @@ def test_a_fixed_point_runs_its_editor_until_it_changes_nothing():
 
 def test_a_fixed_point_that_does_not_converge_is_an_error_naming_the_editor():
     class Forever(Editor):
+        reports_modified = True
+
         def edit(self, gm):
             self.modified = True
             return gm
 
     with pytest.raises(EditorError, match=r"Forever still changed the graph after 5 rounds"):
         FixedPoint(Forever(), max_rounds=5).run(_mlp())
+
+
+def test_a_fixed_point_refuses_an_editor_that_does_not_report_its_changes():
+    with pytest.raises(EditorError, match=r"FixedPoint needs ScaleOutput to report whether it modified the graph"):
+        FixedPoint(ScaleOutput())

@@ -66,9 +66,8 @@ def export_diana(integer: fx.GraphModule, kinds: Sequence[LayerKind], report: li
                  out_dir: str | os.PathLike, name: str, dialect: str = "dory",
                  verify_on: torch.Tensor | None = None) -> ExportResult:
     """Export the integer DIANA graph ``integer``, made of layers of ``kinds``, into ``out_dir``; goldens are
-    computed on ``sample`` (one input),
-    and onnxruntime on the twin is compared with ``integer`` at every hardware layer on ``verify_on`` (default:
-    ``sample``)."""
+    computed on ``sample`` (one input), and onnxruntime on the twin is compared with ``integer`` at every hardware
+    layer on ``verify_on`` (default: ``sample``)."""
     if dialect not in DIALECTS:
         raise ExportError(f"Unknown dialect {dialect!r}; use one of {list(DIALECTS)}.")
     if not name or "/" in name or name.startswith("."):

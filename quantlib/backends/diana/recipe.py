@@ -18,7 +18,7 @@ from torch import nn
 from quantlib.backends.diana.diana_module import DianaModule, Stage
 from quantlib.backends.diana.export import ExportResult, check_output_folder, twin_accuracy
 from quantlib.calibration import model_inputs
-from quantlib.checkpoint import FLOAT_STAGE, Checkpoint, CheckpointError, float_model
+from quantlib.checkpoint import FLOAT_STAGE, Checkpoint, float_model
 from quantlib.distributed import broadcast_from_main, current
 from quantlib.training import accuracy, train_epochs
 
@@ -107,8 +107,7 @@ def restore(checkpoint: Checkpoint) -> nn.Module | DianaModule:
         dm.load_state_dict(checkpoint.state_dict)
         return dm
     except (RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"The checkpoint's state does not fit architecture '{checkpoint.arch}': "
-                              f"{str(exc).strip()[:500]}") from exc
+        raise checkpoint.does_not_fit(exc) from exc
 
 
 @dataclass(frozen=True)

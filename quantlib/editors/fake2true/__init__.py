@@ -28,7 +28,7 @@ def exact_editors(scale_rules: Mapping[type[nn.Module], ModuleRule] = MODULE_RUL
     target's own layers are integerised by ``layer_integerisers`` before the generic linear ops, and ``finishers``
     run last."""
     return [
-        ScalePropagator(scale_rules),  # node.meta['scale'] everywhere
+        ScalePropagator(scale_rules),        # node.meta['scale'] everywhere
         *layer_integerisers,
         Rewriter(LINEAR_OP_INTEGERISER),     # integer weights, bias on the accumulator grid
         Rewriter(ADD_SPLITTER),              # requantised inputs, integer add, requantised output

@@ -84,6 +84,8 @@ class TunnelSimplifier(Editor):
     """One sweep over the graph that merges, moves and cancels tunnels; run to a fixed point, no tunnel can be
     simplified further."""
 
+    reports_modified = True
+
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
         changed = False
         for node in list(gm.graph.nodes):
