@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 from quantlib.quantizers._reduce import _gate, _sum_to_shape
+from quantlib.quantizers.uniform import round_half_up
 
 
 class _LSQQuant(torch.autograd.Function):
-    """``step * round(clamp(x / step, -q_n, q_p))`` with LSQ's step-size gradient scaled by ``grad_scale``."""
+    """``step * round_half_up(clamp(x / step, -q_n, q_p))`` with LSQ's step-size gradient scaled by ``grad_scale``."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, step: torch.Tensor, q_n: int, q_p: int,
@@ -21,11 +22,11 @@ class _LSQQuant(torch.autograd.Function):
         above = z >= q_p
         d = None
         if ctx.needs_input_grad[1]:
-            d = torch.where(below, float(-q_n), torch.where(above, float(q_p), torch.round(z) - z))
+            d = torch.where(below, float(-q_n), torch.where(above, float(q_p), round_half_up(z) - z))
         ctx.save_for_backward((z >= -q_n) & (z <= q_p), d)
         ctx.shapes = (x.shape, step.shape)
         ctx.grad_scale = grad_scale
-        return step * z.clamp_(-q_n, q_p).round_()
+        return step * round_half_up(z.clamp_(-q_n, q_p))
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
@@ -37,10 +38,10 @@ class _LSQQuant(torch.autograd.Function):
 
 
 def lsq_quantize(x: torch.Tensor, step: torch.Tensor, q_n: int, q_p: int, grad_scale: float) -> torch.Tensor:
-    """LSQ: ``step * round(clamp(x / step, -q_n, q_p))``.
+    """LSQ: ``step * round_half_up(clamp(x / step, -q_n, q_p))``.
 
     Gradients: ``dx = g * 1[-q_n <= x/step <= q_p]`` (inclusive bounds); ``dstep = grad_scale * sum(g * d)`` with
-    ``d = round(x/step) - x/step`` for ``-q_n < x/step < q_p``, ``-q_n`` at or below, ``q_p`` at or above the range.
+    ``d = round_half_up(x/step) - x/step`` for ``-q_n < x/step < q_p``, ``-q_n`` at or below, ``q_p`` at or above the range.
     """
     return _LSQQuant.apply(x, step, q_n, q_p, grad_scale)
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from quantlib.quantizers._reduce import _gate, _sum_to_shape
+from quantlib.quantizers.uniform import round_half_up
 
 
 def _tqt_levels(n_bits: int, signed: bool) -> tuple[int, int]:
@@ -18,14 +19,14 @@ def _tqt_levels(n_bits: int, signed: bool) -> tuple[int, int]:
 
 
 class _TQTQuant(torch.autograd.Function):
-    """``s * clamp(round(x / s), n, p)`` with ``s = 2**ceil(log2_t) / 2**(n_bits - 1 if signed else n_bits)``."""
+    """``s * clamp(round_half_up(x / s), n, p)`` with ``s = 2**ceil(log2_t) / 2**(n_bits - 1 if signed else n_bits)``."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, log2_t: torch.Tensor, n_bits: int, signed: bool) -> torch.Tensor:
         n, p = _tqt_levels(n_bits, signed)
         s = torch.exp2(torch.ceil(log2_t) - (n_bits - 1 if signed else n_bits))
         z = x / s
-        r = torch.round(z)
+        r = round_half_up(z)
         below = r < n
         above = r > p
         r_log2 = None
@@ -48,7 +49,7 @@ class _TQTQuant(torch.autograd.Function):
 
 
 def tqt_quantize(x: torch.Tensor, log2_t: torch.Tensor, n_bits: int, signed: bool) -> torch.Tensor:
-    """TQT: ``s * clamp(round(x / s), n, p)``, ``s = 2**ceil(log2_t) / 2**(n_bits-1)`` (signed) or ``/ 2**n_bits``.
+    """TQT: ``s * clamp(round_half_up(x / s), n, p)``, ``s = 2**ceil(log2_t) / 2**(n_bits-1)`` (signed) or ``/ 2**n_bits``.
 
     Gradients: ``dx = g * 1[n <= round(x/s) <= p]``; ``dlog2_t = sum(g * s * ln2 * r)`` with
     ``r = round(x/s) - x/s`` inside, ``n`` below and ``p`` above the range (ceil is straight-through).

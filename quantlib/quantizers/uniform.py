@@ -1,5 +1,8 @@
 """Uniform quantisers with a fixed scale: floor-based (DIANA) and round-based, both with a straight-through estimator.
 
+Rounding is half up (``floor(t + 1/2)``), the rounding an integer requantisation ``floor((x * mul + 2**(shift - 1)) /
+2**shift)`` reproduces exactly.
+
 ``scale`` may be 0-d (per-tensor) or broadcast against ``x`` (per-channel); it receives no gradient.
 """
 
@@ -26,14 +29,20 @@ class _FloorQuant(torch.autograd.Function):
         return _ste_backward(ctx, grad)
 
 
+def round_half_up(t: torch.Tensor) -> torch.Tensor:
+    """``floor(t + 1/2)``, computed as ``floor(t) + (frac(t) >= 1/2)`` so that no float addition rounds first."""
+    down = torch.floor(t)
+    return down.add_((t - down) >= 0.5)
+
+
 class _RoundQuant(torch.autograd.Function):
-    """``scale * clamp(round(x / scale), lo, hi)``; STE passes the gradient where ``lo < x / scale < hi``."""
+    """``scale * clamp(round_half_up(x / scale), lo, hi)``; STE passes the gradient where ``lo < x / scale < hi``."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         ctx.save_for_backward(x, scale)
         ctx.bounds = (lo, hi)
-        return (x / scale).round_().clamp_(lo, hi).mul_(scale)
+        return round_half_up(x / scale).clamp_(lo, hi).mul_(scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
@@ -61,7 +70,7 @@ def floor_quantize(x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int) -> to
 
 
 def round_quantize(x: torch.Tensor, scale: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """``scale * clamp(round(x / scale), lo, hi)`` (round half to even); gradient ``g * 1[lo < x/scale < hi]``.
+    """``scale * clamp(round_half_up(x / scale), lo, hi)``; gradient ``g * 1[lo < x/scale < hi]``.
 
     No gradient flows to ``scale``.
     """

@@ -18,8 +18,9 @@ RANGES = [(128, 127), (0, 15), (1, 1), (4, 3)]
 
 
 def np_lsq(x: np.ndarray, step: np.ndarray, q_n: int, q_p: int) -> np.ndarray:
-    """Reference LSQ forward."""
-    return step * np.round(np.clip(x / step, -q_n, q_p))
+    """Reference LSQ forward (rounding half up: floor(z + 1/2), on z computed in the input's precision)."""
+    z = np.clip(x / step, -q_n, q_p)
+    return (step * np.floor(z.astype(np.float64) + 0.5)).astype(x.dtype)
 
 
 def make_case(seed: int, x_shape: tuple[int, ...], step_shape: tuple[int, ...], q_n: int,
@@ -55,7 +56,7 @@ def test_forward_close_for_other_steps(x_shape, step_shape, axes) -> None:
 @pytest.mark.parametrize(("x_shape", "step_shape", "axes"), CASES)
 @pytest.mark.parametrize(("q_n", "q_p"), RANGES)
 def test_backward_matches_paper(x_shape, step_shape, axes, q_n: int, q_p: int) -> None:
-    """dx = g*1[-q_n <= x/step <= q_p]; dstep = grad_scale * sum(g*d), d = round(z)-z inside, -q_n / q_p at or out."""
+    """dx = g*1[-q_n <= x/step <= q_p]; dstep = grad_scale * sum(g*d), d = floor(z + 1/2) - z inside, -q_n / q_p at or out."""
     step_np, x_np = make_case(9, x_shape, step_shape, q_n, q_p)
     g = np.random.default_rng(10).standard_normal(x_shape).astype(np.float32)
     grad_scale = 0.37
@@ -64,7 +65,7 @@ def test_backward_matches_paper(x_shape, step_shape, axes, q_n: int, q_p: int) -
     lsq_quantize(x, step, q_n, q_p, grad_scale).backward(torch.from_numpy(g))
 
     z = x_np.astype(np.float64) / step_np
-    d = np.where(z <= -q_n, -q_n, np.where(z >= q_p, q_p, np.round(z) - z))
+    d = np.where(z <= -q_n, -q_n, np.where(z >= q_p, q_p, np.floor(z + 0.5) - z))
     np.testing.assert_array_equal(x.grad.numpy(), g * ((z >= -q_n) & (z <= q_p)))
     expected = grad_scale * (g * d).sum(axis=axes).reshape(step_shape)
     assert step.grad.shape == step.shape

@@ -21,8 +21,8 @@ def np_floor(x: np.ndarray, s: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 
 def np_round(x: np.ndarray, s: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Reference round quantiser (numpy rounds half to even, like torch)."""
-    return s * np.clip(np.round(x / s), lo, hi)
+    """Reference round quantiser: half up, floor(x / s + 1/2), on x / s computed in the input's precision."""
+    return (s * np.clip(np.floor((x / s).astype(np.float64) + 0.5), lo, hi)).astype(x.dtype)
 
 
 def grid_inputs(rng: np.random.Generator, shape: tuple[int, ...], s: np.ndarray, lo: int, hi: int) -> np.ndarray:

@@ -26,21 +26,27 @@ from quantlib.modules.true_quant import Requant
 FLOOR_QOPS = ("floor", "pact")
 """Quantisation ops whose forward is DIANA's floor quantiser, which a requantisation reproduces exactly."""
 
+ROUND_QOPS = ("round", "lsq")
+"""Quantisation ops that round half up on the module's own grid: a requantisation adds half a unit before it
+floors."""
+
 
 def make_requant(quantiser: QModule, in_scale: torch.Tensor | None) -> Requant:
     """The requantisation that reproduces ``quantiser`` on values of scale ``in_scale`` (None: real values)."""
     qrange = quantiser.spec.qrange
-    if quantiser.spec.qop not in FLOOR_QOPS or qrange.offset is None or qrange.step != 1:
+    if quantiser.spec.qop not in FLOOR_QOPS + ROUND_QOPS or qrange.offset is None or qrange.step != 1:
         raise UnsupportedOpError(f"Quantiser '{quantiser.qualname}' (qop {quantiser.spec.qop!r}, range {qrange}) "
-                                 f"cannot become an integer requantisation: use a floor-based qop {FLOOR_QOPS} with a "
-                                 f"fixed offset.")
+                                 f"cannot become an integer requantisation: use a qop of {FLOOR_QOPS + ROUND_QOPS} "
+                                 f"with a fixed offset.")
+    rounds = quantiser.spec.qop in ROUND_QOPS
     eps_out = quantiser.scale.detach().double()
     eps_out = eps_out.reshape(()) if eps_out.numel() == 1 else eps_out
     lo, hi = _integer_bounds(quantiser, eps_out)
-    if in_scale is None:  # real-valued input: the quantiser is floor(x / eps_out)
-        return Requant(torch.ones(()), torch.zeros(()), 0, lo, hi, eps_out, eps_out)
+    if in_scale is None:  # real-valued input: the quantiser is floor(x / eps_out) (+ 1/2 when it rounds)
+        return Requant(torch.ones(()), torch.tensor(0.5 if rounds else 0.0), 0, lo, hi, eps_out, eps_out)
     mul, shift = requant_mul_shift(in_scale / eps_out)
-    return Requant(mul, torch.zeros(()), shift, lo, hi, in_scale, eps_out)
+    half = 2.0 ** (shift - 1) if rounds and shift > 0 else 0.0  # shift 0: integers times mul, nothing to round
+    return Requant(mul, torch.tensor(half), shift, lo, hi, in_scale, eps_out)
 
 
 def _integer_bounds(quantiser: QModule, eps_out: torch.Tensor) -> tuple[int, int]:

@@ -52,6 +52,25 @@ def test_digits_trained_model_is_integer_exact(tmp_path):
     _check_exact(pow2_integer_flow(model, x[:2], [b for b, _ in list(train)[:4]]), x, tmp_path, "digits")
 
 
+ROUNDING_SPEC = {"weights": {"qrange": {"bitwidth": 4, "signed": True}, "qop": "round",
+                             "granularity": "per-outchannel_weights"},
+                 "relu": {"qrange": {"bitwidth": 4, "signed": False}, "qop": "round"},
+                 "activations": {"qrange": {"bitwidth": 8, "signed": True}, "qop": "lsq"}}
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "resnet8"])
+def test_rounding_quantisers_are_integer_exact(name, tmp_path):
+    """Quantisers that round half up (round, lsq) become requantisations that add half a unit before flooring."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(32, *ZOO[name].input_shape, generator=g)
+    flow = pow2_integer_flow(build(name, seed=3), x[:1], [x], ROUNDING_SPEC)
+    requants = [m for m in flow.integer.modules() if isinstance(m, Requant)]
+    shifted = [m for m in requants if m.shift > 0]
+    assert shifted and all(float(m.add) == 2.0 ** (m.shift - 1) for m in shifted)
+    assert float(requants[0].add) == 0.5 and requants[0].shift == 0  # the input's quantiser reads real values
+    _check_exact(flow, x, tmp_path, name)
+
+
 def test_every_intermediate_of_the_integer_model_holds_integers():
     model = build("resnet20", seed=3)
     x = torch.randn(8, 3, 32, 32)
