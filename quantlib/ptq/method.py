@@ -1,0 +1,82 @@
+"""The interface every post-training quantisation method has: a name, typed parameters with defaults, and
+``quantize(model, calibration_data, options) -> fake-quantised GraphModule`` (the float model untouched)."""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import torch.fx as fx
+from torch import nn
+
+from quantlib.ptq.options import PTQOptions
+from quantlib.ptq.prepare import prepare
+from quantlib.specs import QHParamsInitStrategy
+
+
+@dataclasses.dataclass(frozen=True)
+class NoParams:
+    """A method without parameters of its own."""
+
+
+class PTQMethod(ABC):
+    """A PTQ method: ``Params`` is a frozen dataclass of its typed parameters and their defaults."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, **params: Any) -> None:
+        self.params = build_params(self.name, self.Params, params)
+
+    def initial_ranges(self) -> QHParamsInitStrategy:
+        """How the quantisers' ranges are set from the calibration data before the method refines them."""
+        return QHParamsInitStrategy("minmax")
+
+    def quantize(self, model: nn.Module, calibration_data: Iterable,
+                 options: PTQOptions | None = None) -> fx.GraphModule:
+        """The fake-quantised copy of ``model`` after this method, calibrated on ``calibration_data`` (tensors or
+        (input, target) pairs)."""
+        options = options or PTQOptions()
+        batches = list(calibration_data)
+        gm = prepare(model, batches, options, init=self.initial_ranges())
+        self.refine(gm, batches, options)
+        return gm
+
+    @abstractmethod
+    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
+        """Improve the calibrated fake-quantised ``gm`` in place."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in dataclasses.asdict(self.params).items())})"
+
+
+def build_params(method: str, params_type: type, given: dict[str, Any]) -> Any:
+    """``params_type(**given)``, refusing unknown names and values of the wrong type with the valid ones listed."""
+    fields = {f.name: f for f in dataclasses.fields(params_type)}
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        raise ValueError(f"PTQ method '{method}' has no parameter(s) {unknown}; its parameters are "
+                         f"{describe_params(params_type) or 'none'}.")
+    for name, value in given.items():
+        default = fields[name].default
+        expected = type(default)
+        ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ValueError(f"PTQ method '{method}' parameter {name}={value!r} must be a {expected.__name__} "
+                             f"(default {default!r}).")
+    params = params_type(**{k: float(v) if type(fields[k].default) is float else v for k, v in given.items()})
+    check = getattr(params, "check", None)
+    if check is not None:
+        problem = check()
+        if problem:
+            raise ValueError(f"PTQ method '{method}': {problem}")
+    return params
+
+
+def describe_params(params_type: type) -> str:
+    """``name: type = default`` for each parameter."""
+    return ", ".join(f"{f.name}: {type(f.default).__name__} = {f.default!r}" for f in dataclasses.fields(params_type))
