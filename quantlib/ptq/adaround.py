@@ -1,9 +1,9 @@
 """AdaRound (Nagel et al. 2020): per layer, learn whether each weight rounds down or up.
 
-``W_soft = s * clip(floor(W / s) + h(V), lo, hi)`` with the rectified sigmoid ``h(V) = clip(sigmoid(V) (zeta -
-gamma) + gamma, 0, 1)``, zeta = 1.1, gamma = -0.1, V initialised so that h(V) is the weight's fractional part.
-Adam (lr 1e-3, ``quantlib.ptq.adam``) minimises ``||f(W_soft x_q) - f(W x)||^2`` (summed over channels, averaged over samples; f the
-layer's ReLU when one follows) plus ``weight * sum(1 - |2 h(V) - 1|^beta)``, the regulariser off for the first
+``W_soft = s * clip(floor(W / s) + h(V), lo, hi)`` with the rectified sigmoid ``h(V) = clip(sigmoid(V) (zeta - gamma)
++ gamma, 0, 1)``, zeta = 1.1, gamma = -0.1, V initialised so that h(V) is the weight's fractional part. Adam
+(``quantlib.ptq.adam``) minimises ``||f(W_soft x_q) - f(W x)||^2`` (summed over channels, averaged over samples; f
+the layer's ReLU when one follows) plus ``weight * sum(1 - |2 h(V) - 1|^beta)``, the regulariser off for the first
 ``warmup`` of the iterations and beta then annealed linearly from ``beta_start`` to ``beta_end``. x_q is the layer's
 input in the quantised model with the earlier layers already rounded; the target is the float model's output, each
 recorded once. Finally h is hardened: round up where V >= 0."""
@@ -34,7 +34,8 @@ ZETA, GAMMA = 1.1, -0.1
 
 @dataclass(frozen=True)
 class AdaRoundParams:
-    """The paper's settings except ``iters`` (20000 in the paper; 1000 suffices for small CPU models); ``ranges``:
+    """The paper's settings except ``iters`` (20000 in the paper; 1000 suffices for small CPU models) and ``lr``
+    (the paper's 1e-3 moves V too little in 1000 steps for h to reach 0 or 1: 1e-2 here); ``ranges``:
     how weight and activation ranges are set before the rounding is learned ('mse', as the reference code's weight
     quantisers; 'minmax' or 'percentile' as for RTN)."""
 
@@ -44,7 +45,7 @@ class AdaRoundParams:
     beta_start: float = 20.0
     beta_end: float = 2.0
     warmup: float = 0.2
-    lr: float = 1e-3
+    lr: float = 1e-2
     batch_size: int = 32
     seed: int = 0
     progress: bool = False
@@ -90,15 +91,17 @@ def rounding_regulariser(h: torch.Tensor, beta: float) -> torch.Tensor:
 @dataclass
 class AdaRoundTrace:
     """What one layer's optimisation went through: the regulariser per step after the warm-up, the reconstruction
-    loss and beta (None in the warm-up) per step."""
+    loss and beta (None in the warm-up) per step, and the share of soft roundings h(V) still strictly between 0.01
+    and 0.99 at the end (before they are hardened)."""
 
     regulariser: list[float]
     reconstruction: list[float]
     betas: list[float | None]
+    undecided: float
 
 
 class AdaRound(PTQMethod):
-    """Learned rounding, layer by layer."""
+    """Learned rounding, layer by layer; after ``quantize``, ``traces`` holds each layer's ``AdaRoundTrace``."""
 
     name = "adaround"
     Params = AdaRoundParams
@@ -220,10 +223,11 @@ def adaround_layer(layer: Layer, x: torch.Tensor, target: torch.Tensor, relu: bo
         if beta is not None:
             regularisers.append(loss.regulariser)
         betas.append(beta)
+    h = rectified_sigmoid(v)
     with torch.no_grad():
         module.weight.copy_(scale * torch.clamp(down + (v >= 0).to(w.dtype), lo, hi))
     return AdaRoundTrace(torch.stack(regularisers).tolist() if regularisers else [],
-                         torch.stack(reconstructions).tolist(), betas)
+                         torch.stack(reconstructions).tolist(), betas, float(((h > 0.01) & (h < 0.99)).float().mean()))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from quantlib.scales import clip_scales_pow2
 from quantlib.specs import QHParamsInitStrategy, QRange
 
 HEAD_STEM_BITS = 8
+MINMAX = QHParamsInitStrategy("minmax")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def input_quantisers(gm: fx.GraphModule) -> list[QModule]:
 
 
 def prepare(model: nn.Module, calibration: Iterable, options: PTQOptions,
-            init: QHParamsInitStrategy = QHParamsInitStrategy("minmax"),
+            init: QHParamsInitStrategy = MINMAX,
             example_input: torch.Tensor | None = None) -> fx.GraphModule:
     """The calibrated fake-quantised copy of ``model`` that PTQ methods refine, ranges set by ``init`` (``model`` is
     left untouched)."""
