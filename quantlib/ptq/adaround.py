@@ -146,7 +146,7 @@ class ReconstructionData:
         self.rows = _as_rows(module, x)
         if self.rows is not None:
             self.x = self.rows.reshape(self.n, -1, self.rows.shape[-1])  # [N, L, K]
-            self.target = target.reshape(self.n, target.shape[1], -1).transpose(1, 2)  # [N, L, C]
+            self.target = target.reshape(self.n, target.shape[1], -1).transpose(1, 2).contiguous()  # [N, L, C]
         else:
             self.x, self.target = x, target
         self.bias = None if module.bias is None else module.bias.detach()
@@ -250,20 +250,19 @@ def soft_rounding_loss(v: torch.Tensor, down: torch.Tensor, scale: torch.Tensor,
     levels = down + h
     clipped = levels.clamp(lo, hi)
     out = data.output(x, scale * clipped)
-    y = torch.relu(out) if relu else out
-    residual = y - target
+    residual = (torch.relu(out) if relu else out) - target
+    flat = residual.reshape(-1)
     positions = residual.numel() // residual.shape[1]
-    reconstruction = residual.pow(2).sum() / positions  # summed over channels, averaged over samples and positions
-    grad_out = residual * (2.0 / positions)
-    if relu:
-        grad_out = grad_out * (out > 0)
-    grad_h = data.weight_grad(x, grad_out, v.shape) * scale * (clipped == levels)
+    reconstruction = torch.dot(flat, flat) / positions  # summed over channels, averaged over samples and positions
+    grad_out = residual.masked_fill_(out <= 0, 0.0) if relu else residual  # the residual is not needed after
+    grad_h = data.weight_grad(x, grad_out, v.shape).mul_(2.0 / positions)
+    grad_h.masked_fill_(clipped != levels, 0.0).mul_(scale)
     regulariser = torch.zeros(())
     if beta is not None:
         centred = 2.0 * h - 1.0
         magnitude = centred.abs()
         power = magnitude.pow(beta - 1.0)
         regulariser = (1.0 - power * magnitude).sum()
-        grad_h = grad_h - (weight * 2.0 * beta) * power * centred.sign()
-    grad_v = grad_h * ((ZETA - GAMMA) * sig * (1.0 - sig)) * (h == stretched)
+        grad_h.sub_(power.mul_(centred.sign_()), alpha=weight * 2.0 * beta)
+    grad_v = grad_h.masked_fill_(h != stretched, 0.0).mul_(sig.mul_(1.0 - sig)).mul_(ZETA - GAMMA)
     return SoftRoundingLoss(reconstruction, regulariser, grad_v)
