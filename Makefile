@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) bench/fidelity.py
 	$(PY) bench/accuracy_digits.py
 	$(PY) bench/qat_overhead.py
+	$(PY) bench/ptq_methods.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -16,3 +16,21 @@ def test_quickstart_runs_and_exports_with_zero_mismatches(tmp_path, monkeypatch)
     assert namespace["result"].mismatches == 0
     assert (tmp_path / "out" / "resnet20" / "resnet20_QL_DORY.onnx").exists()
     assert sum(core == "analog" for core in namespace["dm"].cores.values()) == 20
+
+
+def test_the_ptq_snippet_runs_and_its_deployed_model_is_exact():
+    import torch
+
+    from quantlib.zoo import digits_cnn
+    text = README.read_text()
+    section = text[text.index("## Post-training quantisation"):text.index("## Troubleshooting")]
+    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(32, 1, 8, 8, generator=g)]
+    x = torch.randn(16, 1, 8, 8, generator=g)
+    namespace = {"model": digits_cnn(), "calibration_batches": batches, "batches": batches, "x": x}
+    exec(compile(code.replace("iters=1000", "iters=20"), "README ptq", "exec"), namespace)
+    flow = namespace["flow"]
+    with torch.no_grad():
+        assert torch.equal(flow.fake(x).double(), flow.integer(x))
+    assert namespace["q"] is flow.fake
