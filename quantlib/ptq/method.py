@@ -13,6 +13,7 @@ from torch import nn
 
 from quantlib.ptq.options import PTQOptions
 from quantlib.ptq.prepare import prepare
+from quantlib.scales import clip_scales_pow2
 from quantlib.specs import QHParamsInitStrategy
 
 
@@ -41,12 +42,18 @@ class PTQMethod(ABC):
         options = options or PTQOptions()
         batches = list(calibration_data)
         gm = prepare(model, batches, options, init=self.initial_ranges())
+        self.set_ranges(gm, batches, options)
+        if options.pow2:
+            clip_scales_pow2(gm)
         self.refine(gm, batches, options)
         return gm
 
+    def set_ranges(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
+        """Replace the calibrated ranges (before any power-of-two mapping); by default they stay."""
+
     @abstractmethod
     def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
-        """Improve the calibrated fake-quantised ``gm`` in place."""
+        """Improve the fake-quantised ``gm``, its ranges final, in place."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in dataclasses.asdict(self.params).items())})"

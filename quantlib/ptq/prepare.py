@@ -1,5 +1,5 @@
-"""The fake-quantised model a PTQ method starts from: every Conv2d / Linear with weights rounded to nearest on a
-min-max grid, every activation quantised, calibrated on the user's data; the head and stem at 8 bits on request."""
+"""The fake-quantised model a PTQ method starts from: every Conv2d / Linear with weights rounded to nearest, every
+activation quantised, ranges calibrated on the user's data; the head and stem at 8 bits on request."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.qmodule import QModule
 from quantlib.preflight import GENERIC, preflight, raise_refusals
 from quantlib.ptq.options import PTQOptions
-from quantlib.scales import clip_scales_pow2
 from quantlib.specs import QHParamsInitStrategy, QRange
 
 HEAD_STEM_BITS = 8
@@ -109,5 +108,4 @@ def prepare(model: nn.Module, calibration: Iterable, options: PTQOptions,
             head_stem.add(layers[-1].input_quantiser)
         for quantiser in head_stem:
             _respec(quantiser, HEAD_STEM_BITS)
-    calibrate(gm, batches)
-    return clip_scales_pow2(gm) if options.pow2 else gm
+    return calibrate(gm, batches)

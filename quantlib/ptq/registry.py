@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from quantlib.ptq.aciq import Aciq, AciqMix
 from quantlib.ptq.adaround import AdaRound
 from quantlib.ptq.bias_correction import BiasCorrection
+from quantlib.ptq.lapq import Lapq
 from quantlib.ptq.method import PTQMethod, describe_params
 from quantlib.ptq.rtn import RTN
 
@@ -13,6 +15,9 @@ METHODS: dict[str, type[PTQMethod]] = {
     "rtn": RTN,
     "bias_correction": BiasCorrection,
     "adaround": AdaRound,
+    "aciq": Aciq,
+    "aciq_mix": AciqMix,
+    "lapq": Lapq,
 }
 
 

@@ -41,7 +41,8 @@ def lsq_quantize(x: torch.Tensor, step: torch.Tensor, q_n: int, q_p: int, grad_s
     """LSQ: ``step * round_half_up(clamp(x / step, -q_n, q_p))``.
 
     Gradients: ``dx = g * 1[-q_n <= x/step <= q_p]`` (inclusive bounds); ``dstep = grad_scale * sum(g * d)`` with
-    ``d = round_half_up(x/step) - x/step`` for ``-q_n < x/step < q_p``, ``-q_n`` at or below, ``q_p`` at or above the range.
+    ``d = round_half_up(x/step) - x/step`` for ``-q_n < x/step < q_p``, ``-q_n`` at or below, ``q_p`` at or above
+    the range.
     """
     return _LSQQuant.apply(x, step, q_n, q_p, grad_scale)
 

@@ -19,7 +19,8 @@ def _tqt_levels(n_bits: int, signed: bool) -> tuple[int, int]:
 
 
 class _TQTQuant(torch.autograd.Function):
-    """``s * clamp(round_half_up(x / s), n, p)`` with ``s = 2**ceil(log2_t) / 2**(n_bits - 1 if signed else n_bits)``."""
+    """``s * clamp(round_half_up(x / s), n, p)`` with
+    ``s = 2**ceil(log2_t) / 2**(n_bits - 1 if signed else n_bits)``."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, log2_t: torch.Tensor, n_bits: int, signed: bool) -> torch.Tensor:
@@ -49,7 +50,8 @@ class _TQTQuant(torch.autograd.Function):
 
 
 def tqt_quantize(x: torch.Tensor, log2_t: torch.Tensor, n_bits: int, signed: bool) -> torch.Tensor:
-    """TQT: ``s * clamp(round_half_up(x / s), n, p)``, ``s = 2**ceil(log2_t) / 2**(n_bits-1)`` (signed) or ``/ 2**n_bits``.
+    """TQT: ``s * clamp(round_half_up(x / s), n, p)``, ``s = 2**ceil(log2_t) / 2**(n_bits-1)`` (signed) or
+    ``/ 2**n_bits``.
 
     Gradients: ``dx = g * 1[n <= round(x/s) <= p]``; ``dlog2_t = sum(g * s * ln2 * r)`` with
     ``r = round(x/s) - x/s`` inside, ``n`` below and ``p`` above the range (ceil is straight-through).

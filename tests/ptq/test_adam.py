@@ -17,4 +17,5 @@ def test_the_steps_equal_torch_adams():
         theirs.grad = grad.clone()
         reference.step()
     torch.testing.assert_close(ours.detach(), theirs.detach(), rtol=1e-5, atol=1e-6)
-    assert mine.t == 30 and not torch.equal(ours.detach(), torch.randn(5, 3, generator=torch.Generator().manual_seed(0)))
+    start = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    assert mine.t == 30 and (ours.detach() - start).abs().max() > 0.1

@@ -56,7 +56,8 @@ def test_forward_close_for_other_steps(x_shape, step_shape, axes) -> None:
 @pytest.mark.parametrize(("x_shape", "step_shape", "axes"), CASES)
 @pytest.mark.parametrize(("q_n", "q_p"), RANGES)
 def test_backward_matches_paper(x_shape, step_shape, axes, q_n: int, q_p: int) -> None:
-    """dx = g*1[-q_n <= x/step <= q_p]; dstep = grad_scale * sum(g*d), d = floor(z + 1/2) - z inside, -q_n / q_p at or out."""
+    """dx = g*1[-q_n <= x/step <= q_p]; dstep = grad_scale * sum(g*d), d = floor(z + 1/2) - z inside, -q_n / q_p at
+    or out."""
     step_np, x_np = make_case(9, x_shape, step_shape, q_n, q_p)
     g = np.random.default_rng(10).standard_normal(x_shape).astype(np.float32)
     grad_scale = 0.37

@@ -1,0 +1,41 @@
+"""LAPQ: the p-norm initialisation picks the p of least loss on a quadratic fit, and the joint Powell search lowers
+the calibration loss below its initialisation."""
+
+import pytest
+import torch
+
+from quantlib import ptq
+from quantlib.modules.qactivations import QIdentity
+from quantlib.ptq.lapq import p_norm_scale
+from quantlib.specs import QuantiserSpec
+from quantlib.zoo import build
+
+
+def test_a_higher_p_norm_keeps_more_of_the_range():
+    torch.manual_seed(0)
+    x = torch.distributions.Laplace(torch.tensor(0.0), torch.tensor(1.0)).sample((20_000,))
+    q = QIdentity(QuantiserSpec.from_spec({"qrange": {"bitwidth": 3, "signed": True}, "qop": "round"}), "q")
+    q.set_clip_bounds(x.min(), x.max())
+    scales = [float(p_norm_scale(q, x, p)) for p in (1.0, 2.0, 4.0, 8.0)]
+    assert scales == sorted(scales) and scales[0] < 0.5 * scales[-1]
+    top = float(x.abs().max()) / 3
+    assert all(0 < s <= top for s in scales)
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_the_powell_search_lowers_the_calibration_loss(labelled):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(64, 1, 8, 8, generator=g)
+    batches = [(images, torch.randint(0, 10, (64,), generator=g))] if labelled else [images]
+    method = ptq.get_method("lapq", max_evaluations=60)
+    method.quantize(build("digits_cnn", seed=0), batches, ptq.PTQOptions(w_bits=3, a_bits=3))
+    trace = method.trace
+    assert set(trace.p_losses) == {2.0, 2.5, 3.0, 3.5, 4.0}
+    assert 2.0 <= trace.p <= 4.0
+    assert trace.final_loss < trace.initial_loss
+    assert trace.initial_loss <= max(trace.p_losses.values()) + 1e-9
+
+
+def test_p_values_need_three_points_for_the_quadratic():
+    with pytest.raises(ValueError, match=r"p_values=\(2.0, 3.0\) must hold at least 3 positive numbers"):
+        ptq.get_method("lapq", p_values=(2.0, 3.0))
