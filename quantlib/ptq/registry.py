@@ -7,6 +7,7 @@ from typing import Any
 from quantlib.ptq.aciq import Aciq, AciqMix
 from quantlib.ptq.adaround import AdaRound
 from quantlib.ptq.bias_correction import BiasCorrection
+from quantlib.ptq.brecq import Brecq, QDrop
 from quantlib.ptq.lapq import Lapq
 from quantlib.ptq.method import PTQMethod, describe_params
 from quantlib.ptq.rtn import RTN
@@ -18,6 +19,8 @@ METHODS: dict[str, type[PTQMethod]] = {
     "aciq": Aciq,
     "aciq_mix": AciqMix,
     "lapq": Lapq,
+    "brecq": Brecq,
+    "qdrop": QDrop,
 }
 
 

@@ -1,0 +1,219 @@
+"""BRECQ (Li et al. 2021) and QDrop (Wei et al. 2022): AdaRound's learned rounding, reconstructed per block (a
+residual block, or a layer with its activation where there is no block) rather than per layer.
+
+BRECQ: per unit, in execution order, first the rounding variables of all the unit's layers are learned together
+(AdaRound's objective on the unit's output, the unit's own activation quantisers off), then, the weights hardened,
+the step sizes of the unit's activation quantisers are learned by LSQ on the same output error. QDrop: one joint
+phase, rounding and step sizes together, the unit's activations quantised but each element of every quantised
+activation (and of the unit's input) replaced by its float value with probability ``drop_prob``. The unit's input is
+its input in the quantised model with the earlier units done; the target its float output; both recorded once.
+With ``pow2`` the learned steps are mapped back to powers of two at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.nn.utils import parametrize
+from tqdm import tqdm
+
+from quantlib.calibration import model_inputs
+from quantlib.modules.qactivations import QReLU
+from quantlib.modules.qlinear import QConv2d, QLinear
+from quantlib.modules.qmodule import QModule
+from quantlib.ptq.adam import Adam
+from quantlib.ptq.adaround import AdaRoundParams, beta_at, initial_v, rectified_sigmoid, rounding_regulariser
+from quantlib.ptq.capture import float_mode
+from quantlib.ptq.method import PTQMethod
+from quantlib.ptq.options import PTQOptions
+from quantlib.ptq.rtn import RANGES
+from quantlib.ptq.units import Unit, reconstruction_units
+from quantlib.scales import clip_scales_pow2
+from quantlib.specs import QHParamsInitStrategy
+from quantlib.verification import record
+
+
+@dataclass(frozen=True)
+class BrecqParams:
+    """AdaRound's parameters (``iters``, ``weight``, ``beta_*``, ``warmup``, ``lr``: see ``AdaRoundParams``) for the
+    rounding; ``act_iters`` / ``act_lr``: the LSQ step-size phase (the reference: 20000 steps at 4e-5; 1000 at 4e-4
+    here)."""
+
+    iters: int = 1000
+    act_iters: int = 1000
+    weight: float = 0.01
+    beta_start: float = 20.0
+    beta_end: float = 2.0
+    warmup: float = 0.2
+    lr: float = 1e-2
+    act_lr: float = 4e-4
+    batch_size: int = 32
+    ranges: str = "mse"
+    seed: int = 0
+    progress: bool = False
+
+    def check(self) -> str | None:
+        if self.ranges not in RANGES:
+            return f"ranges={self.ranges!r} is not one of {RANGES}."
+        if min(self.iters, self.act_iters, self.batch_size) < 1:
+            return "iters, act_iters and batch_size must be >= 1."
+        if not 0.0 <= self.warmup < 1.0 or self.beta_start < self.beta_end or self.beta_end <= 0:
+            return "warmup must be in [0, 1) and beta must anneal down (beta_start >= beta_end > 0)."
+        if self.weight < 0 or self.lr <= 0 or self.act_lr <= 0:
+            return "weight must be >= 0, lr and act_lr > 0."
+        return None
+
+
+@dataclass(frozen=True)
+class QDropParams(BrecqParams):
+    """BRECQ's parameters plus ``drop_prob``, the probability that a quantised activation element is replaced by its
+    float value during reconstruction (the paper's 0.5); ``act_iters`` is unused (one joint phase of ``iters``)."""
+
+    drop_prob: float = 0.5
+
+    def check(self) -> str | None:
+        if not 0.0 <= self.drop_prob <= 1.0:
+            return f"drop_prob={self.drop_prob} must be in [0, 1]."
+        return super().check()
+
+
+class SoftWeights(nn.Module):
+    """A parametrisation of a layer's weight: ``s * clip(floor(W / s) + h(V), lo, hi)`` with learned V."""
+
+    def __init__(self, module: QConv2d | QLinear) -> None:
+        super().__init__()
+        scale = module.scale.detach()
+        self.scale = scale.reshape(-1, *([1] * (module.weight.dim() - 1))) if scale.numel() > 1 else scale
+        self.lo, self.hi = module.spec.qrange.min, module.spec.qrange.max
+        w = module.weight.detach()
+        self.down = torch.floor(w / self.scale)
+        self.v = nn.Parameter(initial_v(w / self.scale - self.down))
+
+    def forward(self, _: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.clamp(self.down + rectified_sigmoid(self.v), self.lo, self.hi)
+
+    def hard(self) -> torch.Tensor:
+        return self.scale * torch.clamp(self.down + (self.v >= 0).to(self.down.dtype), self.lo, self.hi)
+
+
+class Brecq(PTQMethod):
+    """Block reconstruction of the rounding, then of the activation step sizes; ``units`` lists the units' names."""
+
+    name = "brecq"
+    Params = BrecqParams
+    joint = False
+
+    def initial_ranges(self) -> QHParamsInitStrategy:
+        return QHParamsInitStrategy(self.params.ranges)
+
+    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
+        generator = torch.Generator().manual_seed(self.params.seed)
+        units = reconstruction_units(gm)
+        self.units = [unit.name for unit in units]
+        for unit in tqdm(units, desc=self.name, disable=not self.params.progress, leave=False):
+            reconstruct(gm, unit, batches, self.params, self.joint, generator)
+        if options.pow2:
+            clip_scales_pow2(gm)
+
+
+class QDrop(Brecq):
+    """Block reconstruction of rounding and step sizes together, with activations randomly dropped to float."""
+
+    name = "qdrop"
+    Params = QDropParams
+    joint = True
+
+
+def reconstruct(gm: fx.GraphModule, unit: Unit, batches: list, params: BrecqParams, joint: bool,
+                generator: torch.Generator) -> None:
+    """Learn ``unit``'s rounding and activation steps (see the module doc), in place."""
+    wanted = [unit.source.name, unit.sink.name]
+    quantised = [record(gm, *model_inputs(gm, b), wanted) for b in batches]
+    with float_mode(gm):
+        floats = [record(gm, *model_inputs(gm, b), wanted) for b in batches]
+    data = UnitData(torch.cat([r[unit.source.name] for r in quantised]),
+                    torch.cat([r[unit.source.name] for r in floats]), torch.cat([r[unit.sink.name] for r in floats]))
+    layers = [gm.get_submodule(name) for name in unit.layers]
+    rounding_steps = [m for m in unit.graph.modules() if isinstance(m, QModule) and m.spec.qop == "round"
+                      and not isinstance(m, (QConv2d, QLinear))]  # floor (power-of-two) quantisers keep their steps
+    if joint:
+        _learn(unit, layers, rounding_steps, data, params, params.iters, params.drop_prob, generator)
+    else:
+        _learn(unit, layers, [], data, params, params.iters, 0.0, generator)
+        _learn(unit, [], rounding_steps, data, params, params.act_iters, 0.0, generator)
+
+
+@dataclass(frozen=True)
+class UnitData:
+    """A unit's recorded input in the quantised and in the float model, and its float output."""
+
+    x_q: torch.Tensor
+    x_fp: torch.Tensor
+    target: torch.Tensor
+
+
+def _learn(unit: Unit, layers: list[QConv2d | QLinear], steps: list[QModule], data: UnitData, params: BrecqParams,
+           iters: int, drop: float, generator: torch.Generator) -> None:
+    """Minimise the unit's output error over the rounding of ``layers`` (regularised as AdaRound, Adam at ``lr``)
+    and the step sizes of the quantisers ``steps`` (LSQ, Adam at ``act_lr``). While rounding is learned without
+    steps, the unit's activation quantisers are off."""
+    if not layers and not steps:
+        return
+    activations = [m for m in unit.graph.modules() if isinstance(m, QModule) and not isinstance(m, (QConv2d, QLinear))]
+    states = {m: m.is_quantised for m in activations}
+    specs = {m: m.spec for m in steps}
+    soft = [SoftWeights(layer) for layer in layers]
+    for layer, weights in zip(layers, soft, strict=True):
+        parametrize.register_parametrization(layer, "weight", weights, unsafe=True)
+        layer.is_quantised = False  # the parametrised weight is already on its (soft) grid
+    if layers and not steps:
+        for m in activations:
+            m.is_quantised = False
+    for m in steps:
+        m.spec = replace(m.spec, qop="lsq")  # round's forward, with LSQ's gradient for the step
+        m.clip_hi.requires_grad_(True)
+    hooks = [m.register_forward_hook(_dropper(drop, generator)) for m in activations if m.is_quantised] \
+        if drop > 0 else []
+    rounding = Adam([w.v for w in soft], lr=params.lr)
+    step_sizes = Adam([m.clip_hi for m in steps], lr=params.act_lr)
+    schedule = AdaRoundParams(iters=iters, beta_start=params.beta_start, beta_end=params.beta_end,
+                              warmup=params.warmup)
+    try:
+        for step in range(iters):
+            index = torch.randint(0, data.x_q.shape[0], (min(params.batch_size, data.x_q.shape[0]),),
+                                  generator=generator)
+            x = data.x_q[index]
+            if drop > 0:
+                x = torch.where(torch.rand(x.shape, generator=generator) < drop, data.x_fp[index], x)
+            loss = (unit.graph(x) - data.target[index]).pow(2).sum(1).mean()
+            beta = beta_at(step, schedule) if soft else None
+            if beta is not None:
+                loss = loss + params.weight * sum(rounding_regulariser(rectified_sigmoid(w.v), beta) for w in soft)
+            grads = torch.autograd.grad(loss, [w.v for w in soft] + [m.clip_hi for m in steps])
+            rounding.step(grads[:len(soft)])
+            step_sizes.step(grads[len(soft):])
+            for m in steps:
+                m.clip_hi.data.clamp_(min=1e-8)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for m, spec in specs.items():
+            m.spec = spec
+        for m, state in states.items():
+            m.is_quantised = state
+        for layer, weights in zip(layers, soft, strict=True):
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+            with torch.no_grad():
+                layer.weight.copy_(weights.hard())
+            layer.is_quantised = True
+
+
+def _dropper(probability: float, generator: torch.Generator) -> Callable:
+    """A forward hook that replaces each element of a quantiser's output by its float input with ``probability``."""
+    def hook(module: QModule, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        value = torch.relu(args[0]) if isinstance(module, QReLU) else args[0]
+        return torch.where(torch.rand(output.shape, generator=generator) < probability, value, output)
+    return hook

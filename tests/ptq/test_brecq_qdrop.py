@@ -1,0 +1,61 @@
+"""BRECQ and QDrop: residual blocks are reconstruction units, QDrop's drop mask has the configured rate, and block
+reconstruction lowers the unit's output error below round-to-nearest's."""
+
+import pytest
+import torch
+
+from quantlib import ptq
+from quantlib.modules.qactivations import QIdentity
+from quantlib.ptq.brecq import _dropper
+from quantlib.ptq.capture import float_mode
+from quantlib.ptq.units import reconstruction_units
+from quantlib.specs import QuantiserSpec
+from quantlib.verification import record
+from quantlib.zoo import ZOO, build
+
+
+def test_residual_blocks_are_units_and_other_layers_units_of_their_own():
+    gm = ptq.quantize(build("resnet8", seed=0), [torch.randn(8, 3, 32, 32)], "rtn")
+    units = reconstruction_units(gm)
+    assert [u.name for u in units] == ["conv1", "layer1.0", "layer2.0", "layer3.0", "linear"]
+    assert units[2].layers == ("layer2.0.conv1", "layer2.0.conv2", "layer2.0.shortcut.0")
+    assert (units[1].source.name, units[1].sink.name) == ("relu_7", "layer1_0_add")
+    x = torch.randn(4, 3, 32, 32)
+    values = record(gm, x, [units[2].source.name, units[2].sink.name])
+    with torch.no_grad():
+        assert torch.equal(units[2].graph(values[units[2].source.name]), values[units[2].sink.name])
+
+
+@pytest.mark.parametrize("probability", [0.25, 0.5])
+def test_the_drop_mask_replaces_the_configured_share_of_elements_by_their_float_values(probability):
+    q = QIdentity(QuantiserSpec.from_spec({"qrange": {"bitwidth": 2, "signed": True}, "qop": "round"}), "q")
+    q.set_clip_bounds(torch.tensor(-1.0), torch.tensor(1.0))
+    q.is_quantised = True
+    q.register_forward_hook(_dropper(probability, torch.Generator().manual_seed(0)))
+    x = torch.rand(200_000) * 0.9 + 0.05  # never on the grid: a dropped element differs from its quantised value
+    out = q(x)
+    dropped = float((out == x).float().mean())
+    assert dropped == pytest.approx(probability, abs=0.005)
+    kept = out != x
+    torch.testing.assert_close(out[kept], q.call_op(x)[kept])
+
+
+def _unit_error(gm, unit_name, batches):
+    unit = next(u for u in reconstruction_units(gm) if u.name == unit_name)
+    x = batches[0]
+    quantised = record(gm, x, [unit.source.name])[unit.source.name]
+    with float_mode(gm):
+        target = record(gm, x, [unit.sink.name])[unit.sink.name]
+    with torch.no_grad():
+        return float((unit.graph(quantised) - target).pow(2).sum(1).mean())
+
+
+@pytest.mark.parametrize("method", ["brecq", "qdrop"])
+def test_block_reconstruction_lowers_the_blocks_error_below_round_to_nearest(method):
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(64, *ZOO["resnet8"].input_shape, generator=g)]
+    model = build("resnet8", seed=0)
+    options = dict(w_bits=3, a_bits=8)  # the rounding dominates the error
+    rtn = ptq.quantize(model, batches, "rtn", ranges="mse", **options)
+    learned = ptq.quantize(model, batches, method, iters=200, act_iters=50, batch_size=8, **options)
+    assert _unit_error(learned, "layer1.0", batches) < 0.8 * _unit_error(rtn, "layer1.0", batches)
