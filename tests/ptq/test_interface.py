@@ -14,7 +14,8 @@ def _batches(seed=0, n=2):
 
 
 def test_the_registry_lists_and_builds_methods_with_their_parameters():
-    assert ptq.available_methods() == ["rtn", "bias_correction", "adaround", "aciq", "aciq_mix", "lapq"]
+    assert ptq.available_methods() == ["rtn", "bias_correction", "adaround", "aciq", "aciq_mix", "lapq", "brecq",
+                                      "qdrop"]
     method = ptq.get_method("adaround", iters=10, weight=0.1)
     assert method.name == "adaround" and method.params.iters == 10 and method.params.weight == 0.1
     assert method.params.beta_start == 20.0 and method.params.beta_end == 2.0 and method.params.warmup == 0.2
@@ -23,7 +24,7 @@ def test_the_registry_lists_and_builds_methods_with_their_parameters():
 
 def test_unknown_methods_and_parameters_are_refused_with_the_valid_ones():
     with pytest.raises(ValueError, match=r"Unknown PTQ method 'adaroun'; available: \['rtn', 'bias_correction', "
-                                         r"'adaround', 'aciq', 'aciq_mix', 'lapq'\]"):
+                                         r"'adaround', 'aciq', 'aciq_mix', 'lapq', 'brecq', 'qdrop'\]"):
         ptq.get_method("adaroun")
     with pytest.raises(ValueError, match=r"'adaround' has no parameter\(s\) \['iter'\]; its parameters are "
                                          r"iters: int = 1000, ranges: str = 'mse'"):
