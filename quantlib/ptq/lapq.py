@@ -1,9 +1,9 @@
 """LAPQ (Nahshan et al. 2019): loss-aware clipping. First, for each p in ``p_values``, every quantiser gets the clip
-that minimises the p-norm of its own quantisation error; the network's calibration loss is measured at each p, a
-quadratic in p is fitted to those losses and every quantiser starts from the clips of the p that minimises it. Then
-Powell's method searches all quantisers' scales jointly (one log-multiplier per quantiser), scored by the calibration
-loss: cross-entropy when the calibration batches carry labels, else the mean squared error of the logits against
-the float model's."""
+that minimises the p-norm of its own quantisation error (``PNormSearch``); the network's calibration loss is measured
+at each p, a quadratic in p is fitted to those losses and every quantiser starts from the clips of the p that
+minimises it. Then Powell's method searches all quantisers' scales jointly (one log-multiplier per quantiser), scored
+by the calibration loss: cross-entropy when the calibration batches carry labels, else the mean squared error of the
+logits against the float model's."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from quantlib.ptq.options import PTQOptions
 from quantlib.scale_ties import harmonise_scales
 
 CANDIDATES = 100
+HISTOGRAM_BINS = 2048
 
 
 @dataclass(frozen=True)
@@ -53,24 +54,46 @@ class LapqTrace:
     final_loss: float
 
 
-def p_norm_scale(quantiser: QModule, x: torch.Tensor, p: float) -> torch.Tensor:
-    """The scale (per slice) among ``CANDIDATES`` shrinkings of the observed range whose quantisation error of ``x``
-    has the least p-norm."""
-    dims = quantiser.spec.granularity.dims
-    rows = x.detach().reshape(x.shape[0], -1) if dims else x.detach().reshape(1, -1)
-    qrange = quantiser.spec.qrange
-    top = rows.abs().amax(dim=1) if qrange.is_signed else rows.clamp_min(0).amax(dim=1)
-    top = torch.where(top > 0, top, torch.ones_like(top))
-    best_err = torch.full_like(top, float("inf"))
-    best = top / qrange.max
-    for k in range(1, CANDIDATES + 1):
-        scale = (top * k / CANDIDATES / qrange.max)[:, None]
-        q = torch.clamp(torch.floor(rows / scale + 0.5), qrange.min, qrange.max) * scale
-        err = (rows - q).abs().pow(p).sum(dim=1)
-        better = err < best_err
-        best_err, best = torch.where(better, err, best_err), torch.where(better, scale[:, 0], best)
-    current = quantiser.scale.detach()
-    return best.reshape(current.shape) if current.numel() == best.numel() else best[0]
+class PNormSearch:
+    """The scale (per slice) among ``CANDIDATES`` shrinkings of a tensor's range whose quantisation error has the
+    least p-norm. A slice of more than ``HISTOGRAM_BINS`` values is summarised once by a histogram of that many bins
+    (errors measured at the bin centres, weighted by the counts), so that each p costs the same small sweep."""
+
+    def __init__(self, quantiser: QModule, x: torch.Tensor) -> None:
+        self.quantiser, self.qrange = quantiser, quantiser.spec.qrange
+        dims = quantiser.spec.granularity.dims
+        rows = x.detach().reshape(x.shape[0], -1) if dims else x.detach().reshape(1, -1)
+        top = rows.abs().amax(dim=1) if self.qrange.is_signed else rows.clamp_min(0).amax(dim=1)
+        self.top = torch.where(top > 0, top, torch.ones_like(top))
+        if rows.shape[1] > HISTOGRAM_BINS:
+            self.values, self.weights = _histograms(rows, self.top, self.qrange.is_signed)
+        else:
+            self.values, self.weights = rows, torch.ones_like(rows)
+
+    def scale(self, p: float) -> torch.Tensor:
+        """The least p-norm scale, shaped as the quantiser's."""
+        qrange = self.qrange
+        best_err = torch.full_like(self.top, float("inf"))
+        best = self.top / qrange.max
+        for k in range(1, CANDIDATES + 1):
+            scale = (self.top * k / CANDIDATES / qrange.max)[:, None]
+            q = torch.clamp(torch.floor(self.values / scale + 0.5), qrange.min, qrange.max) * scale
+            err = (self.weights * (self.values - q).abs().pow(p)).sum(dim=1)
+            better = err < best_err
+            best_err, best = torch.where(better, err, best_err), torch.where(better, scale[:, 0], best)
+        current = self.quantiser.scale.detach()
+        return best.reshape(current.shape) if current.numel() == best.numel() else best[0]
+
+
+def _histograms(rows: torch.Tensor, top: torch.Tensor, signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the centres and counts of a ``HISTOGRAM_BINS``-bin histogram over [-top, top] (signed) or [0, top]."""
+    centres, counts = [], []
+    for row, t in zip(rows, top.tolist(), strict=True):
+        lo = -t if signed else 0.0
+        counts.append(torch.histc(row.clamp(lo, t), HISTOGRAM_BINS, lo, t))
+        width = (t - lo) / HISTOGRAM_BINS
+        centres.append(torch.linspace(lo + width / 2, t - width / 2, HISTOGRAM_BINS))
+    return torch.stack(centres), torch.stack(counts)
 
 
 class Lapq(PTQMethod):
@@ -84,8 +107,9 @@ class Lapq(PTQMethod):
         tensors = {**activation_inputs(gm, batches),
                    **{m: m.weight for m in gm.modules() if isinstance(m, (QConv2d, QLinear))}}
         quantisers = list(tensors)
+        searches = [PNormSearch(q, x) for q, x in tensors.items()]
         loss = calibration_loss(gm, batches)
-        by_p = {float(p): [p_norm_scale(q, x, float(p)) for q, x in tensors.items()] for p in self.params.p_values}
+        by_p = {float(p): [search.scale(float(p)) for search in searches] for p in self.params.p_values}
         p_losses = {}
         for p, scales in by_p.items():
             _set_scales(gm, quantisers, scales)
@@ -93,7 +117,7 @@ class Lapq(PTQMethod):
         ps = np.array(list(p_losses))
         a, b, _ = np.polyfit(ps, np.array(list(p_losses.values())), 2)
         best_p = float(np.clip(-b / (2 * a), ps.min(), ps.max())) if a > 0 else min(p_losses, key=p_losses.get)
-        start = [p_norm_scale(q, x, best_p) for q, x in tensors.items()]
+        start = [search.scale(best_p) for search in searches]
         _set_scales(gm, quantisers, start)
         initial = loss()
 

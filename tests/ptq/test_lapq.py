@@ -6,7 +6,7 @@ import torch
 
 from quantlib import ptq
 from quantlib.modules.qactivations import QIdentity
-from quantlib.ptq.lapq import p_norm_scale
+from quantlib.ptq.lapq import HISTOGRAM_BINS, PNormSearch
 from quantlib.specs import QuantiserSpec
 from quantlib.zoo import build
 
@@ -16,10 +16,26 @@ def test_a_higher_p_norm_keeps_more_of_the_range():
     x = torch.distributions.Laplace(torch.tensor(0.0), torch.tensor(1.0)).sample((20_000,))
     q = QIdentity(QuantiserSpec.from_spec({"qrange": {"bitwidth": 3, "signed": True}, "qop": "round"}), "q")
     q.set_clip_bounds(x.min(), x.max())
-    scales = [float(p_norm_scale(q, x, p)) for p in (1.0, 2.0, 4.0, 8.0)]
+    search = PNormSearch(q, x)
+    assert search.values.shape == (1, HISTOGRAM_BINS)  # 20000 values summarised by a histogram
+    scales = [float(search.scale(p)) for p in (1.0, 2.0, 4.0, 8.0)]
     assert scales == sorted(scales) and scales[0] < 0.5 * scales[-1]
     top = float(x.abs().max()) / 3
     assert all(0 < s <= top for s in scales)
+    assert PNormSearch(q, x[:2000]).values.shape == (1, 2000)  # few values: measured one by one
+
+
+def test_the_histogram_search_finds_the_scale_of_the_value_by_value_search(monkeypatch):
+    import quantlib.ptq.lapq as lapq
+    torch.manual_seed(1)
+    x = torch.randn(HISTOGRAM_BINS * 8)
+    q = QIdentity(QuantiserSpec.from_spec({"qrange": {"bitwidth": 4, "signed": True}, "qop": "round"}), "q")
+    q.set_clip_bounds(x.min(), x.max())
+    summarised = float(PNormSearch(q, x).scale(2.0))
+    monkeypatch.setattr(lapq, "HISTOGRAM_BINS", x.numel())
+    one_by_one = PNormSearch(q, x)
+    assert one_by_one.values.shape == (1, x.numel())
+    assert summarised == pytest.approx(float(one_by_one.scale(2.0)), rel=0.02)
 
 
 @pytest.mark.parametrize("labelled", [False, True])
