@@ -11,6 +11,7 @@ import torch.fx as fx
 from torch import nn
 
 from quantlib.calibration import model_inputs
+from quantlib.modules.average_pool import AveragePool2d
 from quantlib.modules.qactivations import QReLU
 from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.qmodule import QModule
@@ -18,16 +19,23 @@ from quantlib.modules.qmodule import QModule
 
 @contextmanager
 def float_mode(gm: fx.GraphModule) -> Iterator[fx.GraphModule]:
-    """``gm`` with every quantiser off (the float model, BatchNorm folded), restored on exit."""
+    """``gm`` with every quantiser off and every average pool plain (not floored on its input's grid): the float
+    model, BatchNorm folded; restored on exit."""
     quantisers = [m for m in gm.modules() if isinstance(m, QModule)]
+    pools = [m for m in gm.modules() if isinstance(m, AveragePool2d)]
     states = [q.is_quantised for q in quantisers]
+    grids = [pool.scale for pool in pools]
     for q in quantisers:
         q.is_quantised = False
+    for pool in pools:
+        pool.scale = torch.empty(0)
     try:
         yield gm
     finally:
         for q, state in zip(quantisers, states, strict=True):
             q.is_quantised = state
+        for pool, grid in zip(pools, grids, strict=True):
+            pool.scale = grid
 
 
 def capture(gm: fx.GraphModule, modules: Sequence[nn.Module], batches: Sequence

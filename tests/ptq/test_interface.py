@@ -76,3 +76,18 @@ def test_rtn_percentile_ranges_are_inside_min_max_ranges():
 def test_calibration_data_must_not_be_empty():
     with pytest.raises(ValueError, match="PTQ needs calibration data"):
         ptq.quantize(build("digits_cnn"), [], "rtn")
+
+
+def test_float_mode_is_the_float_model_pools_included():
+    from quantlib.modules.average_pool import AveragePool2d
+    from quantlib.ptq.capture import float_mode
+    model = build("digits_cnn", seed=0).eval()
+    x = torch.randn(16, 1, 8, 8)
+    gm = ptq.quantize(model, [x], "rtn", w_bits=2, a_bits=2)
+    pools = [m for m in gm.modules() if isinstance(m, AveragePool2d)]
+    assert pools and all(p.scale.numel() == 1 for p in pools)  # the quantised model floors its pool
+    with torch.no_grad(), float_mode(gm):
+        torch.testing.assert_close(gm(x), model(x), rtol=1e-4, atol=1e-5)
+    assert all(p.scale.numel() == 1 for p in pools)
+    with torch.no_grad():
+        assert (gm(x) - model(x)).abs().max() > 0.1
