@@ -90,4 +90,4 @@ def test_float_mode_is_the_float_model_pools_included():
         torch.testing.assert_close(gm(x), model(x), rtol=1e-4, atol=1e-5)
     assert all(p.scale.numel() == 1 for p in pools)
     with torch.no_grad():
-        assert (gm(x) - model(x)).abs().max() > 0.1
+        assert (gm(x) - model(x)).abs().max() > 0.02  # outside float_mode: quantised
