@@ -128,6 +128,29 @@ def followed_by_relu(gm: fx.GraphModule, layer: Layer) -> bool:
     return len(users) == 1 and users[0].op == "call_module" and isinstance(gm.get_submodule(users[0].target), QReLU)
 
 
+class SoftRounding(nn.Module):
+    """A layer's learned rounding: ``V`` starts at its weights' fractional parts on their grid.
+
+    Called (as a parametrisation of the weight) it gives ``s * clip(floor(W / s) + h(V), lo, hi)``; ``hard()`` gives
+    the rounded weights."""
+
+    def __init__(self, module: QConv2d | QLinear) -> None:
+        super().__init__()
+        scale = module.scale.detach()
+        self.scale = scale.reshape(-1, *([1] * (module.weight.dim() - 1))) if scale.numel() > 1 else scale
+        self.lo, self.hi = module.spec.qrange.min, module.spec.qrange.max
+        w = module.weight.detach()
+        self.down = torch.floor(w / self.scale)
+        self.v = nn.Parameter(initial_v(w / self.scale - self.down))
+
+    def forward(self, _: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.clamp(self.down + rectified_sigmoid(self.v), self.lo, self.hi)
+
+    def hard(self) -> torch.Tensor:
+        """Round up where V >= 0."""
+        return self.scale * torch.clamp(self.down + (self.v >= 0).to(self.down.dtype), self.lo, self.hi)
+
+
 COLUMNS_LIMIT_BYTES = 512 * 2 ** 20
 """Largest unfolded copy of a conv's cached inputs kept for a matrix-product reconstruction (one matrix product
 per step, 3x faster on CPU than conv2d and its weight gradient on small layers)."""
@@ -205,19 +228,16 @@ def adaround_layer(layer: Layer, x: torch.Tensor, target: torch.Tensor, relu: bo
     """Learn the rounding of ``layer``'s weights on inputs ``x`` towards ``target`` (through a ReLU if ``relu``);
     write the rounded weights."""
     module: QConv2d | QLinear = layer.module
-    scale = module.scale.detach()
-    scale = scale.reshape(-1, *([1] * (module.weight.dim() - 1))) if scale.numel() > 1 else scale
-    lo, hi = module.spec.qrange.min, module.spec.qrange.max
-    w = module.weight.detach()
-    down = torch.floor(w / scale)
-    v = initial_v(w / scale - down)
+    rounding = SoftRounding(module)
+    v = rounding.v.detach()  # updated by the hand-written step, not by autograd
     optimiser = Adam([v], lr=params.lr)
     data = ReconstructionData(module, x, target, params.batch_size)
     reconstructions, regularisers, betas = [], [], []
     for step in range(params.iters):
         xb, tb = data.batch(generator)
         beta = beta_at(step, params)
-        loss = soft_rounding_loss(v, down, scale, lo, hi, data, xb, tb, relu, beta, params.weight)
+        loss = soft_rounding_loss(v, rounding.down, rounding.scale, rounding.lo, rounding.hi, data, xb, tb, relu,
+                                  beta, params.weight)
         optimiser.step([loss.grad_v])
         reconstructions.append(loss.reconstruction)
         if beta is not None:
@@ -225,7 +245,7 @@ def adaround_layer(layer: Layer, x: torch.Tensor, target: torch.Tensor, relu: bo
         betas.append(beta)
     h = rectified_sigmoid(v)
     with torch.no_grad():
-        module.weight.copy_(scale * torch.clamp(down + (v >= 0).to(w.dtype), lo, hi))
+        module.weight.copy_(rounding.hard())
     return AdaRoundTrace(torch.stack(regularisers).tolist() if regularisers else [],
                          torch.stack(reconstructions).tolist(), betas, float(((h > 0.01) & (h < 0.99)).float().mean()))
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.fx as fx
-from torch import nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
@@ -25,7 +24,7 @@ from quantlib.modules.qactivations import QReLU
 from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.qmodule import QModule
 from quantlib.ptq.adam import Adam
-from quantlib.ptq.adaround import AdaRoundParams, beta_at, initial_v, rectified_sigmoid, rounding_regulariser
+from quantlib.ptq.adaround import AdaRoundParams, SoftRounding, beta_at, rectified_sigmoid, rounding_regulariser
 from quantlib.ptq.capture import float_mode
 from quantlib.ptq.method import PTQMethod
 from quantlib.ptq.options import PTQOptions
@@ -78,25 +77,6 @@ class QDropParams(BrecqParams):
         if not 0.0 <= self.drop_prob <= 1.0:
             return f"drop_prob={self.drop_prob} must be in [0, 1]."
         return super().check()
-
-
-class SoftWeights(nn.Module):
-    """A parametrisation of a layer's weight: ``s * clip(floor(W / s) + h(V), lo, hi)`` with learned V."""
-
-    def __init__(self, module: QConv2d | QLinear) -> None:
-        super().__init__()
-        scale = module.scale.detach()
-        self.scale = scale.reshape(-1, *([1] * (module.weight.dim() - 1))) if scale.numel() > 1 else scale
-        self.lo, self.hi = module.spec.qrange.min, module.spec.qrange.max
-        w = module.weight.detach()
-        self.down = torch.floor(w / self.scale)
-        self.v = nn.Parameter(initial_v(w / self.scale - self.down))
-
-    def forward(self, _: torch.Tensor) -> torch.Tensor:
-        return self.scale * torch.clamp(self.down + rectified_sigmoid(self.v), self.lo, self.hi)
-
-    def hard(self) -> torch.Tensor:
-        return self.scale * torch.clamp(self.down + (self.v >= 0).to(self.down.dtype), self.lo, self.hi)
 
 
 class Brecq(PTQMethod):
@@ -165,7 +145,7 @@ def _learn(unit: Unit, layers: list[QConv2d | QLinear], steps: list[QModule], da
     activations = [m for m in unit.graph.modules() if isinstance(m, QModule) and not isinstance(m, (QConv2d, QLinear))]
     states = {m: m.is_quantised for m in activations}
     specs = {m: m.spec for m in steps}
-    soft = [SoftWeights(layer) for layer in layers]
+    soft = [SoftRounding(layer) for layer in layers]
     for layer, weights in zip(layers, soft, strict=True):
         parametrize.register_parametrization(layer, "weight", weights, unsafe=True)
         layer.is_quantised = False  # the parametrised weight is already on its (soft) grid

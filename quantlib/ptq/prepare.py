@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-import torch
 import torch.fx as fx
 from torch import nn
 
@@ -90,15 +89,14 @@ def input_quantisers(gm: fx.GraphModule) -> list[QModule]:
 
 
 def prepare(model: nn.Module, calibration: Iterable, options: PTQOptions,
-            init: QHParamsInitStrategy = MINMAX,
-            example_input: torch.Tensor | None = None) -> fx.GraphModule:
+            init: QHParamsInitStrategy = MINMAX) -> fx.GraphModule:
     """The calibrated fake-quantised copy of ``model`` that PTQ methods refine, ranges set by ``init`` (``model`` is
     left untouched)."""
     batches = list(calibration)
     if not batches:
         raise ValueError("PTQ needs calibration data: the calibration iterable gave no batch.")
     first = batches[0][0] if isinstance(batches[0], (tuple, list)) else batches[0]
-    gm = canonicalise(model, first[:1] if example_input is None else example_input)
+    gm = canonicalise(model, first[:1])
     raise_refusals(GENERIC.target, preflight(gm, GENERIC))
     gm = ComposedEditor(float_to_fake_editors(ptq_spec(options, init), quantise_outputs=False)).run(gm)
     if options.keep_head_stem_8bit:

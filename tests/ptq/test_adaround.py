@@ -69,13 +69,12 @@ def test_the_hand_written_gradient_equals_autograd(kind, groups, relu, beta):
 def test_roundings_end_at_0_or_1_and_the_regulariser_falls():
     g = torch.Generator().manual_seed(0)
     method = ptq.get_method("adaround", iters=400, lr=0.03)
-    gm = method.quantize(build("digits_cnn", seed=0), [torch.randn(64, 1, 8, 8, generator=g) for _ in range(2)])
+    method.quantize(build("digits_cnn", seed=0), [torch.randn(64, 1, 8, 8, generator=g) for _ in range(2)])
     assert set(method.traces) == {"features.0", "features.3", "features.7", "classifier"}
     for trace in method.traces.values():
         assert len(trace.reconstruction) == 400 and len(trace.regulariser) == 320
         assert trace.undecided < 0.05
         assert trace.regulariser[-1] < 0.2 * trace.regulariser[0]
-    assert gm is not None
 
 
 def test_rounding_is_learned_up_or_down_from_the_floor():
