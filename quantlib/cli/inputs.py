@@ -38,12 +38,12 @@ def read_model(args: argparse.Namespace, restore: Callable[[Checkpoint], nn.Modu
                ) -> tuple[nn.Module, tuple[int, ...] | None, str | None]:
     """The model of ``args.checkpoint`` (a quantlib checkpoint rebuilt by the target's ``restore``), its input shape
     (``--input-shape``, else the checkpoint's) and its calibration data spec (``--calib``, else the checkpoint's)."""
-    model, checkpoint = _model_from(_load_file(args.checkpoint, args.trust_pickle), args, restore)
+    model, checkpoint = _model_from(load_checkpoint_file(args.checkpoint, args.trust_pickle), args, restore)
     data = args.calib or (checkpoint.data if checkpoint is not None else None)
     return model, _input_shape(args, checkpoint), data
 
 
-def _load_file(path: Path, trust_pickle: bool) -> object:
+def load_checkpoint_file(path: Path, trust_pickle: bool) -> object:
     """What ``path`` holds, read without running code from it unless ``trust_pickle``."""
     if not path.is_file():
         raise UsageError(f"Cannot read checkpoint '{path}': no such file.")
