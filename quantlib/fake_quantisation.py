@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,9 @@ from quantlib.editors.float2fake import (
     ModuleFilter,
     ModuleWiseConverter,
 )
+from quantlib.layer_overrides import LayerOverride, Overrides, resolve_overrides, set_input_bits, weight_rules
 from quantlib.preflight import GENERIC, preflight, raise_refusals
+from quantlib.quantised_layers import quantised_layers
 from quantlib.specs import QuantiserSpec
 
 
@@ -47,14 +50,15 @@ class QuantisationSpec:
         return cls(**{k: QuantiserSpec.from_spec(v) for k, v in spec.items()})
 
 
-def float_to_fake_editors(spec: QuantisationSpec, quantise_outputs: bool = False,
-                          merge_adds: bool = True) -> list[Editor]:
+def float_to_fake_editors(spec: QuantisationSpec, quantise_outputs: bool = False, merge_adds: bool = True,
+                          overrides: Mapping[str, LayerOverride] | None = None) -> list[Editor]:
     """The float-to-fake pipeline for a canonical graph, in order; with ``quantise_outputs`` a linear op that is a
     network output (logits) is requantised too; without ``merge_adds`` every add stays a two-input add with its own
-    quantised output (hardware that adds two tensors at a time)."""
+    quantised output (hardware that adds two tensors at a time); ``overrides`` (``resolve_overrides``) give layers
+    their own weight specs or keep them float."""
     return [
-        ModuleWiseConverter([(ModuleFilter(types=(nn.Conv2d, nn.Linear)), spec.weights),
-                             (ModuleFilter(types=(nn.ReLU, nn.ReLU6)), spec.relu)]),
+        ModuleWiseConverter(weight_rules(spec.weights, overrides or {})
+                            + [(ModuleFilter(types=(nn.ReLU, nn.ReLU6)), spec.relu)]),
         AddTreeHarmoniser(spec.activations, spec.activations, merge_adds),  # adds quantise (and harmonise) inputs
         Interposer(spec.activations, quantise_outputs),  # quantise inputs, off-grid linear inputs, accumulators
         FixedPoint(Rewriter(ACTIVATION_FUSER)),                             # no quantiser fed only by a quantiser
@@ -63,15 +67,25 @@ def float_to_fake_editors(spec: QuantisationSpec, quantise_outputs: bool = False
 
 def quantize(model: nn.Module,
              example_input: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
-             spec: dict[str, Any] | QuantisationSpec | None = None) -> fx.GraphModule:
+             spec: dict[str, Any] | QuantisationSpec | None = None,
+             overrides: Overrides | None = None) -> fx.GraphModule:
     """Canonicalise ``model`` (BatchNorm folded), check that every construct has an integer form (UnsupportedOpError
     listing every one that has not, with its source line and fix), and make it fake-quantised per ``spec`` (default:
-    8-bit per tensor).
+    8-bit per tensor), with the per-layer ``overrides`` of ``quantlib.layer_overrides`` (weight bits, granularity,
+    input bits, kept in float; a PTQ ``method`` is refused here).
 
     The result computes in float until ``calibrate(result, batches)`` initialises its quantisers; ``model`` itself is
     left untouched.
     """
     gm = canonicalise(model, example_input)
     raise_refusals(GENERIC.target, preflight(gm, GENERIC))
-    return ComposedEditor(float_to_fake_editors(QuantisationSpec.from_spec(spec))).run(gm)  # canonicalise's copy
+    resolved = resolve_overrides(gm, overrides)
+    with_method = sorted(name for name, override in resolved.items() if override.method is not None)
+    if with_method:
+        raise ValueError(f"Overrides of {with_method} name a PTQ method, which quantize (for QAT) does not use; use "
+                         f"quantlib.ptq.quantize, or drop 'method'.")
+    editors = float_to_fake_editors(QuantisationSpec.from_spec(spec), overrides=resolved)
+    gm = ComposedEditor(editors).run(gm)  # canonicalise's copy
+    set_input_bits(quantised_layers(gm), resolved)
+    return gm
 

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.qmodule import QModule
 from quantlib.ptq.bias_correction import BiasCorrection
-from quantlib.ptq.capture import activation_inputs
 from quantlib.ptq.method import PTQMethod
 from quantlib.ptq.options import PTQOptions
+from quantlib.ptq.scope import Scope, scope_tensors
 from quantlib.scale_ties import harmonise_scales
 from quantlib.specs import QHParamsInitStrategy
 
@@ -109,16 +108,15 @@ class Aciq(PTQMethod):
     def initial_ranges(self) -> QHParamsInitStrategy:
         return QHParamsInitStrategy("mse" if self.params.mix_ratio < 1.0 else "minmax")
 
-    def set_ranges(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
+    def set_ranges(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
         p = self.params
-        tensors = {**activation_inputs(gm, batches),
-                   **{m: m.weight for m in gm.modules() if isinstance(m, (QConv2d, QLinear))}}
+        tensors = scope_tensors(gm, batches, scope)
         for quantiser, x in tensors.items():
             set_analytical_clip(quantiser, x, p.distribution, p.mix_ratio)
         harmonise_scales(gm)
 
-    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
-        BiasCorrection().refine(gm, batches, options)
+    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
+        BiasCorrection().refine(gm, batches, options, scope)
 
 
 class AciqMix(Aciq):

@@ -25,8 +25,9 @@ from quantlib.ptq.bias_correction import linear_op
 from quantlib.ptq.capture import capture, float_mode
 from quantlib.ptq.method import PTQMethod
 from quantlib.ptq.options import PTQOptions
-from quantlib.ptq.prepare import Layer, quantised_layers
 from quantlib.ptq.rtn import RANGES
+from quantlib.ptq.scope import Scope
+from quantlib.quantised_layers import Layer
 from quantlib.specs import QHParamsInitStrategy
 
 ZETA, GAMMA = 1.1, -0.1
@@ -109,9 +110,9 @@ class AdaRound(PTQMethod):
     def initial_ranges(self) -> QHParamsInitStrategy:
         return QHParamsInitStrategy(self.params.ranges)
 
-    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
+    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
         self.traces: dict[str, AdaRoundTrace] = {}
-        layers = quantised_layers(gm)
+        layers = scope.layers
         with float_mode(gm):
             targets = {m: out for m, (_, out) in capture(gm, [layer.module for layer in layers], batches).items()}
         generator = torch.Generator().manual_seed(self.params.seed)

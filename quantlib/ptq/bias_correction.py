@@ -13,7 +13,7 @@ from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.ptq.capture import capture
 from quantlib.ptq.method import PTQMethod
 from quantlib.ptq.options import PTQOptions
-from quantlib.ptq.prepare import quantised_layers
+from quantlib.ptq.scope import Scope
 
 
 def linear_op(module: QConv2d | QLinear, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,7 @@ class BiasCorrection(PTQMethod):
 
     name = "bias_correction"
 
-    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
-        for layer in quantised_layers(gm):
+    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
+        for layer in scope.layers:
             x, _ = capture(gm, [layer.module], batches)[layer.module]
             correct_bias(layer.module, x)

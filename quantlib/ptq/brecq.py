@@ -29,6 +29,7 @@ from quantlib.ptq.capture import float_mode
 from quantlib.ptq.method import PTQMethod
 from quantlib.ptq.options import PTQOptions
 from quantlib.ptq.rtn import RANGES
+from quantlib.ptq.scope import Scope
 from quantlib.ptq.units import Unit, reconstruction_units
 from quantlib.scales import clip_scales_pow2
 from quantlib.specs import QHParamsInitStrategy
@@ -89,12 +90,13 @@ class Brecq(PTQMethod):
     def initial_ranges(self) -> QHParamsInitStrategy:
         return QHParamsInitStrategy(self.params.ranges)
 
-    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
+    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
         generator = torch.Generator().manual_seed(self.params.seed)
-        units = reconstruction_units(gm)
+        names = scope.layer_names()
+        units = [unit for unit in reconstruction_units(gm) if names & set(unit.layers)]
         self.units = [unit.name for unit in units]
         for unit in tqdm(units, desc=self.name, disable=not self.params.progress, leave=False):
-            reconstruct(gm, unit, batches, self.params, self.joint, generator)
+            reconstruct(gm, unit, batches, self.params, self.joint, generator, scope)
         if options.pow2:
             clip_scales_pow2(gm)
 
@@ -108,17 +110,19 @@ class QDrop(Brecq):
 
 
 def reconstruct(gm: fx.GraphModule, unit: Unit, batches: list, params: BrecqParams, joint: bool,
-                generator: torch.Generator) -> None:
-    """Learn ``unit``'s rounding and activation steps (see the module doc), in place."""
+                generator: torch.Generator, scope: Scope) -> None:
+    """Learn the rounding of ``unit``'s layers and the steps of its activation quantisers that are in ``scope``
+    (see the module doc), in place."""
     wanted = [unit.source.name, unit.sink.name]
     quantised = [record(gm, *model_inputs(gm, b), wanted) for b in batches]
     with float_mode(gm):
         floats = [record(gm, *model_inputs(gm, b), wanted) for b in batches]
     data = UnitData(torch.cat([r[unit.source.name] for r in quantised]),
                     torch.cat([r[unit.source.name] for r in floats]), torch.cat([r[unit.sink.name] for r in floats]))
-    layers = [gm.get_submodule(name) for name in unit.layers]
+    layers = [gm.get_submodule(name) for name in unit.layers if name in scope.layer_names()]
+    in_scope = set(scope.activations)  # floor (power-of-two) quantisers keep their steps
     rounding_steps = [m for m in unit.graph.modules() if isinstance(m, QModule) and m.spec.qop == "round"
-                      and not isinstance(m, (QConv2d, QLinear))]  # floor (power-of-two) quantisers keep their steps
+                      and not isinstance(m, (QConv2d, QLinear)) and m in in_scope]
     if joint:
         _learn(unit, layers, rounding_steps, data, params, params.iters, params.drop_prob, generator)
     else:

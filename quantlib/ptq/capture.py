@@ -12,8 +12,6 @@ from torch import nn
 
 from quantlib.calibration import model_inputs
 from quantlib.modules.average_pool import AveragePool2d
-from quantlib.modules.qactivations import QReLU
-from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.qmodule import QModule
 
 
@@ -59,12 +57,3 @@ def capture(gm: fx.GraphModule, modules: Sequence[nn.Module], batches: Sequence
             handle.remove()
         gm.train(was_training)
     return {m: (torch.cat(ins), torch.cat(outs)) for m, (ins, outs) in seen.items()}
-
-
-def activation_inputs(gm: fx.GraphModule, batches: Sequence) -> dict[QModule, torch.Tensor]:
-    """Per activation quantiser (every quantiser but the weights'), the values it quantises over ``batches``: its
-    input, after the ReLU for a quantised ReLU."""
-    quantisers = [m for m in gm.modules() if isinstance(m, QModule) and not isinstance(m, (QConv2d, QLinear))]
-    with float_mode(gm):
-        seen = capture(gm, quantisers, batches)
-    return {q: torch.relu(x) if isinstance(q, QReLU) else x for q, (x, _) in seen.items()}

@@ -9,6 +9,7 @@ import torch.fx as fx
 from quantlib.editors.fake2true import integerise, to_exact
 from quantlib.editors.fake2true.requant_parameters import is_power_of_two
 from quantlib.errors import UnsupportedOpError
+from quantlib.layer_overrides import LINEAR_TYPES
 from quantlib.modules.qmodule import QModule
 from quantlib.scales import quantise_biases
 from quantlib.true_quantisation import IntegerFlow
@@ -17,6 +18,10 @@ from quantlib.true_quantisation import IntegerFlow
 def deploy(gm: fx.GraphModule, example_input: torch.Tensor) -> IntegerFlow:
     """The integer path of a PTQ result made with ``pow2=True``; its biases are put on their accumulators' grids in
     place (the only change to ``gm``)."""
+    kept_float = [name for name, m in gm.named_modules() if isinstance(m, LINEAR_TYPES) and not isinstance(m, QModule)]
+    if kept_float:
+        raise UnsupportedOpError(f"PTQ result has layers kept in float {kept_float} (override keep_float); the "
+                                 f"integer path has no float layers: quantise them to deploy.")
     off = [q.qualname for q in gm.modules() if isinstance(q, QModule) and not is_power_of_two(q.scale.detach())]
     if off:
         raise UnsupportedOpError(f"PTQ result has scales that are not powers of two ({', '.join(off[:5])}"

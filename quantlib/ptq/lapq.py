@@ -17,11 +17,11 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from quantlib.calibration import model_inputs
-from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.qmodule import QModule
-from quantlib.ptq.capture import activation_inputs, float_mode
+from quantlib.ptq.capture import float_mode
 from quantlib.ptq.method import PTQMethod
 from quantlib.ptq.options import PTQOptions
+from quantlib.ptq.scope import Scope, scope_tensors
 from quantlib.scale_ties import harmonise_scales
 
 CANDIDATES = 100
@@ -103,9 +103,8 @@ class Lapq(PTQMethod):
     name = "lapq"
     Params = LapqParams
 
-    def set_ranges(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
-        tensors = {**activation_inputs(gm, batches),
-                   **{m: m.weight for m in gm.modules() if isinstance(m, (QConv2d, QLinear))}}
+    def set_ranges(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
+        tensors = scope_tensors(gm, batches, scope)
         quantisers = list(tensors)
         searches = [PNormSearch(q, x) for q, x in tensors.items()]
         loss = calibration_loss(gm, batches)
@@ -130,7 +129,7 @@ class Lapq(PTQMethod):
         final = objective(result.x) if result.fun <= initial else objective(np.zeros(len(quantisers)))
         self.trace = LapqTrace(p_losses, best_p, initial, final)
 
-    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
+    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
         """Nothing beyond the clips: weights round to nearest."""
 
 

@@ -1,5 +1,8 @@
 """The interface every post-training quantisation method has: a name, typed parameters with defaults, and
-``quantize(model, calibration_data, options) -> fake-quantised GraphModule`` (the float model untouched)."""
+``quantize(model, calibration_data, options) -> fake-quantised GraphModule`` (the float model untouched).
+
+A method works on a ``Scope`` (``quantlib.ptq.scope``): the whole network, or, with per-layer ``method`` overrides,
+its share of it."""
 
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ from typing import Any, ClassVar
 import torch.fx as fx
 from torch import nn
 
+from quantlib.layer_overrides import LayerOverride
 from quantlib.ptq.options import PTQOptions
 from quantlib.ptq.prepare import prepare
+from quantlib.ptq.scope import Scope, method_scopes
 from quantlib.scales import clip_scales_pow2
 from quantlib.specs import QHParamsInitStrategy
 
@@ -39,21 +44,32 @@ class PTQMethod(ABC):
                  options: PTQOptions | None = None) -> fx.GraphModule:
         """The fake-quantised copy of ``model`` after this method, calibrated on ``calibration_data`` (tensors or
         (input, target) pairs)."""
+        from quantlib.ptq import registry  # the registry imports every method, and so this module
+
         options = options or PTQOptions()
+        for key, value in (options.overrides or {}).items():  # before any work: a wrong name fails at once
+            method = LayerOverride.from_value(value, key).method
+            if method is not None and method not in registry.available_methods():
+                raise ValueError(f"Override {key!r}: method {method!r} is not a PTQ method; available: "
+                                 f"{registry.available_methods()}.")
         batches = list(calibration_data)
-        gm = prepare(model, batches, options, init=self.initial_ranges())
-        self.set_ranges(gm, batches, options)
+        gm, resolved = prepare(model, batches, options, init=self.initial_ranges())
+        scopes = method_scopes(gm, resolved, self.name)
+        work = [(self if name == self.name else registry.get_method(name), scope) for name, scope in scopes.items()]
+        for method, scope in work:
+            method.set_ranges(gm, batches, options, scope)
         if options.pow2:
             clip_scales_pow2(gm)
-        self.refine(gm, batches, options)
+        for method, scope in work:
+            method.refine(gm, batches, options, scope)
         return gm
 
-    def set_ranges(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
-        """Replace the calibrated ranges (before any power-of-two mapping); by default they stay."""
+    def set_ranges(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
+        """Replace the calibrated ranges of ``scope`` (before any power-of-two mapping); by default they stay."""
 
     @abstractmethod
-    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
-        """Improve the fake-quantised ``gm``, its ranges final, in place."""
+    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
+        """Improve the fake-quantised ``gm`` in ``scope``, its ranges final, in place."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in dataclasses.asdict(self.params).items())})"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from quantlib.layer_overrides import Overrides
+
 MIN_BITS, MAX_BITS = 2, 8
 
 
@@ -13,13 +15,15 @@ class PTQOptions:
     """``w_bits`` / ``a_bits``: weight and activation bits (2..8); ``per_channel``: one weight scale per output
     channel; ``keep_head_stem_8bit``: the first and the last linear layer, the network input and the last layer's
     input stay at 8 bits; ``pow2``: power-of-two scales and floor-rounded activations (DIANA's numbers, integer-exact
-    through ``quantlib.ptq.deploy``), else float scales and activations rounded half up."""
+    through ``quantlib.ptq.deploy``), else float scales and activations rounded half up; ``overrides``: per-layer
+    settings (``quantlib.layer_overrides``), which win over these and over the 8-bit head and stem."""
 
     w_bits: int = 4
     a_bits: int = 4
     per_channel: bool = True
     keep_head_stem_8bit: bool = True
     pow2: bool = False
+    overrides: Overrides | None = None
 
     def __post_init__(self) -> None:
         for name in ("w_bits", "a_bits"):

@@ -9,6 +9,7 @@ import torch.fx as fx
 
 from quantlib.ptq.method import PTQMethod
 from quantlib.ptq.options import PTQOptions
+from quantlib.ptq.scope import Scope
 from quantlib.specs import QHParamsInitStrategy
 
 RANGES = ("minmax", "percentile", "mse")
@@ -40,5 +41,5 @@ class RTN(PTQMethod):
             return QHParamsInitStrategy.from_spec(("percentile", {"q": self.params.percentile}))
         return QHParamsInitStrategy(self.params.ranges)
 
-    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions) -> None:
+    def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
         """Nothing beyond calibration: the weights' round qop rounds to nearest."""

@@ -10,8 +10,8 @@ from torch import nn
 
 from quantlib.ptq.capture import float_mode
 from quantlib.ptq.options import PTQOptions
-from quantlib.ptq.prepare import quantised_layers
 from quantlib.ptq.registry import get_method
+from quantlib.quantised_layers import quantised_layers
 from quantlib.training import accuracy
 
 

@@ -17,7 +17,7 @@ from quantlib.cli import main as quantlib_main
 from quantlib.cli import ptq as ptq_cli
 from quantlib.data import digits_loaders
 from quantlib.ptq.evaluation import collect_logits, top_k_accuracy
-from quantlib.ptq.prepare import quantised_layers
+from quantlib.quantised_layers import quantised_layers
 from quantlib.training import train_epochs
 from quantlib.zoo import digits_cnn
 

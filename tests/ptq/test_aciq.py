@@ -7,7 +7,7 @@ import torch
 from quantlib import ptq
 from quantlib.modules.qactivations import QIdentity
 from quantlib.ptq.aciq import expected_error, fitted_spread, optimal_clip, set_analytical_clip
-from quantlib.ptq.prepare import quantised_layers
+from quantlib.quantised_layers import quantised_layers
 from quantlib.specs import QuantiserSpec
 from quantlib.zoo import build
 

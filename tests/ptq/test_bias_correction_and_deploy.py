@@ -10,7 +10,7 @@ from quantlib.errors import UnsupportedOpError
 from quantlib.modules.qlinear import QConv2d
 from quantlib.ptq.bias_correction import channel_mean, correct_bias, linear_op
 from quantlib.ptq.capture import capture
-from quantlib.ptq.prepare import quantised_layers
+from quantlib.quantised_layers import quantised_layers
 from quantlib.specs import QuantiserSpec
 from quantlib.verification import compare_exact_and_integer, compare_fake_and_exact
 from quantlib.zoo import ZOO, build

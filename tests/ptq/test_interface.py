@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from quantlib import ptq
-from quantlib.ptq.prepare import quantised_layers
+from quantlib.quantised_layers import quantised_layers
 from quantlib.zoo import build
 
 

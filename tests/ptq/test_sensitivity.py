@@ -5,8 +5,8 @@ import torch
 from quantlib import ptq
 from quantlib.data import digits_loaders
 from quantlib.ptq.capture import float_mode
-from quantlib.ptq.prepare import quantised_layers
 from quantlib.ptq.sensitivity import sensitivity
+from quantlib.quantised_layers import quantised_layers
 from quantlib.training import accuracy, train_epochs
 from quantlib.zoo import digits_cnn
 
