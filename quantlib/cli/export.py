@@ -46,8 +46,8 @@ def parser(target: str | None = None) -> argparse.ArgumentParser:
                    help="what to export for (default: diana); --target T --help lists T's options")
     p.add_argument("-o", "--out", type=Path, help="output path (default: next to the checkpoint, named by the target)")
     p.add_argument("--name", help="network name in the file names (default: the checkpoint's stem)")
-    p.add_argument("--calib", help="calibration data: digits, cifar10:PATH or random:N (default: the checkpoint's "
-                                   "training data)")
+    p.add_argument("--calib", help="calibration data: digits, cifar10:PATH, cifar100:PATH, imagenet:PATH or "
+                                   "random:N (default: the checkpoint's training data)")
     p.add_argument("--input-shape", help="input shape without the batch: C,H,W for images, C,L for sequences, F "
                                          "for feature vectors (default: from the checkpoint or the data)")
     p.add_argument("--arch", help="architecture as module:callable, for a plain state_dict or to override")

@@ -1,5 +1,7 @@
-"""Data given on a command line: ``digits`` (bundled), ``cifar10:PATH`` (a cifar-10-batches-py folder) or
-``random:N`` (N Gaussian batches of a given shape: calibration when nothing better exists, no accuracy)."""
+"""Data given on a command line: ``digits`` (bundled), ``cifar10:PATH`` (a cifar-10-batches-py folder),
+``cifar100:PATH`` (a cifar-100-python folder), ``imagenet:PATH`` (an image folder: train/ and val/ of one sub-folder
+per class, or class sub-folders directly) or ``random:N`` (N Gaussian batches of a given shape: calibration when
+nothing better exists, no accuracy)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from quantlib.data.cifar10 import cifar10_loaders
+from quantlib.data.cifar100 import cifar100_loaders
 from quantlib.data.digits import digits_loaders
+from quantlib.data.image_folder import image_folder_loaders
 
 DIGITS_SHAPE = (1, 8, 8)
 CIFAR10_SHAPE = (3, 32, 32)
+CIFAR100_SHAPE = (3, 32, 32)
+IMAGENET_SHAPE = (3, 224, 224)
 
 
 @dataclass(frozen=True)
@@ -45,11 +51,18 @@ def data_source(spec: str, input_shape: tuple[int, ...] | None = None, batch_siz
     if kind == "cifar10" and arg:
         train, test = cifar10_loaders(arg, batch_size)
         return DataSource(spec, train, test, CIFAR10_SHAPE, 10)
+    if kind == "cifar100" and arg:
+        train, test = cifar100_loaders(arg, batch_size)
+        return DataSource(spec, train, test, CIFAR100_SHAPE, 100)
+    if kind == "imagenet" and arg:
+        train, test = image_folder_loaders(arg, batch_size, crop=IMAGENET_SHAPE[-1])
+        return DataSource(spec, train, test, IMAGENET_SHAPE, len(test.dataset.classes))
     if kind == "random" and arg.isdecimal() and int(arg) > 0:
         if input_shape is None:
             raise ValueError(f"Data '{spec}' needs an input shape (--input-shape C,H,W, C,L or F).")
         g = torch.Generator().manual_seed(0)
         batches = [(torch.randn(batch_size, *input_shape, generator=g),) for _ in range(int(arg))]
         return DataSource(spec, batches, None, tuple(input_shape), 0)
-    raise ValueError(f"Data '{spec}' is not one of 'digits', 'cifar10:PATH' (a cifar-10-batches-py folder) or "
-                     f"'random:N' (N random batches).")
+    raise ValueError(f"Data '{spec}' is not one of 'digits', 'cifar10:PATH' (a cifar-10-batches-py folder), "
+                     f"'cifar100:PATH' (a cifar-100-python folder), 'imagenet:PATH' (an image folder: train/ and "
+                     f"val/, or one sub-folder of images per class) or 'random:N' (N random batches).")

@@ -70,7 +70,7 @@ def test_a_plain_state_dict_without_calibration_data_is_refused(tmp_path, capsys
     path = tmp_path / "weights.pt"
     torch.save(digits_cnn().state_dict(), path)
     assert main([str(path), "--target", "onnx", "--arch", ARCH]) == EXIT_USAGE
-    assert "pass --calib digits, cifar10:PATH or random:N" in capsys.readouterr().err
+    assert "pass --calib digits, cifar10:PATH, cifar100:PATH, imagenet:PATH or random:N" in capsys.readouterr().err
     assert not (tmp_path / "weights_int.onnx").exists()
 
 

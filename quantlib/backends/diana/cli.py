@@ -75,7 +75,7 @@ def _calibration(dm: DianaModule, spec: str | None, shape: tuple[int, ...] | Non
     if spec is None:
         if needs_data:
             raise UsageError(f"The model is at stage '{dm.stage.label}' and needs calibration data: pass --calib "
-                             f"digits, cifar10:PATH or random:N.")
+                             f"digits, cifar10:PATH, cifar100:PATH, imagenet:PATH or random:N.")
         return []
     return calibration_inputs(spec, shape)
 

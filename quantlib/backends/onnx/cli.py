@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> Outcome:
     out = _writable(args.out or args.checkpoint.with_name(f"{name}_int.onnx"))  # before any work
     model, shape, spec = read_model(args, float_model)
     if spec is None:
-        raise UsageError("The integer ONNX target calibrates the model: pass --calib digits, cifar10:PATH or random:N.")
+        raise UsageError("The integer ONNX target calibrates the model: pass --calib digits, cifar10:PATH, "
+                         "cifar100:PATH, imagenet:PATH or random:N.")
     calibration = calibration_inputs(spec, shape)
     x = torch.cat(calibration)
     flow = pow2_integer_flow(model, x[:1], calibration)
