@@ -26,6 +26,7 @@ from quantlib.checkpoint import CheckpointError, build_architecture, checkpoint_
 from quantlib.cli.inputs import EXIT_OK, EXIT_USAGE, UsageError, load_checkpoint_file
 from quantlib.data.sources import DataSource, data_source
 from quantlib.errors import QuantlibError
+from quantlib.layer_overrides import LayerOverride, resolve_overrides
 from quantlib.ptq.evaluation import collect_logits, top_k_accuracy
 from quantlib.ptq.logit_correction import ClusterAffineCorrection
 from quantlib.ptq.logits_analysis import results_folder, save_logits
@@ -47,6 +48,8 @@ EPILOG = """examples:
       torchvision-format weights, with cluster affine correction of the logits
   quantlib ptq --sensitivity --method rtn --n-bits-w 2 --n-bits-a 4
       which layers lose the most when quantised alone
+  quantlib ptq --n-bits-w 2 --override 'features.3:w_bits=4,a_bits=8' --override 'classifier:method=rtn'
+      one layer at 4-bit weights and 8-bit input, the classifier rounded to nearest
 
 exit codes: 0 ok; 2 usage error or unreadable input."""
 
@@ -80,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
     _option(p, "disable-8bit-head-stem", action="store_true",
             help="quantise the first and the last layer at the chosen bits too (default: they stay at 8 bits)")
     _option(p, "pow2", action="store_true", help="power-of-two scales and floor rounding (DIANA's numbers)")
+    _option(p, "override", action="append", default=[], metavar="LAYER:SETTINGS",
+            help="per-layer settings (repeatable): LAYER is a module name, an fnmatch pattern, Conv2d or Linear; "
+                 "SETTINGS are comma-separated w_bits=N, a_bits=N, per_channel=true|false, method=NAME or float, "
+                 "e.g. --override 'fc:w_bits=8,a_bits=8' --override 'layer1.*:method=rtn'")
     _option(p, "alpha-list", type=float, nargs="+", help="cluster affine correction: blends to try (in [0, 1])")
     _option(p, "num-clusters-list", type=int, nargs="+", help="cluster affine correction: cluster counts (default 64)")
     _option(p, "pca-dim-list", type=int, nargs="+", help="cluster affine correction: PCA dimensions (default 50)")
@@ -130,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     configurations = [Configuration(*c) for c in itertools.product(args.method, args.n_bits_w, args.n_bits_a)]
     for c in configurations:
         ptq.PTQOptions(c.w_bits, c.a_bits)  # refuses bits outside 2..8 before anything runs
+    overrides = parse_overrides(args.override)
     corrections = correction_grid(args)
     for name in ("batch_size", "calib_samples", "max_eval_batches"):
         value = getattr(args, name)
@@ -137,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')} {value} must be a positive integer.")
     source = data_source(data_spec(args), batch_size=args.batch_size)
     model, arch = float_model_of(args, source)
+    resolve_overrides(model, overrides)  # a layer that does not exist is refused before any training
+    if args.checkpoint is None:
+        model = train_epochs(model, source.train, DIGITS_TRAIN_EPOCHS, lr=3e-3).eval()
+        print(f"no --checkpoint: trained {arch} on the digits for {DIGITS_TRAIN_EPOCHS} epochs")
     calibration = calibration_batches(source, args.calib_samples)
     float_logits, labels = collect_logits(model, source.test, args.max_eval_batches)
     float_calibration = np.concatenate([model(x).detach().numpy() for x in calibration])
@@ -145,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
           f"test samples; calibration on {sum(len(x) for x in calibration)} training samples")
     rows = []
     for c in configurations:
-        options = ptq.PTQOptions(c.w_bits, c.a_bits, args.channel_wise, not args.disable_8bit_head_stem, args.pow2)
+        options = ptq.PTQOptions(c.w_bits, c.a_bits, args.channel_wise, not args.disable_8bit_head_stem, args.pow2,
+                                 overrides)
         start = time.perf_counter()
         quantised = ptq.get_method(c.method, **params[c.method]).quantize(model, calibration, options)
         seconds = time.perf_counter() - start
@@ -205,6 +218,43 @@ def _typed(text: str, default: Any, where: str) -> Any:
         raise UsageError(f"{where}: {text!r} is not a {kind.__name__} (default {default!r}).") from exc
 
 
+OVERRIDE_TYPES = {"Conv2d": nn.Conv2d, "Linear": nn.Linear}
+
+
+def parse_overrides(texts: list[str]) -> dict[str | type, LayerOverride]:
+    """``--override LAYER:SETTINGS`` as overrides (``quantlib.layer_overrides``); each setting checked now."""
+    fields = {f.name: f for f in dataclasses.fields(LayerOverride)}
+    overrides: dict[str | type, LayerOverride] = {}
+    for text in texts:
+        layer, sep, settings = text.rpartition(":")
+        if not sep or not layer or not settings:
+            raise UsageError(f"--override {text!r}: give LAYER:SETTINGS, e.g. 'fc:w_bits=8,a_bits=8' or "
+                             f"'layer1.*:float'.")
+        values: dict[str, Any] = {}
+        for setting in settings.split(","):
+            name, eq, value = setting.strip().partition("=")
+            if name == "float" and not eq:
+                values["keep_float"] = True
+            elif eq and name in ("w_bits", "a_bits"):
+                values[name] = _typed(value, 0, f"--override {text}")
+            elif eq and name == "per_channel":
+                values[name] = _typed(value, True, f"--override {text}")
+            elif eq and name == "method":
+                if value not in METHODS:
+                    raise UsageError(f"--override {text}: method {value!r} is not one of {list(METHODS)}.")
+                values[name] = value
+            else:
+                allowed = [f for f in fields if f != "keep_float"] + ["float"]
+                raise UsageError(f"--override {text}: {setting.strip()!r} is not a setting; give NAME=VALUE with NAME "
+                                 f"in {allowed[:-1]}, or 'float'.")
+        key = OVERRIDE_TYPES.get(layer, layer)
+        try:
+            overrides[key] = LayerOverride.from_value(values, key)
+        except ValueError as exc:
+            raise UsageError(f"--override {text}: {exc}") from exc
+    return overrides
+
+
 def correction_grid(args: argparse.Namespace) -> list[tuple[float, int, int]]:
     """The (alpha, clusters, PCA dimensions) to try, empty without ``--alpha-list``; each value checked."""
     if args.alpha_list is None:
@@ -231,17 +281,14 @@ def data_spec(args: argparse.Namespace) -> str:
 
 
 def float_model_of(args: argparse.Namespace, source: DataSource) -> tuple[nn.Module, str]:
-    """The float model to quantise and its architecture's name: from ``--checkpoint``, or, on the digits without
-    one, the digits CNN trained here."""
+    """The float model of ``--checkpoint`` and its architecture's name; without one (only the digits CNN on the
+    digits), a fresh digits CNN, to be trained."""
     arch = args.arch
     if args.checkpoint is None:
         if source.spec != "digits" or arch != "digits_cnn":
             raise UsageError(f"--arch {arch} on {source.spec} needs --checkpoint: PTQ quantises a trained model "
                              f"(only the digits CNN on the bundled digits is trained here when none is given).")
-        model = train_epochs(ZOO["digits_cnn"].factory(num_classes=source.num_classes), source.train,
-                             DIGITS_TRAIN_EPOCHS, lr=3e-3)
-        print(f"no --checkpoint: trained {arch} on the digits for {DIGITS_TRAIN_EPOCHS} epochs")
-        return model.eval(), arch
+        return ZOO["digits_cnn"].factory(num_classes=source.num_classes), arch
     loaded = load_checkpoint_file(args.checkpoint, trust_pickle=False)
     if is_checkpoint(loaded):
         checkpoint = checkpoint_from(loaded, str(args.checkpoint))

@@ -122,12 +122,37 @@ def test_design_note_spellings(trained, tmp_path):
     (["--dataset", "cifar10"], "--dataset cifar10 needs --data-path"),
     (["--checkpoint", "missing.pt"], "Cannot read checkpoint 'missing.pt': no such file"),
     (["--calib-samples", "0"], "--calib-samples 0 must be a positive integer"),
+    (["--override", "features.3"], "--override 'features.3': give LAYER:SETTINGS"),
+    (["--override", "features.3:w_bit=4"], "--override features.3:w_bit=4: 'w_bit=4' is not a setting"),
+    (["--override", "features.3:w_bits=9"], "Override 'features.3': w_bits=9 must be an integer from 2 to 8."),
+    (["--override", "features.3:method=adarund"], "method 'adarund' is not one of ['rtn', "),
+    (["--override", "features.9:float"], "Override 'features.9' selects no layer; the Conv2d / Linear layers are "
+                                          "['features.0', 'features.3', 'features.7', 'classifier']."),
 ])
 def test_bad_input_exits_2_with_the_message_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
     assert ptq_cli.main(["--out", "out", *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_overrides_reach_the_method(trained, tmp_path):
+    model, path = trained
+    out = tmp_path / "out"
+    assert run_cli("--checkpoint", str(path), "--method", "rtn", "--n-bits-w", "2", "--override",
+                   "features.3:w_bits=6,a_bits=8,per_channel=false", "--override", "Linear:float",
+                   "--out", str(out)) == 0
+    row = json.loads((out / "ptq_results.json").read_text())["configurations"][0]
+    calibration = ptq_cli.calibration_batches(ptq_cli.data_source("digits", batch_size=64), CALIB)
+    quantised = ptq.quantize(model, calibration, "rtn", w_bits=2, overrides={
+        "features.3": {"w_bits": 6, "a_bits": 8, "per_channel": False}, torch.nn.Linear: {"keep_float": True}})
+    layers = {layer.name: layer for layer in quantised_layers(quantised)}
+    assert sorted(layers) == ["features.0", "features.3", "features.7"]
+    assert layers["features.3"].module.spec.qrange.bits == 6
+    assert layers["features.3"].input_quantiser.spec.qrange.bits == 8
+    _, test = digits_loaders(batch_size=64)
+    logits, labels = collect_logits(quantised, itertools.islice(test, EVAL_BATCHES))
+    assert row["top1"] == round(top_k_accuracy(logits, labels, 1), 2)
 
 
 def test_state_dict_of_the_wrong_architecture_is_refused(trained, tmp_path, capsys):
