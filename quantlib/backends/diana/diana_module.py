@@ -5,6 +5,7 @@ so any training loop retrains it; each stage of the recipe of docs/diana-numeric
     dm.calibrate(batches)                      # observers -> clipping bounds; retrain
     dm.map_scales(batches)                     # 7-bit ReLUs; analog layers: ternary weights + 6-bit ADC; retrain
     dm.clip_scales_pow2()                      # scales powers of two (frozen), analog BN as the chip's affine; retrain
+                                               #   or, without retraining: dm.refine_weights(batches, "adaround")
     dm.map_to_hw()                             # biases on their grids: exact from here
     dm.integrize()                             # the integer model
     dm.export("out", "net")                    # DORY ONNX, its executable twin, goldens, config, report
@@ -39,9 +40,15 @@ from quantlib.errors import QuantlibError
 from quantlib.fake_quantisation import QuantisationSpec, float_to_fake_editors
 from quantlib.graphs.tracing import ensure_shapes
 from quantlib.preflight import preflight, raise_refusals
+from quantlib.ptq import PTQOptions, get_method
+from quantlib.ptq.scope import Scope
+from quantlib.quantised_layers import quantised_layers
 from quantlib.staging import StagedModule, StageError
 
 logger = logging.getLogger(__name__)
+
+PTQ_WEIGHT_METHODS = ("bias_correction", "adaround", "brecq", "qdrop")
+"""The PTQ methods ``refine_weights`` runs: those that change weights or biases, not ranges."""
 
 DIANA_8BIT = QuantisationSpec()
 """The first stage: int8 floor weights, 8-bit unsigned PACT ReLUs, 8-bit signed floor activations
@@ -109,6 +116,22 @@ class DianaModule(StagedModule):
         keep every ADC no finer than its input x weight scale, and freeze the scales there: retraining from now on
         trains weights, biases and analog BatchNorms, which now compute the chip's integer affine after the ADC."""
         return self.run_stage("clip_scales_pow2")
+
+    def refine_weights(self, batches: Iterable, method: str = "adaround", **params: Any) -> DianaModule:
+        """Post-training quantisation in place of retraining, at the pow2 stage: ``method`` (one of
+        ``PTQ_WEIGHT_METHODS``, with its ``params``) rounds every layer's weights on their final grids (8-bit
+        digital, ternary analog; scales frozen powers of two) or corrects the biases, calibrated on ``batches``;
+        every scale stays DIANA's. An analog layer's rounding is learned on its accumulation before the ADC."""
+        self.require(Stage.POW2, "refine_weights")
+        if method not in PTQ_WEIGHT_METHODS:
+            raise ValueError(f"refine_weights: method {method!r} is not one of {list(PTQ_WEIGHT_METHODS)}; the others "
+                             f"set clipping ranges, which DIANA's recipe fixes as powers of two.")
+        chosen = get_method(method, **params)  # refuses unknown or wrongly typed parameters before any work
+        batches = list(batches)
+        if not batches:
+            raise ValueError("refine_weights needs calibration batches: the iterable gave none.")
+        chosen.refine(self.gm, batches, PTQOptions(pow2=True), Scope(quantised_layers(self.gm), []))
+        return self
 
     def map_to_hw(self, batches: Iterable | None = None) -> DianaModule:
         """Put biases on their accumulators' grids: from here the fake-quantised forward is what the integer model
