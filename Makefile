@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) bench/accuracy_digits.py
 	$(PY) bench/qat_overhead.py
 	$(PY) bench/ptq_methods.py
+	$(PY) bench/diana_ptq.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
