@@ -111,7 +111,8 @@ def weight_rules(weights: QuantiserSpec, resolved: Mapping[str, LayerOverride]) 
             continue
         spec = weights
         if override.w_bits is not None:
-            spec = replace(spec, qrange=QRange.from_spec({"bitwidth": override.w_bits, "signed": True}))
+            signed = {} if weights.qrange.offset is None else {"signed": weights.qrange.is_signed}
+            spec = replace(spec, qrange=QRange.from_spec({"bitwidth": override.w_bits, **signed}))
         if override.per_channel is not None:
             spec = replace(spec, granularity=QGranularity((0,) if override.per_channel else ()))
         rules.append((ModuleFilter(types=LINEAR_TYPES, names=(name,)), spec))

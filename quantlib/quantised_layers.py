@@ -60,7 +60,7 @@ def input_quantisers(gm: fx.GraphModule) -> list[QModule]:
 
 
 def respec_bits(quantiser: QModule, bits: int) -> None:
-    """Give an uncalibrated quantiser ``bits`` bits, same signedness, qop and granularity."""
-    signed = quantiser.spec.qrange.is_signed
-    qrange = QRange.from_spec({"bitwidth": bits, "signed": signed})
+    """Give an uncalibrated quantiser ``bits`` bits, same signedness (or learned zero point), qop and granularity."""
+    offset = quantiser.spec.qrange.offset
+    qrange = QRange.from_spec({"bitwidth": bits} if offset is None else {"bitwidth": bits, "signed": offset < 0})
     quantiser.init_quantiser(replace(quantiser.spec, qrange=qrange), quantiser.qualname)

@@ -83,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
     _option(p, "disable-8bit-head-stem", action="store_true",
             help="quantise the first and the last layer at the chosen bits too (default: they stay at 8 bits)")
     _option(p, "pow2", action="store_true", help="power-of-two scales and floor rounding (DIANA's numbers)")
+    _option(p, "asymmetric", action="store_true", help="weights and signed activations with a learned zero point "
+                                                       "(default: symmetric about zero)")
     _option(p, "override", action="append", default=[], metavar="LAYER:SETTINGS",
             help="per-layer settings (repeatable): LAYER is a module name, an fnmatch pattern, Conv2d or Linear; "
                  "SETTINGS are comma-separated w_bits=N, a_bits=N, per_channel=true|false, method=NAME or float, "
@@ -158,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for c in configurations:
         options = ptq.PTQOptions(c.w_bits, c.a_bits, args.channel_wise, not args.disable_8bit_head_stem, args.pow2,
-                                 overrides)
+                                 not args.asymmetric, overrides)
         start = time.perf_counter()
         quantised = ptq.get_method(c.method, **params[c.method]).quantize(model, calibration, options)
         seconds = time.perf_counter() - start

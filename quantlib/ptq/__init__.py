@@ -18,10 +18,10 @@ from quantlib.ptq.registry import available_methods, get_method
 
 def quantize(model: nn.Module, calibration_data: Iterable, method: str = "adaround", w_bits: int = 4,
              a_bits: int = 4, per_channel: bool = True, keep_head_stem_8bit: bool = True, pow2: bool = False,
-             overrides: Overrides | None = None, **params: Any) -> fx.GraphModule:
+             symmetric: bool = True, overrides: Overrides | None = None, **params: Any) -> fx.GraphModule:
     """``model`` quantised by ``method`` (its ``params``) with the shared options and per-layer ``overrides``
     (``quantlib.layer_overrides``); ``model`` is left untouched."""
-    options = PTQOptions(w_bits, a_bits, per_channel, keep_head_stem_8bit, pow2, overrides)
+    options = PTQOptions(w_bits, a_bits, per_channel, keep_head_stem_8bit, pow2, symmetric, overrides)
     return get_method(method, **params).quantize(model, calibration_data, options)
 
 

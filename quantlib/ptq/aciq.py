@@ -103,6 +103,7 @@ class Aciq(PTQMethod):
     """Analytical clipping of every weight and activation range, then bias correction."""
 
     name = "aciq"
+    symmetric_only = True
     Params = AciqParams
 
     def initial_ranges(self) -> QHParamsInitStrategy:

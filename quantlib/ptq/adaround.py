@@ -139,7 +139,8 @@ class SoftRounding(nn.Module):
         super().__init__()
         scale = module.scale.detach()
         self.scale = scale.reshape(-1, *([1] * (module.weight.dim() - 1))) if scale.numel() > 1 else scale
-        self.lo, self.hi = module.spec.qrange.min, module.spec.qrange.max
+        zero = module.zero.reshape(self.scale.shape) if module.zero.numel() > 1 else module.zero
+        self.lo, self.hi = zero, zero + module.step * (module.n_levels - 1)  # the grid's levels, learned offset too
         w = module.weight.detach()
         self.down = torch.floor(w / self.scale)
         self.v = nn.Parameter(initial_v(w / self.scale - self.down))

@@ -22,6 +22,11 @@ def deploy(gm: fx.GraphModule, example_input: torch.Tensor) -> IntegerFlow:
     if kept_float:
         raise UnsupportedOpError(f"PTQ result has layers kept in float {kept_float} (override keep_float); the "
                                  f"integer path has no float layers: quantise them to deploy.")
+    learned_zero = [q.qualname for q in gm.modules() if isinstance(q, QModule) and q.spec.qrange.offset is None]
+    if learned_zero:
+        raise UnsupportedOpError(f"PTQ result has quantisers with learned zero points ({', '.join(learned_zero[:5])}"
+                                 f"{', ...' if len(learned_zero) > 5 else ''}); the integer path takes grids with a "
+                                 f"fixed offset: quantise with symmetric=True.")
     off = [q.qualname for q in gm.modules() if isinstance(q, QModule) and not is_power_of_two(q.scale.detach())]
     if off:
         raise UnsupportedOpError(f"PTQ result has scales that are not powers of two ({', '.join(off[:5])}"

@@ -101,6 +101,7 @@ class Lapq(PTQMethod):
     holds the losses."""
 
     name = "lapq"
+    symmetric_only = True
     Params = LapqParams
 
     def set_ranges(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:

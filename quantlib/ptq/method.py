@@ -32,6 +32,7 @@ class PTQMethod(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type] = NoParams
+    symmetric_only: ClassVar[bool] = False  # its clip search is defined for ranges symmetric about or starting at 0
 
     def __init__(self, **params: Any) -> None:
         self.params = build_params(self.name, self.Params, params)
@@ -47,11 +48,17 @@ class PTQMethod(ABC):
         from quantlib.ptq import registry  # the registry imports every method, and so this module
 
         options = options or PTQOptions()
+        chosen = {self.name: "the network-wide method"}
         for key, value in (options.overrides or {}).items():  # before any work: a wrong name fails at once
             method = LayerOverride.from_value(value, key).method
             if method is not None and method not in registry.available_methods():
                 raise ValueError(f"Override {key!r}: method {method!r} is not a PTQ method; available: "
                                  f"{registry.available_methods()}.")
+            chosen.setdefault(method, f"override {key!r}")
+        for name, where in chosen.items():
+            if name is not None and not options.symmetric and registry.METHODS[name].symmetric_only:
+                raise ValueError(f"PTQ method '{name}' ({where}) fits clipping ranges symmetric about zero or "
+                                 f"starting at zero, as its paper does; it does not take symmetric=False.")
         batches = list(calibration_data)
         gm, resolved = prepare(model, batches, options, init=self.initial_ranges())
         scopes = method_scopes(gm, resolved, self.name)

@@ -15,7 +15,9 @@ class PTQOptions:
     """``w_bits`` / ``a_bits``: weight and activation bits (2..8); ``per_channel``: one weight scale per output
     channel; ``keep_head_stem_8bit``: the first and the last linear layer, the network input and the last layer's
     input stay at 8 bits; ``pow2``: power-of-two scales and floor-rounded activations (DIANA's numbers, integer-exact
-    through ``quantlib.ptq.deploy``), else float scales and activations rounded half up; ``overrides``: per-layer
+    through ``quantlib.ptq.deploy``), else float scales and activations rounded half up; ``symmetric``: weights and
+    signed activations on grids symmetric about zero, else on grids with a learned zero point (ReLU outputs start at
+    zero either way); ``overrides``: per-layer
     settings (``quantlib.layer_overrides``), which win over these and over the 8-bit head and stem."""
 
     w_bits: int = 4
@@ -23,6 +25,7 @@ class PTQOptions:
     per_channel: bool = True
     keep_head_stem_8bit: bool = True
     pow2: bool = False
+    symmetric: bool = True
     overrides: Overrides | None = None
 
     def __post_init__(self) -> None:
@@ -31,6 +34,6 @@ class PTQOptions:
             if not isinstance(value, int) or isinstance(value, bool) or not MIN_BITS <= value <= MAX_BITS:
                 raise ValueError(f"PTQ option {name}={value!r} is not allowed: give an integer from {MIN_BITS} to "
                                  f"{MAX_BITS}.")
-        for name in ("per_channel", "keep_head_stem_8bit", "pow2"):
+        for name in ("per_channel", "keep_head_stem_8bit", "pow2", "symmetric"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"PTQ option {name}={getattr(self, name)!r} must be True or False.")

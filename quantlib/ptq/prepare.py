@@ -23,14 +23,16 @@ MINMAX = QHParamsInitStrategy("minmax")
 
 
 def ptq_spec(options: PTQOptions, init: QHParamsInitStrategy) -> QuantisationSpec:
-    """Weights rounded to nearest (per channel or per tensor); ReLU outputs unsigned, other activations signed, floor
-    with power-of-two scales, else rounded half up; every range set from the data by ``init``."""
+    """Weights rounded to nearest (per channel or per tensor); ReLU outputs unsigned, other activations signed (or,
+    asymmetric, with a learned zero point, as the weights), floor with power-of-two scales, else rounded half up;
+    every range set from the data by ``init``."""
     act_qop = "floor" if options.pow2 else "round"
+    signed = {"signed": True} if options.symmetric else {}  # no 'signed': a learned zero point
     return QuantisationSpec.from_spec({
-        "weights": {"qrange": {"bitwidth": options.w_bits, "signed": True}, "qop": "round", "init": init,
+        "weights": {"qrange": {"bitwidth": options.w_bits, **signed}, "qop": "round", "init": init,
                     "granularity": "per-outchannel_weights" if options.per_channel else "per-array"},
         "relu": {"qrange": {"bitwidth": options.a_bits, "signed": False}, "qop": act_qop, "init": init},
-        "activations": {"qrange": {"bitwidth": options.a_bits, "signed": True}, "qop": act_qop, "init": init},
+        "activations": {"qrange": {"bitwidth": options.a_bits, **signed}, "qop": act_qop, "init": init},
     })
 
 

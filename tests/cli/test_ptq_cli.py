@@ -155,6 +155,23 @@ def test_overrides_reach_the_method(trained, tmp_path):
     assert row["top1"] == round(top_k_accuracy(logits, labels, 1), 2)
 
 
+def test_asymmetric_ranges_reach_the_method(trained, tmp_path):
+    model, path = trained
+    out = tmp_path / "out"
+    assert run_cli("--checkpoint", str(path), "--method", "rtn", "--n-bits-w", "3", "--n-bits-a", "3", "--asymmetric",
+                   "--out", str(out)) == 0
+    row = json.loads((out / "ptq_results.json").read_text())["configurations"][0]
+    calibration = ptq_cli.calibration_batches(ptq_cli.data_source("digits", batch_size=64), CALIB)
+    _, test = digits_loaders(batch_size=64)
+    for symmetric in (False, True):
+        quantised = ptq.quantize(model, calibration, "rtn", w_bits=3, a_bits=3, symmetric=symmetric)
+        logits, labels = collect_logits(quantised, itertools.islice(test, EVAL_BATCHES))
+        if not symmetric:
+            assert row["top1"] == round(top_k_accuracy(logits, labels, 1), 2)
+        else:
+            assert row["top1"] != round(top_k_accuracy(logits, labels, 1), 2)
+
+
 def test_state_dict_of_the_wrong_architecture_is_refused(trained, tmp_path, capsys):
     model, _ = trained
     path = tmp_path / "weights.pt"

@@ -1,0 +1,72 @@
+"""Asymmetric ranges (``symmetric=False``): weights and signed activations on grids with a learned zero point, ReLU
+outputs from zero; the methods whose clip search is defined for symmetric ranges refuse them, and so does the
+integer path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from quantlib import ptq
+from quantlib.errors import UnsupportedOpError
+from quantlib.quantised_layers import input_quantisers, quantised_layers
+from quantlib.zoo import build
+
+
+def batches() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.rand(32, 1, 8, 8, generator=g) + 0.5 for _ in range(2)]  # inputs in [0.5, 1.5): not around 0
+
+
+def levels(module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights' integer levels and the per-channel zero points, shaped to broadcast."""
+    scale = module.scale.detach().reshape(-1, *[1] * (module.weight.dim() - 1))
+    zero = module.zero.reshape(scale.shape)
+    return module.weight.detach() / scale, zero
+
+
+def test_rtn_grids_have_learned_zero_points():
+    gm = ptq.quantize(build("digits_cnn"), batches(), "rtn", w_bits=4, a_bits=4, symmetric=False)
+    (network_input,) = input_quantisers(gm)
+    assert network_input.spec.qrange.offset is None
+    assert network_input.zero.item() == pytest.approx(torch.round(0.5 / network_input.scale).item(), abs=1)
+    for layer in quantised_layers(gm):
+        assert layer.module.spec.qrange.offset is None
+    middle = quantised_layers(gm)[1]
+    assert middle.input_quantiser.spec.qrange.offset == 0  # a ReLU output starts at zero
+    w, zero = levels(middle.module)
+    n = middle.module.n_levels
+    assert n == 16 and bool((zero != -8).any())
+    scale = middle.module.scale.detach().reshape(zero.shape)
+    expected = scale * torch.clamp(torch.floor(w + 0.5), zero, zero + n - 1)  # round half up on the channel's grid
+    assert torch.allclose(middle.module.quantise(middle.module.weight).detach(), expected, rtol=0, atol=1e-6)
+    lowest = middle.module.weight.detach().amin(dim=(1, 2, 3))  # minmax: each grid starts at its channel's minimum
+    assert torch.allclose(zero.flatten() * scale.flatten(), lowest, rtol=0, atol=float(scale.max()))
+
+
+def test_adaround_rounds_within_each_channels_asymmetric_grid():
+    gm = ptq.quantize(build("digits_cnn"), batches(), "adaround", w_bits=3, a_bits=4, symmetric=False, iters=100)
+    for layer in quantised_layers(gm):
+        w, zero = levels(layer.module)
+        assert torch.allclose(w, w.round(), atol=1e-4)
+        assert bool((w.round() >= zero).all()) and bool((w.round() <= zero + layer.module.n_levels - 1).all())
+
+
+@pytest.mark.parametrize("method", ["lapq", "aciq", "aciq_mix"])
+def test_symmetric_only_methods_refuse_asymmetric_ranges(method):
+    with pytest.raises(ValueError, match=f"PTQ method '{method}' \\(the network-wide method\\) fits clipping ranges "
+                                         f"symmetric about zero or starting at zero"):
+        ptq.quantize(build("digits_cnn"), batches(), method, symmetric=False)
+
+
+def test_a_symmetric_only_override_is_refused_too():
+    with pytest.raises(ValueError, match="PTQ method 'lapq' \\(override 'features.3'\\) fits clipping ranges"):
+        ptq.quantize(build("digits_cnn"), batches(), "rtn", symmetric=False,
+                     overrides={"features.3": {"method": "lapq"}})
+
+
+def test_the_integer_path_refuses_learned_zero_points():
+    x = batches()
+    gm = ptq.quantize(build("digits_cnn"), x, "rtn", pow2=True, symmetric=False)
+    with pytest.raises(UnsupportedOpError, match="quantisers with learned zero points \\(features.0, features.3, "):
+        ptq.deploy(gm, x[0][:1])
