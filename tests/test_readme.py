@@ -21,10 +21,11 @@ def test_quickstart_runs_and_exports_with_zero_mismatches(tmp_path, monkeypatch)
 def test_the_ptq_snippet_runs_and_its_deployed_model_is_exact():
     import torch
 
+    from quantlib.quantised_layers import quantised_layers
     from quantlib.zoo import digits_cnn
     text = README.read_text()
     section = text[text.index("## Post-training quantisation"):text.index("## Troubleshooting")]
-    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
+    code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
     g = torch.Generator().manual_seed(0)
     batches = [torch.randn(32, 1, 8, 8, generator=g)]
     x = torch.randn(16, 1, 8, 8, generator=g)
@@ -34,3 +35,5 @@ def test_the_ptq_snippet_runs_and_its_deployed_model_is_exact():
     with torch.no_grad():
         assert torch.equal(flow.fake(x).double(), flow.integer(x))
     assert namespace["q"] is flow.fake
+    bits = {layer.name: layer.module.spec.qrange.bits for layer in quantised_layers(namespace["mixed"])}
+    assert bits == {"features.0": 8, "features.3": 2, "features.7": 2, "classifier": 8}
