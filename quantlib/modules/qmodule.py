@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 QOp = Callable[["QModule", torch.Tensor], torch.Tensor]
 _QOPS: dict[str, QOp] = {}
+_ROUNDING_TO_NEAREST: set[str] = set()  # the qops that round to nearest (the others floor)
 
 
 class QModule(nn.Module):
@@ -55,9 +56,12 @@ class QModule(nn.Module):
 
     # -- the plug-in point for quantisation ops ---------------------------------------------------------------
     @staticmethod
-    def register_qop(name: str, qop: QOp) -> None:
-        """Make ``qop`` available to every quantised module under ``name``."""
+    def register_qop(name: str, qop: QOp, rounds_to_nearest: bool = False) -> None:
+        """Make ``qop`` available to every quantised module under ``name``; ``rounds_to_nearest`` tells calibration's
+        'mse' strategy how it rounds (else: it floors)."""
         _QOPS[name] = qop
+        if rounds_to_nearest:
+            _ROUNDING_TO_NEAREST.add(name)
 
     def call_op(self, x: torch.Tensor) -> torch.Tensor:
         """Fake-quantise ``x`` with this module's qop."""
@@ -111,7 +115,7 @@ class QModule(nn.Module):
         if self.observer is None:
             raise CalibrationError(f"Module '{self.qualname}' was never observing: call start_observing() and run "
                                    f"calibration data through the model before init_qhparams().")
-        a, b = self.observer.clip_bounds(self.spec.qrange)
+        a, b = self.observer.clip_bounds(self.spec.qrange, nearest=self.spec.qop in _ROUNDING_TO_NEAREST)
         self.calibrated_on_zeros = False
         self.set_clip_bounds(a, b)
         self.is_quantised = True

@@ -89,5 +89,6 @@ def _dorefa(m: QModule, x: torch.Tensor) -> torch.Tensor:
 
 QOPS = {"floor": _floor, "pact": _pact, "round": _round, "ternary": _ternary, "binary": _binary, "lsq": _lsq,
         "tqt": _tqt, "dorefa": _dorefa}
+ROUNDING_TO_NEAREST = ("round", "lsq", "tqt")
 for _name, _qop in QOPS.items():
-    QModule.register_qop(_name, _qop)
+    QModule.register_qop(_name, _qop, rounds_to_nearest=_name in ROUNDING_TO_NEAREST)

@@ -7,10 +7,11 @@ import torch
 from quantlib.observers.histogram import RunningHistogram
 
 
-def mse_optimal_clip(histogram: RunningHistogram, n_levels: int, symmetric: bool, candidates: int = 100
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def mse_optimal_clip(histogram: RunningHistogram, n_levels: int, symmetric: bool, candidates: int = 100,
+                     nearest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, the (lo, hi) among ``candidates`` shrinkings of the observed range that minimises the expected squared
-    error of a floor quantiser with ``n_levels`` levels over that range; ``symmetric`` forces lo = -hi."""
+    error of a quantiser with ``n_levels`` levels over that range, flooring (or, with ``nearest``, rounding half up);
+    ``symmetric`` forces lo = -hi."""
     centres, counts = histogram.centres(), histogram.counts
     lo_full, hi_full = histogram.lo, histogram.hi
     if symmetric:
@@ -22,7 +23,8 @@ def mse_optimal_clip(histogram: RunningHistogram, n_levels: int, symmetric: bool
         f = k / candidates
         lo, hi = lo_full * f, hi_full * f
         eps = ((hi - lo) / (n_levels - 1)).clamp_min(1e-30)
-        q = torch.floor(torch.minimum(torch.maximum(centres, lo[:, None]), hi[:, None]) / eps[:, None]) * eps[:, None]
+        clipped = torch.minimum(torch.maximum(centres, lo[:, None]), hi[:, None]) / eps[:, None]
+        q = torch.floor(clipped + 0.5 if nearest else clipped) * eps[:, None]
         err = (counts * (centres - q) ** 2).sum(dim=1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)

@@ -40,8 +40,9 @@ class TensorObserver:
         if self.histogram is not None:
             self.histogram.update(x)
 
-    def clip_bounds(self, qrange: QRange) -> tuple[torch.Tensor, torch.Tensor]:
-        """The float range [a, b] per slice that the strategy picks, shaped to broadcast against the observed data."""
+    def clip_bounds(self, qrange: QRange, nearest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The float range [a, b] per slice that the strategy picks, shaped to broadcast against the observed data;
+        ``nearest``: the quantiser rounds to nearest (else it floors), which the 'mse' strategy measures."""
         s = self.strategy
         if s.name == "const":
             shape = self.shape or ()
@@ -61,5 +62,5 @@ class TensorObserver:
             a = torch.maximum(self.histogram.quantile(1.0 - q, upper=False), stats.min)
             b = torch.minimum(self.histogram.quantile(q, upper=True), stats.max)
         else:  # mse
-            a, b = mse_optimal_clip(self.histogram, qrange.n_levels, symmetric=qrange.is_signed)
+            a, b = mse_optimal_clip(self.histogram, qrange.n_levels, symmetric=qrange.is_signed, nearest=nearest)
         return a.float().reshape(self.shape), b.float().reshape(self.shape)

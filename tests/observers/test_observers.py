@@ -65,6 +65,42 @@ def test_mse_clip_shrinks_a_long_tail_and_keeps_a_uniform_range():
     assert hi.item() > 0.97
 
 
+def test_mse_clip_measures_the_quantisers_own_rounding():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(200000, generator=g)
+    histogram = RunningHistogram(())
+    histogram.update(x)
+
+    def error(hi: float, nearest: bool) -> float:
+        eps = 2 * hi / 15
+        scaled = x.clamp(-hi, hi) / eps
+        return float(((torch.floor(scaled + 0.5 if nearest else scaled) * eps - x) ** 2).mean())
+
+    floor_clip = mse_optimal_clip(histogram, n_levels=16, symmetric=True)[1].item()
+    nearest_clip = mse_optimal_clip(histogram, n_levels=16, symmetric=True, nearest=True)[1].item()
+    assert nearest_clip != floor_clip
+    assert error(nearest_clip, True) < error(floor_clip, True)  # each clip is best for its own rounding
+    assert error(floor_clip, False) < error(nearest_clip, False)
+
+
+def test_a_rounding_quantisers_mse_range_is_the_nearest_rounding_optimum():
+    from quantlib.calibration import calibrate
+    from quantlib.modules.qactivations import QIdentity
+    from quantlib.specs import QuantiserSpec
+
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(4))
+    spec = {"qrange": {"bitwidth": 4, "signed": True}, "init": "mse"}
+    round_q, floor_q = QIdentity(QuantiserSpec.from_spec({**spec, "qop": "round"})), \
+        QIdentity(QuantiserSpec.from_spec({**spec, "qop": "floor"}))
+    for q in (round_q, floor_q):
+        calibrate(q, [x])
+    histogram = RunningHistogram(())
+    histogram.update(x)
+    for q, nearest in ((round_q, True), (floor_q, False)):
+        _, hi = mse_optimal_clip(histogram, n_levels=16, symmetric=True, nearest=nearest)
+        assert q.scale.item() == pytest.approx(hi.item() / 7, rel=1e-6)  # the grid [-8, 7] s reaches hi
+
+
 def test_observer_rejects_nan_and_inf_naming_the_module():
     obs = TensorObserver((), QHParamsInitStrategy("minmax"), owner="layer1.0.conv1")
     with pytest.raises(CalibrationError, match="Module 'layer1.0.conv1' observed NaN values"):
