@@ -34,6 +34,8 @@ from quantlib.ptq.registry import METHODS, method_help
 from quantlib.ptq.sensitivity import sensitivity
 from quantlib.training import train_epochs
 from quantlib.zoo import ZOO
+from quantlib.zoo.torchvision_weights import FACTORIES as TORCHVISION_FACTORIES
+from quantlib.zoo.torchvision_weights import load_torchvision_state_dict
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
 DIGITS_TRAIN_EPOCHS = 20
@@ -72,10 +74,12 @@ def parser() -> argparse.ArgumentParser:
             help="a method parameter, for every chosen method that has it (repeatable); see --list-methods")
     _option(p, "list-methods", action="store_true", help="list the methods with their parameters and exit")
     _option(p, "arch", default="digits_cnn",
-            help=f"zoo model ({', '.join(ZOO)}) or module:callable (default: digits_cnn)")
+            help=f"zoo model ({', '.join(dict.fromkeys([*ZOO, *TORCHVISION_FACTORIES]))}) or module:callable "
+                 f"(default: digits_cnn)")
     _option(p, "checkpoint", type=Path, help="a float quantlib checkpoint, or a state dict of --arch (torchvision "
-                                             "key names for the zoo's resnet18, resnet50 and mobilenet_v2); without "
-                                             "it, --dataset digits trains the digits CNN first")
+                                             "files fit resnet18, resnet50 and mobilenet_v2 key for key; "
+                                             "{'state_dict': ...} and 'module.' prefixes are unwrapped); without it, "
+                                             "--dataset digits trains the digits CNN first")
     _option(p, "n-bits-w", type=int, nargs="+", default=[4], help="weight bits, 2..8 (default: 4)")
     _option(p, "n-bits-a", type=int, nargs="+", default=[4], help="activation bits, 2..8 (default: 4)")
     _option(p, "channel-wise", action=argparse.BooleanOptionalAction, default=True,
@@ -295,15 +299,13 @@ def float_model_of(args: argparse.Namespace, source: DataSource) -> tuple[nn.Mod
     if is_checkpoint(loaded):
         checkpoint = checkpoint_from(loaded, str(args.checkpoint))
         return float_model(checkpoint), checkpoint.arch
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise UsageError(f"Checkpoint '{args.checkpoint}' holds a {type(loaded).__name__}, not a quantlib checkpoint "
-                         f"or a state dict.")
-    model = ZOO[arch].factory(num_classes=source.num_classes) if arch in ZOO else build_architecture(arch)
+    factory = ZOO[arch].factory if arch in ZOO else TORCHVISION_FACTORIES.get(arch)
+    model = factory(num_classes=source.num_classes) if factory is not None else build_architecture(arch)
     try:
-        model.load_state_dict(loaded)
-    except RuntimeError as exc:
+        load_torchvision_state_dict(model, loaded)
+    except ValueError as exc:
         raise UsageError(f"Checkpoint '{args.checkpoint}' does not fit --arch {arch} with {source.num_classes} "
-                         f"classes: {str(exc).strip()[:500]}") from exc
+                         f"classes: {exc}") from exc
     return model.eval(), arch
 
 

@@ -1,5 +1,8 @@
 """The test zoo: reference models that tests, benchmarks and examples share (built here; no torchvision).
 
+``resnet18``, ``resnet50`` and ``mobilenet_v2`` have torchvision's layout: ``load_torchvision_state_dict`` loads
+torchvision-format weights into them key for key (``mobilenetv2`` is a smaller CIFAR-style net).
+
 ``ZOO`` maps a name to its factory and the input shape (batch excluded) it is exercised with.
 """
 
@@ -16,10 +19,11 @@ from quantlib.zoo.digits_cnn import digits_cnn
 from quantlib.zoo.ds_cnn import ds_cnn
 from quantlib.zoo.functional_net import functional_net
 from quantlib.zoo.mobilenet_diana import mobilenet_diana
-from quantlib.zoo.mobilenetv2 import mobilenetv2
+from quantlib.zoo.mobilenetv2 import mobilenet_v2, mobilenetv2
 from quantlib.zoo.resnet8_mlperf import resnet8_mlperf
 from quantlib.zoo.resnet_cifar import resnet8, resnet20, resnet110
 from quantlib.zoo.resnet_imagenet import resnet18, resnet50
+from quantlib.zoo.torchvision_weights import load_torchvision_state_dict
 from quantlib.zoo.vgg import vgg11
 
 
@@ -67,6 +71,6 @@ def build(name: str, seed: int = 0) -> nn.Module:
     return randomise_batchnorm(ZOO[name].factory(), seed).eval()
 
 
-__all__ = ["ZOO", "ZooEntry", "build", "control_flow_net", "digits_cnn", "ds_cnn", "functional_net", "mobilenet_diana",
-           "mobilenetv2", "randomise_batchnorm", "resnet8", "resnet8_mlperf", "resnet18", "resnet20", "resnet50",
-           "resnet110", "vgg11"]
+__all__ = ["ZOO", "ZooEntry", "build", "control_flow_net", "digits_cnn", "ds_cnn", "functional_net",
+           "load_torchvision_state_dict", "mobilenet_diana", "mobilenet_v2", "mobilenetv2", "randomise_batchnorm",
+           "resnet8", "resnet8_mlperf", "resnet18", "resnet20", "resnet50", "resnet110", "vgg11"]

@@ -1,4 +1,5 @@
-"""ImageNet-style ResNet-18 and ResNet-50 (He et al. 2016), built here in the torchvision layout.
+"""ImageNet-style ResNet-18 and ResNet-50 (He et al. 2016), built here in the torchvision layout: the same module
+names, shapes and order, so torchvision state dicts load key for key (see ``quantlib.zoo.torchvision_weights``).
 
 As in torchvision, each block calls one ``nn.ReLU(inplace=True)`` several times, the stem has a max-pool, the head
 flattens with ``torch.flatten`` and the residual is added with ``out += identity``.
@@ -85,8 +86,10 @@ class ResNet(nn.Module):
 
 
 def resnet18(num_classes: int = 1000) -> ResNet:
+    """torchvision's ``resnet18``: BasicBlocks [2, 2, 2, 2]."""
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes)
 
 
 def resnet50(num_classes: int = 1000) -> ResNet:
+    """torchvision's ``resnet50`` (v1.5, the stride on the 3x3 convolution): Bottlenecks [3, 4, 6, 3]."""
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes)

@@ -172,6 +172,18 @@ def test_asymmetric_ranges_reach_the_method(trained, tmp_path):
             assert row["top1"] != round(top_k_accuracy(logits, labels, 1), 2)
 
 
+def test_a_wrapped_data_parallel_state_dict_loads(trained, tmp_path):
+    model, path = trained
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, wrapped)
+    for checkpoint, out in ((path, "a"), (wrapped, "b")):
+        assert run_cli("--checkpoint", str(checkpoint), "--method", "rtn", "--out", str(tmp_path / out)) == 0
+    rows = [json.loads((tmp_path / out / "ptq_results.json").read_text())["configurations"][0] for out in "ab"]
+    for row in rows:
+        del row["seconds"]
+    assert rows[0] == rows[1]
+
+
 def test_state_dict_of_the_wrong_architecture_is_refused(trained, tmp_path, capsys):
     model, _ = trained
     path = tmp_path / "weights.pt"
