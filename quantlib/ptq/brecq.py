@@ -6,8 +6,10 @@ BRECQ: per unit, in execution order, first the rounding variables of all the uni
 the step sizes of the unit's activation quantisers are learned by LSQ on the same output error. QDrop: one joint
 phase, rounding and step sizes together, the unit's activations quantised but each element of every quantised
 activation (and of the unit's input) replaced by its float value with probability ``drop_prob``. The unit's input is
-its input in the quantised model with the earlier units done; the target its float output; both recorded once.
-With ``pow2`` the learned steps are mapped back to powers of two at the end."""
+its input in the quantised model with the earlier units done, recorded once per unit; its float input and the target,
+its float output, are the float model's, recorded for every unit before the first is reconstructed (float mode alone
+would keep the rounded weights of the units already done). With ``pow2`` the learned steps are mapped back to powers
+of two at the end."""
 
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from quantlib.verification import record
 class BrecqParams:
     """AdaRound's parameters (``iters``, ``weight``, ``beta_*``, ``warmup``, ``lr``: see ``AdaRoundParams``) for the
     rounding; ``act_iters`` / ``act_lr``: the LSQ step-size phase (the reference: 20000 steps at 4e-5; 1000 at 4e-4
-    here)."""
+    here, Adam on each quantiser's upper clip, ``n_levels - 1`` steps)."""
 
     iters: int = 1000
     act_iters: int = 1000
@@ -95,8 +97,9 @@ class Brecq(PTQMethod):
         names = scope.layer_names()
         units = [unit for unit in reconstruction_units(gm) if names & set(unit.layers)]
         self.units = [unit.name for unit in units]
+        floats = float_values(gm, units, batches)
         for unit in tqdm(units, desc=self.name, disable=not self.params.progress, leave=False):
-            reconstruct(gm, unit, batches, self.params, self.joint, generator, scope)
+            reconstruct(gm, unit, batches, floats, self.params, self.joint, generator, scope)
         if options.pow2:
             clip_scales_pow2(gm)
 
@@ -109,16 +112,23 @@ class QDrop(Brecq):
     joint = True
 
 
-def reconstruct(gm: fx.GraphModule, unit: Unit, batches: list, params: BrecqParams, joint: bool,
-                generator: torch.Generator, scope: Scope) -> None:
-    """Learn the rounding of ``unit``'s layers and the steps of its activation quantisers that are in ``scope``
-    (see the module doc), in place."""
-    wanted = [unit.source.name, unit.sink.name]
-    quantised = [record(gm, *model_inputs(gm, b), wanted) for b in batches]
+def float_values(gm: fx.GraphModule, units: list[Unit], batches: list) -> dict[str, torch.Tensor]:
+    """The float model's value at every unit's input and output over ``batches``, recorded before any unit is
+    reconstructed: float mode switches the quantisers off but keeps the weights, and a reconstructed unit's weights
+    are rounded."""
+    wanted = {name for unit in units for name in (unit.source.name, unit.sink.name)}
     with float_mode(gm):
-        floats = [record(gm, *model_inputs(gm, b), wanted) for b in batches]
-    data = UnitData(torch.cat([r[unit.source.name] for r in quantised]),
-                    torch.cat([r[unit.source.name] for r in floats]), torch.cat([r[unit.sink.name] for r in floats]))
+        records = [record(gm, *model_inputs(gm, b), wanted) for b in batches]
+    return {name: torch.cat([r[name] for r in records]) for name in wanted}
+
+
+def reconstruct(gm: fx.GraphModule, unit: Unit, batches: list, floats: dict[str, torch.Tensor], params: BrecqParams,
+                joint: bool, generator: torch.Generator, scope: Scope) -> None:
+    """Learn the rounding of ``unit``'s layers and the steps of its activation quantisers that are in ``scope``
+    (see the module doc), in place; ``floats``: the float model's values (``float_values``)."""
+    quantised = [record(gm, *model_inputs(gm, b), [unit.source.name]) for b in batches]
+    data = UnitData(torch.cat([r[unit.source.name] for r in quantised]), floats[unit.source.name],
+                    floats[unit.sink.name])
     layers = [gm.get_submodule(name) for name in unit.layers if name in scope.layer_names()]
     in_scope = set(scope.activations)  # floor (power-of-two) quantisers keep their steps
     rounding_steps = [m for m in unit.graph.modules() if isinstance(m, QModule) and m.spec.qop == "round"

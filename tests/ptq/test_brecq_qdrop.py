@@ -1,17 +1,19 @@
-"""BRECQ and QDrop: residual blocks are reconstruction units, QDrop's drop mask has the configured rate, and block
-reconstruction lowers the unit's output error below round-to-nearest's."""
+"""BRECQ and QDrop: residual blocks are reconstruction units, QDrop's drop mask has the configured rate, every unit is
+reconstructed towards the float model's values, and block reconstruction lowers the unit's output error below
+round-to-nearest's."""
 
 import pytest
 import torch
 
 from quantlib import ptq
 from quantlib.modules.qactivations import QIdentity
+from quantlib.ptq import brecq
 from quantlib.ptq.brecq import _dropper
 from quantlib.ptq.capture import float_mode
 from quantlib.ptq.units import reconstruction_units
 from quantlib.specs import QuantiserSpec
 from quantlib.verification import record
-from quantlib.zoo import ZOO, build
+from quantlib.zoo import ZOO, build, digits_cnn
 
 
 def test_residual_blocks_are_units_and_other_layers_units_of_their_own():
@@ -38,6 +40,31 @@ def test_the_drop_mask_replaces_the_configured_share_of_elements_by_their_float_
     assert dropped == pytest.approx(probability, abs=0.005)
     kept = out != x
     torch.testing.assert_close(out[kept], q.call_op(x)[kept])
+
+
+@pytest.mark.parametrize("method", ["brecq", "qdrop"])
+def test_every_unit_learns_towards_the_float_models_input_and_output(method, monkeypatch):
+    """Not those of the model in float mode once earlier units are done: float mode keeps their rounded weights."""
+    torch.manual_seed(0)
+    model = digits_cnn().eval()
+    batches = [torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))]
+    seen, learn = {}, brecq._learn
+
+    def spy(unit, layers, steps, data, *args):
+        seen.setdefault(unit.name, data)
+        return learn(unit, layers, steps, data, *args)
+
+    monkeypatch.setattr(brecq, "_learn", spy)
+    options = dict(w_bits=2, a_bits=4)
+    ptq.quantize(model, batches, method, iters=20, act_iters=5, **options)
+    rtn = ptq.quantize(model, batches, "rtn", ranges="mse", **options)  # the same graph, its weights still float
+    units = reconstruction_units(rtn)
+    with float_mode(rtn):
+        values = record(rtn, batches[0], [name for u in units for name in (u.source.name, u.sink.name)])
+    assert list(seen) == [u.name for u in units] == ["features.0", "features.3", "features.7", "classifier"]
+    for u in units:
+        torch.testing.assert_close(seen[u.name].x_fp, values[u.source.name], rtol=0, atol=0)
+        torch.testing.assert_close(seen[u.name].target, values[u.sink.name], rtol=0, atol=0)
 
 
 def _unit_error(gm, unit_name, batches):
