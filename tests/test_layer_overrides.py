@@ -116,3 +116,18 @@ def test_a_layer_kept_in_float_is_evaluated_float_and_refused_by_the_integer_pat
 def test_an_unknown_method_override_fails_before_any_work():
     with pytest.raises(ValueError, match="Override 'features.3': method 'adarund' is not a PTQ method; available: "):
         ptq.quantize(build("digits_cnn"), iter(()), "rtn", overrides={"features.3": {"method": "adarund"}})
+
+
+def test_float_mode_is_the_float_model_after_every_method_has_run():
+    from quantlib.ptq.capture import float_mode
+
+    model = build("digits_cnn")
+    x = digits_batches()
+    gm = ptq.quantize(model, x, "bias_correction", overrides={"features.7": {"method": "adaround"}})
+    folded = quantlib.canonicalise(model, x[0][:1])
+    with torch.no_grad():
+        reference = folded(x[0])
+        with float_mode(gm):
+            assert torch.allclose(gm(x[0]), reference, rtol=0, atol=1e-5)
+        assert (gm(x[0]) - reference).abs().max() > 1e-3  # outside float mode: rounded weights, corrected biases
+    assert not torch.equal(gm.get_submodule("features.7").weight, folded.get_submodule("features.7").weight)

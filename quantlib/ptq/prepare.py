@@ -14,6 +14,7 @@ from quantlib.editors.canonicalise import canonicalise
 from quantlib.fake_quantisation import QuantisationSpec, float_to_fake_editors
 from quantlib.layer_overrides import LINEAR_TYPES, LayerOverride, resolve_overrides, set_input_bits
 from quantlib.preflight import GENERIC, preflight, raise_refusals
+from quantlib.ptq.capture import remember_float_parameters
 from quantlib.ptq.options import PTQOptions
 from quantlib.quantised_layers import input_quantisers, quantised_layers, respec_bits
 from quantlib.specs import QHParamsInitStrategy
@@ -60,4 +61,5 @@ def prepare(model: nn.Module, calibration: Iterable, options: PTQOptions,
         for quantiser in head_stem:
             respec_bits(quantiser, HEAD_STEM_BITS)
     set_input_bits(layers, resolved)
+    remember_float_parameters(gm)
     return calibrate(gm, batches), resolved

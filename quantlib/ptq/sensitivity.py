@@ -33,13 +33,10 @@ def sensitivity(model: nn.Module, calibration_data: Iterable, test_data: Iterabl
     test_data = list(test_data)
     with float_mode(gm):
         reference = accuracy(gm, test_data)
-        rows = []
-        for layer in quantised_layers(gm):
-            chosen = [layer.module] + ([layer.input_quantiser] if layer.input_quantiser is not None else [])
-            for q in chosen:
-                q.is_quantised = True
+    rows = []
+    for layer in quantised_layers(gm):
+        chosen = [layer.module] + ([layer.input_quantiser] if layer.input_quantiser is not None else [])
+        with float_mode(gm, keep=chosen):  # the layer as the method left it, everything else float
             rows.append(LayerSensitivity(layer.name, accuracy(gm, test_data), 0.0))
-            for q in chosen:
-                q.is_quantised = False
     return sorted((LayerSensitivity(r.layer, r.accuracy, reference - r.accuracy) for r in rows),
                   key=lambda r: -r.drop)
