@@ -10,7 +10,13 @@ unsigned grid [0, alpha] (ReLU outputs) clips one tail and has steps alpha / 2^M
 is alpha^2 / (12 * 4^M). b = E|x| and sigma^2 = E[x^2] (over x > 0 for unsigned tensors), per output channel for
 per-channel weights. Biases are then corrected as in ``bias_correction``. ``aciq_mix`` blends each clip with the
 MSE-optimal clip of the observed values: ``mix_ratio * alpha_aciq + (1 - mix_ratio) * alpha_mse`` (on the scales,
-which are proportional to the clips)."""
+which are proportional to the clips).
+
+With ``bit_allocation`` (the paper's per-channel bit allocation, for per-channel weights below 8 bits) the channels
+of a layer share its budget of ``C * 2^M`` quantisation levels: minimising the summed rounding noise
+``alpha_i^2 / n_i^2`` under ``sum n_i = C 2^M`` gives ``n_i = C 2^M alpha_i^(2/3) / sum_j alpha_j^(2/3)`` (alpha_i
+the channel's M-bit clip), rounded to integers from 2 to 256. Each channel is then clipped at the optimal alpha for
+its n_i levels, its weights clipped to its n_i levels of step ``2 alpha_i / n_i``, and stored in an 8-bit grid."""
 
 from __future__ import annotations
 
@@ -20,11 +26,13 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
+from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.modules.qmodule import QModule
 from quantlib.ptq.bias_correction import BiasCorrection
 from quantlib.ptq.method import PTQMethod
 from quantlib.ptq.options import PTQOptions
 from quantlib.ptq.scope import Scope, scope_tensors
+from quantlib.quantised_layers import respec_bits
 from quantlib.scale_ties import harmonise_scales
 from quantlib.specs import QHParamsInitStrategy
 
@@ -83,6 +91,7 @@ class AciqParams:
 
     distribution: str = "laplace"
     mix_ratio: float = 1.0
+    bit_allocation: bool = False
 
     def check(self) -> str | None:
         if self.distribution not in DISTRIBUTIONS:
@@ -111,9 +120,17 @@ class Aciq(PTQMethod):
 
     def set_ranges(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
         p = self.params
+        if p.bit_allocation and (options.pow2 or not options.per_channel):
+            raise ValueError(f"PTQ method '{self.name}': bit_allocation needs per-channel weights and float scales "
+                             f"(power-of-two scales would not keep each channel's level count).")
         tensors = scope_tensors(gm, batches, scope)
+        self.levels: dict[str, list[int]] = {}  # with bit_allocation: each allocated layer's levels per channel
         for quantiser, x in tensors.items():
-            set_analytical_clip(quantiser, x, p.distribution, p.mix_ratio)
+            allocated = p.bit_allocation and isinstance(quantiser, (QConv2d, QLinear)) and quantiser.n_levels < 256
+            if allocated:
+                self.levels[quantiser.qualname] = allocate_levels(quantiser, p.distribution)
+            else:
+                set_analytical_clip(quantiser, x, p.distribution, p.mix_ratio)
         harmonise_scales(gm)
 
     def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
@@ -140,3 +157,26 @@ def set_analytical_clip(quantiser: QModule, x: torch.Tensor, distribution: str, 
     scale = scale.reshape(current.shape) if current.numel() == scale.numel() else scale[0]
     blended = mix_ratio * scale + (1.0 - mix_ratio) * current
     quantiser.set_scale(torch.where(blended > 0, blended, current))  # a tensor of zeros keeps its grid
+
+
+def allocate_levels(layer: QConv2d | QLinear, distribution: str) -> list[int]:
+    """Share ``layer``'s budget of levels among its output channels (the module doc), clip its weights to each
+    channel's levels and put its quantiser on an 8-bit grid with the channels' steps; returns the levels."""
+    w = layer.weight.detach()
+    bits = layer.spec.qrange.bits
+    spreads = fitted_spread(w, distribution, True, (0,))
+    alphas = torch.tensor([optimal_clip(float(s), bits, distribution) for s in spreads], dtype=torch.float64)
+    shares = alphas.pow(2.0 / 3.0)
+    budget = len(alphas) * 2 ** bits
+    levels = torch.clamp(torch.round(budget * shares / shares.sum().clamp_min(1e-30)), 2, 256).long()
+    clips = torch.tensor([optimal_clip(float(s), math.log2(n), distribution) for s, n in zip(spreads, levels.tolist(),
+                                                                                            strict=True)])
+    steps = (2.0 * clips / levels).to(w.dtype).clamp_min(1e-12).reshape(-1, *[1] * (w.dim() - 1))
+    lowest = (-(levels // 2)).to(w.dtype).reshape(steps.shape)
+    highest = (levels - levels // 2 - 1).to(w.dtype).reshape(steps.shape)
+    with torch.no_grad():
+        layer.weight.copy_(torch.minimum(torch.maximum(w, lowest * steps), highest * steps))
+    respec_bits(layer, 8)
+    layer.set_scale(steps)
+    layer.is_quantised = True
+    return levels.tolist()

@@ -64,3 +64,57 @@ def test_aciq_weight_clips_are_per_channel_closed_forms():
     spreads = fitted_spread(conv.weight, "laplace", True, (0,))  # the folded weights; bias correction keeps them
     expected = torch.tensor([2 * optimal_clip(float(s), 4) / 16 for s in spreads])
     torch.testing.assert_close(conv.scale.detach().reshape(-1), expected, rtol=1e-5, atol=0)
+
+
+class WideAndNarrow(torch.nn.Module):
+    """A linear layer whose output channels have Laplace weights of very different spreads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 8)
+        spreads = torch.tensor([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]).reshape(-1, 1)
+        laplace = torch.distributions.Laplace(0.0, 1.0)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            self.fc.weight.copy_(laplace.sample((8, 64)) * spreads)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_bit_allocation_shares_the_layers_levels_as_alpha_to_the_two_thirds():
+    model = WideAndNarrow()
+    batches = [torch.randn(32, 64, generator=torch.Generator().manual_seed(1))]
+    method = ptq.get_method("aciq", bit_allocation=True)
+    gm = method.quantize(model, batches, ptq.PTQOptions(w_bits=4, a_bits=8, keep_head_stem_8bit=False))
+    levels = torch.tensor(method.levels["fc"])
+    w = model.fc.weight.detach()
+    alphas = torch.tensor([optimal_clip(float(s), 4) for s in fitted_spread(w, "laplace", True, (0,))],
+                          dtype=torch.float64)
+    expected = torch.clamp(torch.round(8 * 16 * alphas ** (2 / 3) / (alphas ** (2 / 3)).sum()), 2, 256).long()
+    assert levels.tolist() == expected.tolist()
+    assert levels.tolist() == sorted(levels.tolist()) and levels[0] < 16 < levels[-1]  # wider channels get more
+    assert abs(int(levels.sum()) - 8 * 16) <= 8  # the layer's budget, up to rounding
+    layer = gm.get_submodule("fc")
+    steps = layer.scale.detach().reshape(-1, 1)
+    quantised = layer.quantise(layer.weight).detach() / steps
+    for row, n in zip(quantised, levels.tolist(), strict=True):  # each channel within its own n levels
+        assert row.min() >= -(n // 2) and row.max() <= n - n // 2 - 1
+        assert len(row.round().unique()) <= n
+
+
+def test_bit_allocation_lowers_the_weights_quantisation_error_at_the_same_budget():
+    model = WideAndNarrow()
+    batches = [torch.randn(32, 64, generator=torch.Generator().manual_seed(1))]
+    options = ptq.PTQOptions(w_bits=4, a_bits=8, keep_head_stem_8bit=False)
+    w = model.fc.weight.detach()
+    errors = {}
+    for allocate in (False, True):
+        layer = ptq.get_method("aciq", bit_allocation=allocate).quantize(model, batches, options).get_submodule("fc")
+        errors[allocate] = float(((layer.quantise(layer.weight).detach() - w) ** 2).sum())
+    assert errors[True] < 0.8 * errors[False]
+
+
+def test_bit_allocation_is_refused_with_power_of_two_scales():
+    with pytest.raises(ValueError, match="bit_allocation needs per-channel weights and float scales"):
+        ptq.quantize(WideAndNarrow(), [torch.randn(4, 64)], "aciq", pow2=True, bit_allocation=True)
