@@ -22,8 +22,10 @@ from torch import nn
 
 from quantlib import ptq
 from quantlib.atomic_files import write_atomically
+from quantlib.backends.onnx.integer_export import export_integer_onnx
+from quantlib.backends.onnx.verify import verify_onnxruntime
 from quantlib.checkpoint import CheckpointError, build_architecture, checkpoint_from, float_model, is_checkpoint
-from quantlib.cli.inputs import EXIT_OK, EXIT_USAGE, UsageError, load_checkpoint_file
+from quantlib.cli.inputs import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, VERIFY_INPUTS, UsageError, load_checkpoint_file
 from quantlib.data.sources import DataSource, data_source
 from quantlib.errors import QuantlibError
 from quantlib.layer_overrides import LayerOverride, resolve_overrides
@@ -53,7 +55,7 @@ EPILOG = """examples:
   quantlib ptq --n-bits-w 2 --override 'features.3:w_bits=4,a_bits=8' --override 'classifier:method=rtn'
       one layer at 4-bit weights and 8-bit input, the classifier rounded to nearest
 
-exit codes: 0 ok; 2 usage error or unreadable input."""
+exit codes: 0 ok; 2 usage error or unreadable input; 4 (--export-onnx) onnxruntime differs from the integer model."""
 
 
 def _option(group: argparse._ActionsContainer, name: str, **kwargs: Any) -> None:
@@ -96,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
     _option(p, "alpha-list", type=float, nargs="+", help="cluster affine correction: blends to try (in [0, 1])")
     _option(p, "num-clusters-list", type=int, nargs="+", help="cluster affine correction: cluster counts (default 64)")
     _option(p, "pca-dim-list", type=int, nargs="+", help="cluster affine correction: PCA dimensions (default 50)")
+    _option(p, "export-onnx", action="store_true",
+            help="with --pow2: each configuration through the integer path, written as <method>_w<W>a<A>.onnx in "
+                 "--out and checked in onnxruntime against the integer model (its top-1 is the deployed model's)")
     _option(p, "sensitivity", action="store_true",
             help="per layer, the accuracy with only that layer quantised (each method and bit-width), sorted")
     _option(p, "seed", type=int, default=0, help="random seed of data order, methods and correction (default: 0)")
@@ -145,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         ptq.PTQOptions(c.w_bits, c.a_bits)  # refuses bits outside 2..8 before anything runs
     overrides = parse_overrides(args.override)
     corrections = correction_grid(args)
+    if args.export_onnx:
+        _check_exportable(args, overrides)
     for name in ("batch_size", "calib_samples", "max_eval_batches"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -168,8 +175,10 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         quantised = ptq.get_method(c.method, **params[c.method]).quantize(model, calibration, options)
         seconds = time.perf_counter() - start
+        exported = export_onnx(quantised, calibration, args.out / f"{c.method}_w{c.w_bits}a{c.a_bits}.onnx") \
+            if args.export_onnx else {}
         logits, _ = collect_logits(quantised, source.test, args.max_eval_batches)
-        rows.append(_row(c, None, logits, labels, seconds))
+        rows.append({**_row(c, None, logits, labels, seconds), **exported})
         print(_line(rows[-1]), flush=True)
         if corrections:
             calibration_logits = np.concatenate([quantised(x).detach().numpy() for x in calibration])
@@ -186,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     best = max(rows, key=lambda r: (r["top1"], r["top5"]))
     print(summary(reference, rows, best))
     write_results(args.out, arch, reference, rows, best)
-    return EXIT_OK
+    return EXIT_MISMATCH if any(r.get("onnx_mismatches") for r in rows) else EXIT_OK
 
 
 def method_params(methods: list[str], given: list[str], seed: int, progress: bool) -> dict[str, dict[str, Any]]:
@@ -334,6 +343,34 @@ def report_sensitivity(model: nn.Module, calibration: list[torch.Tensor], source
     write_atomically(args.out / name, json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n")
 
 
+def _check_exportable(args: argparse.Namespace, overrides: dict[str | type, LayerOverride]) -> None:
+    """``--export-onnx``'s needs, checked before any work: power-of-two, symmetric grids, no float layers."""
+    if not args.pow2:
+        raise UsageError("--export-onnx needs --pow2: the integer path takes power-of-two scales.")
+    if args.asymmetric:
+        raise UsageError("--export-onnx takes symmetric grids only (the integer path has no learned zero points); "
+                         "drop --asymmetric.")
+    floats = [key for key, override in overrides.items() if override.keep_float]
+    if floats:
+        raise UsageError(f"--export-onnx: the overrides keep {floats} in float, and an integer network has no float "
+                         f"layers; drop 'float' from them.")
+
+
+def export_onnx(quantised: nn.Module, calibration: list[torch.Tensor], path: Path) -> dict[str, Any]:
+    """Deploy a PTQ result (biases onto their grids: what is evaluated after is the deployed model), write its
+    integer ONNX to ``path`` and compare onnxruntime with the integer model, and the fake-quantised model with it,
+    on the calibration inputs; the row's fields."""
+    x = torch.cat(calibration)[:VERIFY_INPUTS]
+    flow = ptq.deploy(quantised, x[:1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exported = export_integer_onnx(flow.integer, x[:1], path)
+    comparisons = verify_onnxruntime(flow.integer, exported, x)
+    with torch.no_grad():
+        fake_vs_integer = int((flow.fake(x).double() != flow.integer(x)).sum())
+    return {"onnx": str(path), "onnx_mismatches": sum(c.mismatches for c in comparisons),
+            "onnx_values": sum(c.elements for c in comparisons), "fake_vs_integer_mismatches": fake_vs_integer}
+
+
 def _row(c: Configuration, correction: tuple[float, int, int] | None, logits: np.ndarray, labels: np.ndarray,
          seconds: float) -> dict[str, Any]:
     alpha, clusters, pca_dim = correction or (None, None, None)
@@ -350,7 +387,11 @@ def _label(row: dict[str, Any]) -> str:
 
 
 def _line(row: dict[str, Any]) -> str:
-    return f"{_label(row)}: top-1 {row['top1']:.2f} %, top-5 {row['top5']:.2f} % ({row['seconds']:.2f} s)"
+    text = f"{_label(row)}: top-1 {row['top1']:.2f} %, top-5 {row['top5']:.2f} % ({row['seconds']:.2f} s)"
+    if "onnx" in row:
+        text += (f"; {row['onnx']}: onnxruntime vs integer {row['onnx_mismatches']} mismatches in "
+                 f"{row['onnx_values']} values, fake vs integer {row['fake_vs_integer_mismatches']}")
+    return text
 
 
 def summary(reference: dict[str, float], rows: list[dict[str, Any]], best: dict[str, Any]) -> str:

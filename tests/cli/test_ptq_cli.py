@@ -122,6 +122,9 @@ def test_design_note_spellings(trained, tmp_path):
     (["--dataset", "cifar10"], "--dataset cifar10 needs --data-path"),
     (["--checkpoint", "missing.pt"], "Cannot read checkpoint 'missing.pt': no such file"),
     (["--calib-samples", "0"], "--calib-samples 0 must be a positive integer"),
+    (["--export-onnx"], "--export-onnx needs --pow2: the integer path takes power-of-two scales."),
+    (["--export-onnx", "--pow2", "--asymmetric"], "--export-onnx takes symmetric grids only"),
+    (["--export-onnx", "--pow2", "--override", "Linear:float"], "--export-onnx: the overrides keep [<class "),
     (["--override", "features.3"], "--override 'features.3': give LAYER:SETTINGS"),
     (["--override", "features.3:w_bit=4"], "--override features.3:w_bit=4: 'w_bit=4' is not a setting"),
     (["--override", "features.3:w_bits=9"], "Override 'features.3': w_bits=9 must be an integer from 2 to 8."),
@@ -182,6 +185,24 @@ def test_a_wrapped_data_parallel_state_dict_loads(trained, tmp_path):
     for row in rows:
         del row["seconds"]
     assert rows[0] == rows[1]
+
+
+def test_exported_onnx_computes_the_evaluated_model(trained, tmp_path):
+    import onnx
+
+    from quantlib.backends.onnx.verify import run_onnxruntime
+
+    _, path = trained
+    out = tmp_path / "out"
+    assert run_cli("--checkpoint", str(path), "--method", "rtn", "--n-bits-w", "3", "--pow2", "--export-onnx",
+                   "--out", str(out)) == 0
+    row = json.loads((out / "ptq_results.json").read_text())["configurations"][0]
+    assert row["onnx"] == str(out / "rtn_w3a4.onnx")
+    assert row["onnx_mismatches"] == 0 and row["fake_vs_integer_mismatches"] == 0 and row["onnx_values"] > 10_000
+    _, test = digits_loaders(batch_size=64)
+    images, labels = next(iter(itertools.islice(test, EVAL_BATCHES)))
+    logits = run_onnxruntime(onnx.load(row["onnx"]), images.numpy())["output_0"]
+    assert row["top1"] == round(top_k_accuracy(logits, labels.numpy(), 1), 2)
 
 
 def test_state_dict_of_the_wrong_architecture_is_refused(trained, tmp_path, capsys):
