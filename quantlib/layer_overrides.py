@@ -27,13 +27,14 @@ LINEAR_TYPES = (nn.Conv2d, nn.Linear)
 @dataclass(frozen=True)
 class LayerOverride:
     """None keeps the network-wide setting. ``a_bits`` are the bits of the quantiser the layer's input is on (shared
-    with the other layers that read it); ``method`` is a PTQ method name; ``keep_float`` leaves the layer unquantised
+    with the other layers that read it); ``method`` is a PTQ method name (its default parameters) or a method built
+    with ``quantlib.ptq.get_method(name, **params)``; ``keep_float`` leaves the layer unquantised
     (a float module: fine for fake-quantised evaluation, refused by integer targets)."""
 
     w_bits: int | None = None
     a_bits: int | None = None
     per_channel: bool | None = None
-    method: str | None = None
+    method: Any = None  # str | PTQMethod (typed loosely: overrides are below quantlib.ptq)
     keep_float: bool = False
 
     @classmethod
@@ -52,8 +53,10 @@ class LayerOverride:
         for name in ("per_channel", "keep_float"):
             if name in value and value[name] is not None and not isinstance(value[name], bool):
                 raise ValueError(f"Override {_key_text(key)}: {name}={value[name]!r} must be True or False.")
-        if value.get("method") is not None and not isinstance(value["method"], str):
-            raise ValueError(f"Override {_key_text(key)}: method={value['method']!r} must be a method name.")
+        method = value.get("method")
+        if method is not None and not isinstance(method, str) and not hasattr(method, "refine"):
+            raise ValueError(f"Override {_key_text(key)}: method={method!r} must be a PTQ method name or a method "
+                             f"from quantlib.ptq.get_method.")
         return cls(**value)
 
     def merged(self, other: LayerOverride) -> LayerOverride:

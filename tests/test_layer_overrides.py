@@ -131,3 +131,17 @@ def test_float_mode_is_the_float_model_after_every_method_has_run():
             assert torch.allclose(gm(x[0]), reference, rtol=0, atol=1e-5)
         assert (gm(x[0]) - reference).abs().max() > 1e-3  # outside float mode: rounded weights, corrected biases
     assert not torch.equal(gm.get_submodule("features.7").weight, folded.get_submodule("features.7").weight)
+
+
+def test_an_override_method_with_its_own_parameters():
+    model = build("digits_cnn")
+    few = ptq.get_method("adaround", iters=20)
+    rtn = ptq.get_method("rtn")
+    gm = few.quantize(model, digits_batches(), ptq.PTQOptions(overrides={"features.3": {"method": rtn},
+                                                                         "features.7": {"method": "adaround"}}))
+    assert sorted(few.traces) == ["classifier", "features.0", "features.7"]  # 'adaround' by name joins the method
+    assert all(len(trace.reconstruction) == 20 for trace in few.traces.values())
+    folded = quantlib.canonicalise(model, digits_batches()[0][:1])
+    assert torch.equal(gm.get_submodule("features.3").weight, folded.get_submodule("features.3").weight)
+    with pytest.raises(ValueError, match="method=3 must be a PTQ method name or a method from quantlib.ptq.get_method"):
+        ptq.quantize(model, digits_batches(), "rtn", overrides={"features.3": {"method": 3}})

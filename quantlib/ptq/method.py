@@ -48,21 +48,24 @@ class PTQMethod(ABC):
         from quantlib.ptq import registry  # the registry imports every method, and so this module
 
         options = options or PTQOptions()
-        chosen = {self.name: "the network-wide method"}
+        chosen: dict[str | PTQMethod, str] = {self: "the network-wide method"}
         for key, value in (options.overrides or {}).items():  # before any work: a wrong name fails at once
             method = LayerOverride.from_value(value, key).method
-            if method is not None and method not in registry.available_methods():
+            if isinstance(method, str) and method not in registry.available_methods():
                 raise ValueError(f"Override {key!r}: method {method!r} is not a PTQ method; available: "
                                  f"{registry.available_methods()}.")
-            chosen.setdefault(method, f"override {key!r}")
-        for name, where in chosen.items():
-            if name is not None and not options.symmetric and registry.METHODS[name].symmetric_only:
-                raise ValueError(f"PTQ method '{name}' ({where}) fits clipping ranges symmetric about zero or "
+            if method is not None:
+                chosen.setdefault(method, f"override {key!r}")
+        for method, where in chosen.items():
+            kind = registry.METHODS[method] if isinstance(method, str) else method
+            if not options.symmetric and kind.symmetric_only:
+                raise ValueError(f"PTQ method '{kind.name}' ({where}) fits clipping ranges symmetric about zero or "
                                  f"starting at zero, as its paper does; it does not take symmetric=False.")
         batches = list(calibration_data)
         gm, resolved = prepare(model, batches, options, init=self.initial_ranges())
-        scopes = method_scopes(gm, resolved, self.name)
-        work = [(self if name == self.name else registry.get_method(name), scope) for name, scope in scopes.items()]
+        scopes = method_scopes(gm, resolved, self)
+        work = [(registry.get_method(method) if isinstance(method, str) else method, scope)
+                for method, scope in scopes.items()]
         for method, scope in work:
             method.set_ranges(gm, batches, options, scope)
         if options.pow2:

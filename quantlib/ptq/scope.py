@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -29,12 +30,15 @@ class Scope:
         return {layer.name for layer in self.layers}
 
 
-def method_scopes(gm: fx.GraphModule, resolved: dict[str, LayerOverride], main: str) -> dict[str, Scope]:
-    """Method name -> its scope: each layer goes to its override's method (else ``main``); an activation quantiser
-    goes to the method of the layers that read it when they all have that one, else to ``main``. ``main`` first."""
+def method_scopes(gm: fx.GraphModule, resolved: dict[str, LayerOverride], main: Any) -> dict[Any, Scope]:
+    """Method (a name, or a method object: ``main`` is one) -> its scope: each layer goes to its override's method
+    (else, or when the override names ``main``'s method, to ``main``);
+    an activation quantiser goes to the method of the layers that read it when they all have that one, else to
+    ``main``. ``main`` first."""
     layers = quantised_layers(gm)
-    owner = {layer.name: resolved.get(layer.name, LayerOverride()).method or main for layer in layers}
-    readers: dict[QModule, set[str]] = {}
+    methods = {layer.name: resolved.get(layer.name, LayerOverride()).method for layer in layers}
+    owner = {name: main if m is None or m == main.name else m for name, m in methods.items()}
+    readers: dict[QModule, set[Any]] = {}
     for layer in layers:
         if layer.input_quantiser is not None:
             readers.setdefault(layer.input_quantiser, set()).add(owner[layer.name])
