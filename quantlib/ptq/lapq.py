@@ -15,6 +15,7 @@ import scipy.optimize
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from quantlib.calibration import model_inputs
 from quantlib.modules.qmodule import QModule
@@ -31,10 +32,11 @@ HISTOGRAM_BINS = 2048
 @dataclass(frozen=True)
 class LapqParams:
     """``p_values``: the p-norms swept for the initialisation; ``max_evaluations``: the budget of loss evaluations
-    of the Powell search (each runs the model on the calibration data once)."""
+    of the Powell search (each runs the model on the calibration data once); ``progress``: a bar over them."""
 
     p_values: tuple = (2.0, 2.5, 3.0, 3.5, 4.0)
     max_evaluations: int = 300
+    progress: bool = False
 
     def check(self) -> str | None:
         if len(self.p_values) < 3 or any(not isinstance(p, (int, float)) or p <= 0 for p in self.p_values):
@@ -121,12 +123,16 @@ class Lapq(PTQMethod):
         _set_scales(gm, quantisers, start)
         initial = loss()
 
+        bar = tqdm(total=self.params.max_evaluations, desc="lapq", disable=not self.params.progress, leave=False)
+
         def objective(log_multipliers: np.ndarray) -> float:
             _set_scales(gm, quantisers, [s * float(np.exp(m)) for s, m in zip(start, log_multipliers, strict=True)])
+            bar.update()
             return loss()
 
-        result = scipy.optimize.minimize(objective, np.zeros(len(quantisers)), method="Powell",
-                                         options={"maxfev": self.params.max_evaluations, "xtol": 1e-3})
+        with bar:
+            result = scipy.optimize.minimize(objective, np.zeros(len(quantisers)), method="Powell",
+                                             options={"maxfev": self.params.max_evaluations, "xtol": 1e-3})
         final = objective(result.x) if result.fun <= initial else objective(np.zeros(len(quantisers)))
         self.trace = LapqTrace(p_losses, best_p, initial, final)
 
