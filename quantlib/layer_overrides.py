@@ -35,7 +35,7 @@ class LayerOverride:
     a_bits: int | None = None
     per_channel: bool | None = None
     method: Any = None  # str | PTQMethod (typed loosely: overrides are below quantlib.ptq)
-    keep_float: bool = False
+    keep_float: bool | None = None
 
     @classmethod
     def from_value(cls, value: LayerOverride | Mapping[str, Any], key: object) -> LayerOverride:
@@ -45,18 +45,14 @@ class LayerOverride:
         fields = [f.name for f in dataclasses.fields(cls)]
         if not isinstance(value, Mapping) or set(value) - set(fields):
             unknown = sorted(set(value) - set(fields)) if isinstance(value, Mapping) else value
-            raise ValueError(f"Override {_key_text(key)}: {unknown!r} is not allowed; give a dict of {fields}.")
+            raise ValueError(f"Override {key_text(key)}: {unknown!r} is not allowed; give a dict of {fields}.")
         for name in ("w_bits", "a_bits"):
             bits = value.get(name)
             if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8):
-                raise ValueError(f"Override {_key_text(key)}: {name}={bits!r} must be an integer from 2 to 8.")
+                raise ValueError(f"Override {key_text(key)}: {name}={bits!r} must be an integer from 2 to 8.")
         for name in ("per_channel", "keep_float"):
             if name in value and value[name] is not None and not isinstance(value[name], bool):
-                raise ValueError(f"Override {_key_text(key)}: {name}={value[name]!r} must be True or False.")
-        method = value.get("method")
-        if method is not None and not isinstance(method, str) and not hasattr(method, "refine"):
-            raise ValueError(f"Override {_key_text(key)}: method={method!r} must be a PTQ method name or a method "
-                             f"from quantlib.ptq.get_method.")
+                raise ValueError(f"Override {key_text(key)}: {name}={value[name]!r} must be True or False.")
         return cls(**value)
 
     def merged(self, other: LayerOverride) -> LayerOverride:
@@ -69,7 +65,8 @@ class LayerOverride:
 Overrides = Mapping[str | type, LayerOverride | Mapping[str, Any]]
 
 
-def _key_text(key: object) -> str:
+def key_text(key: object) -> str:
+    """An override key as messages show it: a type by its name, a name or pattern quoted."""
     return key.__name__ if isinstance(key, type) else repr(key)
 
 
@@ -83,10 +80,15 @@ def resolve_overrides(model: nn.Module, overrides: Overrides | None) -> dict[str
         override = LayerOverride.from_value(value, key)
         chosen = _selected(key, layers)
         if not chosen:
-            raise ValueError(f"Override {_key_text(key)} selects no layer; the Conv2d / Linear layers are "
+            raise ValueError(f"Override {key_text(key)} selects no layer; the Conv2d / Linear layers are "
                              f"{list(layers)}.")
         for name in chosen:
             resolved[name] = resolved.get(name, LayerOverride()).merged(override)
+    for name, override in resolved.items():
+        given = [f for f in ("w_bits", "a_bits", "per_channel", "method") if getattr(override, f) is not None]
+        if override.keep_float and given:
+            raise ValueError(f"Layer '{name}' is kept in float by its overrides, which also give it {given}: a float "
+                             f"layer has no bits, granularity or method; drop one or the other.")
     return resolved
 
 

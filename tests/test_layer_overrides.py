@@ -145,3 +145,39 @@ def test_an_override_method_with_its_own_parameters():
     assert torch.equal(gm.get_submodule("features.3").weight, folded.get_submodule("features.3").weight)
     with pytest.raises(ValueError, match="method=3 must be a PTQ method name or a method from quantlib.ptq.get_method"):
         ptq.quantize(model, digits_batches(), "rtn", overrides={"features.3": {"method": 3}})
+
+
+class OutOfOrder(nn.Module):
+    """Layers declared in another order than they run: 'a.x', then 'b', then 'a.y'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.ModuleDict({"x": nn.Linear(8, 8), "y": nn.Linear(8, 4)})
+        self.b = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.a["y"](torch.relu(self.b(torch.relu(self.a["x"](x)))))
+
+
+def test_the_8bit_head_and_stem_are_the_first_and_last_layers_to_run():
+    gm = ptq.quantize(OutOfOrder(), [torch.randn(16, 8)], "rtn", w_bits=2, a_bits=4)
+    assert {layer.name: layer.module.spec.qrange.bits for layer in quantised_layers(gm)} == \
+        {"a.x": 8, "b": 2, "a.y": 8}
+
+
+def test_an_exact_name_undoes_a_patterns_keep_float_and_float_layers_take_no_bits():
+    gm = quantlib.quantize(build("resnet8"), torch.randn(1, 3, 32, 32),
+                           overrides={"layer2.*": {"keep_float": True}, "layer2.0.conv1": {"keep_float": False}})
+    assert isinstance(gm.get_submodule("layer2.0.conv1"), QConv2d)
+    assert type(gm.get_submodule("layer2.0.conv2")) is nn.Conv2d
+    with pytest.raises(ValueError, match="Layer 'linear' is kept in float by its overrides, which also give it "
+                                         "\\['a_bits'\\]"):
+        resolve_overrides(build("resnet8"), {nn.Linear: {"keep_float": True}, "linear": {"a_bits": 4}})
+
+
+def test_bit_allocation_leaves_a_layer_overridden_to_one_scale_on_aciqs_clip():
+    method = ptq.get_method("aciq", bit_allocation=True)
+    gm = method.quantize(build("digits_cnn"), digits_batches(), ptq.PTQOptions(
+        w_bits=4, keep_head_stem_8bit=False, overrides={"features.3": {"per_channel": False}}))
+    assert "features.3" not in method.levels and "features.7" in method.levels
+    assert gm.get_submodule("features.3").scale.numel() == 1

@@ -28,7 +28,7 @@ from quantlib.checkpoint import CheckpointError, build_architecture, checkpoint_
 from quantlib.cli.inputs import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, VERIFY_INPUTS, UsageError, load_checkpoint_file
 from quantlib.data.sources import DataSource, data_source
 from quantlib.errors import QuantlibError
-from quantlib.layer_overrides import LayerOverride, resolve_overrides
+from quantlib.layer_overrides import LayerOverride, key_text, resolve_overrides
 from quantlib.ptq.evaluation import collect_logits, top_k_accuracy
 from quantlib.ptq.logit_correction import ClusterAffineCorrection
 from quantlib.ptq.logits_analysis import results_folder, save_logits
@@ -146,9 +146,11 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     params = method_params(args.method, args.param, args.seed, progress=not args.quiet)
     configurations = [Configuration(*c) for c in itertools.product(args.method, args.n_bits_w, args.n_bits_a)]
-    for c in configurations:
-        ptq.PTQOptions(c.w_bits, c.a_bits)  # refuses bits outside 2..8 before anything runs
     overrides = parse_overrides(args.override)
+    options = {c: ptq.PTQOptions(c.w_bits, c.a_bits, args.channel_wise, not args.disable_8bit_head_stem, args.pow2,
+                                 not args.asymmetric, overrides) for c in configurations}  # bits 2..8 checked
+    for c in configurations:
+        ptq.get_method(c.method, **params[c.method]).check(options[c])  # every refusal before anything runs
     corrections = correction_grid(args)
     if args.export_onnx:
         _check_exportable(args, overrides)
@@ -170,10 +172,8 @@ def run(args: argparse.Namespace) -> int:
           f"test samples; calibration on {sum(len(x) for x in calibration)} training samples")
     rows = []
     for c in configurations:
-        options = ptq.PTQOptions(c.w_bits, c.a_bits, args.channel_wise, not args.disable_8bit_head_stem, args.pow2,
-                                 not args.asymmetric, overrides)
         start = time.perf_counter()
-        quantised = ptq.get_method(c.method, **params[c.method]).quantize(model, calibration, options)
+        quantised = ptq.get_method(c.method, **params[c.method]).quantize(model, calibration, options[c])
         seconds = time.perf_counter() - start
         exported = export_onnx(quantised, calibration, args.out / f"{c.method}_w{c.w_bits}a{c.a_bits}.onnx") \
             if args.export_onnx else {}
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
                 save_logits(folder, _file_name(arch), c.w_bits, c.a_bits, args.seed,
                             {"quantized": logits, "fullprecision": float_logits, "corrected": corrected}, labels)
         if args.sensitivity:
-            report_sensitivity(model, calibration, source, c, params[c.method], args)
+            report_sensitivity(model, calibration, source, c, options[c], params[c.method], args)
     best = max(rows, key=lambda r: (r["top1"], r["top5"]))
     print(summary(reference, rows, best))
     write_results(args.out, arch, reference, rows, best)
@@ -331,10 +331,10 @@ def calibration_batches(source: DataSource, samples: int) -> list[torch.Tensor]:
 
 
 def report_sensitivity(model: nn.Module, calibration: list[torch.Tensor], source: DataSource, c: Configuration,
-                       params: dict[str, Any], args: argparse.Namespace) -> None:
-    """Print and write the per-layer sensitivity of one configuration."""
+                       options: ptq.PTQOptions, params: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print and write the per-layer sensitivity of one configuration (its options: bits, overrides, ...)."""
     test = list(itertools.islice(source.test, args.max_eval_batches))
-    rows = sensitivity(model, calibration, test, c.method, c.w_bits, c.a_bits, args.channel_wise, **params)
+    rows = sensitivity(model, calibration, test, c.method, options, **params)
     print(f"sensitivity, {c.method} W{c.w_bits}A{c.a_bits}, one layer quantised at a time (most sensitive first):")
     width = max(len(r.layer) for r in rows)
     for r in rows:
@@ -350,7 +350,7 @@ def _check_exportable(args: argparse.Namespace, overrides: dict[str | type, Laye
     if args.asymmetric:
         raise UsageError("--export-onnx takes symmetric grids only (the integer path has no learned zero points); "
                          "drop --asymmetric.")
-    floats = [key for key, override in overrides.items() if override.keep_float]
+    floats = [key_text(key) for key, override in overrides.items() if override.keep_float]
     if floats:
         raise UsageError(f"--export-onnx: the overrides keep {floats} in float, and an integer network has no float "
                          f"layers; drop 'float' from them.")

@@ -98,6 +98,9 @@ class AciqParams:
             return f"distribution={self.distribution!r} is not one of {DISTRIBUTIONS}."
         if not 0.0 <= self.mix_ratio <= 1.0:
             return f"mix_ratio={self.mix_ratio} must be in [0, 1]."
+        if self.bit_allocation and self.mix_ratio < 1.0:
+            return ("bit_allocation clips each channel for its own level count, which has no MSE clip to blend "
+                    "with: use mix_ratio=1.0 (aciq) with it.")
         return None
 
 
@@ -120,18 +123,21 @@ class Aciq(PTQMethod):
 
     def set_ranges(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
         p = self.params
-        if p.bit_allocation and (options.pow2 or not options.per_channel):
-            raise ValueError(f"PTQ method '{self.name}': bit_allocation needs per-channel weights and float scales "
-                             f"(power-of-two scales would not keep each channel's level count).")
         tensors = scope_tensors(gm, batches, scope)
         self.levels: dict[str, list[int]] = {}  # with bit_allocation: each allocated layer's levels per channel
         for quantiser, x in tensors.items():
-            allocated = p.bit_allocation and isinstance(quantiser, (QConv2d, QLinear)) and quantiser.n_levels < 256
+            allocated = p.bit_allocation and isinstance(quantiser, (QConv2d, QLinear)) and quantiser.n_levels < 256 \
+                and quantiser.spec.granularity.dims == (0,)  # a layer overridden to one scale keeps ACIQ's clip
             if allocated:
                 self.levels[quantiser.qualname] = allocate_levels(quantiser, p.distribution)
             else:
                 set_analytical_clip(quantiser, x, p.distribution, p.mix_ratio)
         harmonise_scales(gm)
+
+    def check_own(self, options: PTQOptions) -> None:
+        if self.params.bit_allocation and (options.pow2 or not options.per_channel):
+            raise ValueError(f"PTQ method '{self.name}': bit_allocation needs per-channel weights and float scales "
+                             f"(power-of-two scales would not keep each channel's level count).")
 
     def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
         BiasCorrection().refine(gm, batches, options, scope)

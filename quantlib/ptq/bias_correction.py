@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantlib.modules.qlinear import QConv2d, QLinear
-from quantlib.ptq.capture import capture
+from quantlib.ptq.capture import FLOAT_PARAMETERS, capture
 from quantlib.ptq.method import PTQMethod
 from quantlib.ptq.options import PTQOptions
 from quantlib.ptq.scope import Scope
@@ -28,16 +28,19 @@ def channel_mean(y: torch.Tensor) -> torch.Tensor:
     return y.transpose(0, 1).reshape(y.shape[1], -1).mean(dim=1)
 
 
-def output_shift(module: QConv2d | QLinear, x: torch.Tensor) -> torch.Tensor:
-    """``E[(W_q - W) x]`` per output channel on inputs ``x``."""
+def output_shift(module: QConv2d | QLinear, x: torch.Tensor, float_weight: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """``E[(W_q - W) x]`` per output channel on inputs ``x``; ``W``: ``float_weight`` (default: the weights)."""
     with torch.no_grad():
-        error = module.quantise(module.weight) - module.weight
+        error = module.quantise(module.weight) - (module.weight if float_weight is None else float_weight)
         return channel_mean(linear_op(module, x, error))
 
 
-def correct_bias(module: QConv2d | QLinear, x: torch.Tensor) -> torch.Tensor:
-    """Subtract the layer's measured output shift on ``x`` from its bias; returns the shift."""
-    shift = output_shift(module, x)
+def correct_bias(module: QConv2d | QLinear, x: torch.Tensor, float_weight: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """Subtract the layer's measured output shift on ``x`` (against ``float_weight``, default: its weights) from its
+    bias; returns the shift."""
+    shift = output_shift(module, x, float_weight)
     with torch.no_grad():
         if module.bias is None:
             module.bias = nn.Parameter(torch.zeros_like(shift))
@@ -51,6 +54,7 @@ class BiasCorrection(PTQMethod):
     name = "bias_correction"
 
     def refine(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
+        floats = gm.meta.get(FLOAT_PARAMETERS, {})  # a method before may have changed the weights (ACIQ clips them)
         for layer in scope.layers:
             x, _ = capture(gm, [layer.module], batches)[layer.module]
-            correct_bias(layer.module, x)
+            correct_bias(layer.module, x, floats[layer.name][0] if layer.name in floats else None)

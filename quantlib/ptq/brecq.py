@@ -7,9 +7,9 @@ the step sizes of the unit's activation quantisers are learned by LSQ on the sam
 phase, rounding and step sizes together, the unit's activations quantised but each element of every quantised
 activation (and of the unit's input) replaced by its float value with probability ``drop_prob``. The unit's input is
 its input in the quantised model with the earlier units done, recorded once per unit; its float input and the target,
-its float output, are the float model's, recorded for every unit before the first is reconstructed (float mode alone
-would keep the rounded weights of the units already done). With ``pow2`` the learned steps are mapped back to powers
-of two at the end."""
+its float output, are the float model's, recorded for every unit in one pass before the first is reconstructed (a
+DianaModule's graph keeps no float weights, so float mode later would run the rounded weights of units already done).
+With ``pow2`` the learned steps are mapped back to powers of two at the end."""
 
 from __future__ import annotations
 
@@ -113,9 +113,8 @@ class QDrop(Brecq):
 
 
 def float_values(gm: fx.GraphModule, units: list[Unit], batches: list) -> dict[str, torch.Tensor]:
-    """The float model's value at every unit's input and output over ``batches``, recorded before any unit is
-    reconstructed: float mode switches the quantisers off but keeps the weights, and a reconstructed unit's weights
-    are rounded."""
+    """The float model's value at every unit's input and output over ``batches``, in one pass before any unit is
+    reconstructed (where ``remember_float_parameters`` did not run, float mode keeps the current, rounded weights)."""
     wanted = {name for unit in units for name in (unit.source.name, unit.sink.name)}
     with float_mode(gm):
         records = [record(gm, *model_inputs(gm, b), wanted) for b in batches]
@@ -132,7 +131,8 @@ def reconstruct(gm: fx.GraphModule, unit: Unit, batches: list, floats: dict[str,
     layers = [gm.get_submodule(name) for name in unit.layers if name in scope.layer_names()]
     in_scope = set(scope.activations)  # floor (power-of-two) quantisers keep their steps
     rounding_steps = [m for m in unit.graph.modules() if isinstance(m, QModule) and m.spec.qop == "round"
-                      and not isinstance(m, (QConv2d, QLinear)) and m in in_scope]
+                      and not isinstance(m, (QConv2d, QLinear)) and m in in_scope
+                      and m.spec.qrange.offset is not None]  # LSQ learns steps of fixed-offset grids
     if joint:
         _learn(unit, layers, rounding_steps, data, params, params.iters, params.drop_prob, generator)
     else:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch.fx as fx
 from torch import nn
 
-from quantlib.layer_overrides import LayerOverride
+from quantlib.layer_overrides import LayerOverride, key_text
 from quantlib.ptq.options import PTQOptions
 from quantlib.ptq.prepare import prepare
 from quantlib.ptq.scope import Scope, method_scopes
@@ -48,19 +48,7 @@ class PTQMethod(ABC):
         from quantlib.ptq import registry  # the registry imports every method, and so this module
 
         options = options or PTQOptions()
-        chosen: dict[str | PTQMethod, str] = {self: "the network-wide method"}
-        for key, value in (options.overrides or {}).items():  # before any work: a wrong name fails at once
-            method = LayerOverride.from_value(value, key).method
-            if isinstance(method, str) and method not in registry.available_methods():
-                raise ValueError(f"Override {key!r}: method {method!r} is not a PTQ method; available: "
-                                 f"{registry.available_methods()}.")
-            if method is not None:
-                chosen.setdefault(method, f"override {key!r}")
-        for method, where in chosen.items():
-            kind = registry.METHODS[method] if isinstance(method, str) else method
-            if not options.symmetric and kind.symmetric_only:
-                raise ValueError(f"PTQ method '{kind.name}' ({where}) fits clipping ranges symmetric about zero or "
-                                 f"starting at zero, as its paper does; it does not take symmetric=False.")
+        self.check(options)
         batches = list(calibration_data)
         gm, resolved = prepare(model, batches, options, init=self.initial_ranges())
         scopes = method_scopes(gm, resolved, self)
@@ -73,6 +61,33 @@ class PTQMethod(ABC):
         for method, scope in work:
             method.refine(gm, batches, options, scope)
         return gm
+
+    def check(self, options: PTQOptions) -> None:
+        """Refuse, before any work, ``options`` that this method or a method of the overrides cannot take."""
+        from quantlib.ptq import registry  # the registry imports every method, and so this module
+
+        chosen: dict[str | PTQMethod, str] = {self: "the network-wide method"}
+        for key, value in (options.overrides or {}).items():
+            method = LayerOverride.from_value(value, key).method
+            if isinstance(method, str) and method not in registry.available_methods():
+                raise ValueError(f"Override {key_text(key)}: method {method!r} is not a PTQ method; available: "
+                                 f"{registry.available_methods()}.")
+            if method is not None and not isinstance(method, (str, PTQMethod)):
+                raise ValueError(f"Override {key_text(key)}: method={method!r} must be a PTQ method name or a "
+                                 f"method from quantlib.ptq.get_method.")
+            if method is not None:
+                chosen.setdefault(method, f"override {key_text(key)}")
+        for method, where in chosen.items():
+            kind = registry.METHODS[method] if isinstance(method, str) else method
+            if not options.symmetric and kind.symmetric_only:
+                raise ValueError(f"PTQ method '{kind.name}' ({where}) fits clipping ranges symmetric about zero or "
+                                 f"starting at zero, as its paper does; it does not take symmetric=False.")
+            if not isinstance(method, str) and method is not self:
+                method.check_own(options)
+        self.check_own(options)
+
+    def check_own(self, options: PTQOptions) -> None:
+        """Refuse ``options`` this method's parameters cannot work with; by default it takes all."""
 
     def set_ranges(self, gm: fx.GraphModule, batches: list, options: PTQOptions, scope: Scope) -> None:
         """Replace the calibrated ranges of ``scope`` (before any power-of-two mapping); by default they stay."""

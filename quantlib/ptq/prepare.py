@@ -48,7 +48,8 @@ def prepare(model: nn.Module, calibration: Iterable, options: PTQOptions,
     gm = canonicalise(model, first[:1])
     raise_refusals(GENERIC.target, preflight(gm, GENERIC))
     resolved = resolve_overrides(gm, options.overrides)
-    linear = [name for name, m in gm.named_modules() if isinstance(m, LINEAR_TYPES)]
+    modules = dict(gm.named_modules())
+    linear = [n.target for n in gm.graph.nodes if n.op == "call_module" and isinstance(modules[n.target], LINEAR_TYPES)]
     editors = float_to_fake_editors(ptq_spec(options, init), quantise_outputs=False, overrides=resolved)
     gm = ComposedEditor(editors).run(gm)
     layers = quantised_layers(gm)

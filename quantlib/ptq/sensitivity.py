@@ -25,10 +25,11 @@ class LayerSensitivity:
 
 
 def sensitivity(model: nn.Module, calibration_data: Iterable, test_data: Iterable, method: str = "rtn",
-                w_bits: int = 4, a_bits: int = 4, per_channel: bool = True, **params) -> list[LayerSensitivity]:
-    """Quantise ``model`` with ``method`` at ``w_bits`` / ``a_bits`` (every layer, head and stem included), then
-    measure top-1 accuracy on ``test_data`` with one layer at a time quantised; most sensitive first."""
-    options = PTQOptions(w_bits, a_bits, per_channel, keep_head_stem_8bit=False)
+                options: PTQOptions | None = None, **params) -> list[LayerSensitivity]:
+    """Quantise ``model`` with ``method`` and ``options`` (default: 4 bits, every layer, head and stem included),
+    then measure top-1 accuracy on ``test_data`` with one layer at a time as the method left it (its weights and its
+    input quantised), the rest float; most sensitive first."""
+    options = options or PTQOptions(keep_head_stem_8bit=False)
     gm = get_method(method, **params).quantize(model, calibration_data, options)
     test_data = list(test_data)
     with float_mode(gm):

@@ -124,7 +124,11 @@ def test_design_note_spellings(trained, tmp_path):
     (["--calib-samples", "0"], "--calib-samples 0 must be a positive integer"),
     (["--export-onnx"], "--export-onnx needs --pow2: the integer path takes power-of-two scales."),
     (["--export-onnx", "--pow2", "--asymmetric"], "--export-onnx takes symmetric grids only"),
-    (["--export-onnx", "--pow2", "--override", "Linear:float"], "--export-onnx: the overrides keep [<class "),
+    (["--export-onnx", "--pow2", "--override", "Linear:float"], "--export-onnx: the overrides keep ['Linear'] in "
+                                                                "float"),
+    (["--method", "rtn", "lapq", "--asymmetric"], "PTQ method 'lapq' (the network-wide method) fits clipping ranges"),
+    (["--method", "aciq", "--pow2", "--param", "bit_allocation=true"], "bit_allocation needs per-channel weights and "
+                                                                       "float scales"),
     (["--override", "features.3"], "--override 'features.3': give LAYER:SETTINGS"),
     (["--override", "features.3:w_bit=4"], "--override features.3:w_bit=4: 'w_bit=4' is not a setting"),
     (["--override", "features.3:w_bits=9"], "Override 'features.3': w_bits=9 must be an integer from 2 to 8."),
@@ -162,17 +166,17 @@ def test_asymmetric_ranges_reach_the_method(trained, tmp_path):
     model, path = trained
     out = tmp_path / "out"
     assert run_cli("--checkpoint", str(path), "--method", "rtn", "--n-bits-w", "3", "--n-bits-a", "3", "--asymmetric",
-                   "--out", str(out)) == 0
-    row = json.loads((out / "ptq_results.json").read_text())["configurations"][0]
+                   "--alpha-list", "0.0", "--num-clusters-list", "2", "--pca-dim-list", "2", "--out", str(out)) == 0
+    written = out / "results_alpha0.0_clusters2_pca2_digits_cnn_w3bit_a3bit"
+    cli_logits = np.loadtxt(written / "logits_digits_cnn_w3bit_a3bit_seed0_quantized.csv", delimiter=",", skiprows=1)
     calibration = ptq_cli.calibration_batches(ptq_cli.data_source("digits", batch_size=64), CALIB)
     _, test = digits_loaders(batch_size=64)
+    logits = {}
     for symmetric in (False, True):
         quantised = ptq.quantize(model, calibration, "rtn", w_bits=3, a_bits=3, symmetric=symmetric)
-        logits, labels = collect_logits(quantised, itertools.islice(test, EVAL_BATCHES))
-        if not symmetric:
-            assert row["top1"] == round(top_k_accuracy(logits, labels, 1), 2)
-        else:
-            assert row["top1"] != round(top_k_accuracy(logits, labels, 1), 2)
+        logits[symmetric], _ = collect_logits(quantised, itertools.islice(test, EVAL_BATCHES))
+    assert np.allclose(cli_logits, logits[False], rtol=1e-6, atol=1e-6)  # the CSV holds 7 significant digits
+    assert not np.allclose(cli_logits, logits[True], rtol=1e-3, atol=1e-3)
 
 
 def test_a_wrapped_data_parallel_state_dict_loads(trained, tmp_path):

@@ -70,3 +70,13 @@ def test_the_integer_path_refuses_learned_zero_points():
     gm = ptq.quantize(build("digits_cnn"), x, "rtn", pow2=True, symmetric=False)
     with pytest.raises(UnsupportedOpError, match="quantisers with learned zero points \\(features.0, features.3, "):
         ptq.deploy(gm, x[0][:1])
+
+
+@pytest.mark.parametrize("method", ["brecq", "qdrop"])
+def test_block_reconstruction_on_a_residual_net_learns_steps_only_on_fixed_offset_grids(method):
+    g = torch.Generator().manual_seed(0)
+    x = [torch.randn(8, 3, 32, 32, generator=g)]
+    gm = ptq.quantize(build("resnet8"), x, method, w_bits=4, a_bits=4, symmetric=False, iters=5, act_iters=5)
+    add_inputs = [m for name, m in gm.named_modules() if name.endswith("add.input_quantisers.0")]
+    assert add_inputs and all(q.spec.qrange.offset is None for q in add_inputs)
+    assert torch.isfinite(gm(x[0])).all()
