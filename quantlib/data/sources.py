@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from quantlib.data.cifar10 import cifar10_loaders
-from quantlib.data.cifar100 import cifar100_loaders
+from quantlib.data.cifar10 import load_cifar10
+from quantlib.data.cifar100 import load_cifar100
+from quantlib.data.cifar_files import cifar_loaders
 from quantlib.data.digits import digits_loaders
 from quantlib.data.image_folder import image_folder_loaders
 
@@ -24,18 +25,25 @@ IMAGENET_SHAPE = (3, 224, 224)
 
 @dataclass(frozen=True)
 class DataSource:
-    """Training and test loaders of (input, label) batches; ``test`` is None for random data."""
+    """Training and test loaders of (input, label) batches (``test`` is None for random data), and ``calibration``:
+    the training images as they are evaluated, without augmentation (default: ``train``, which has none)."""
 
     spec: str
     train: Iterable
     test: DataLoader | None
     input_shape: tuple[int, ...]
     num_classes: int
+    calibration: Iterable | None = None
+
+    @property
+    def calibration_data(self) -> Iterable:
+        """The batches to calibrate on: ``calibration``, else ``train``."""
+        return self.calibration if self.calibration is not None else self.train
 
     def calibration_batches(self, n: int) -> list[torch.Tensor]:
-        """The inputs of the first ``n`` training batches."""
+        """The inputs of the first ``n`` calibration batches."""
         batches = []
-        for batch in self.train:
+        for batch in self.calibration_data:
             batches.append(batch[0] if isinstance(batch, (tuple, list)) else batch)
             if len(batches) == n:
                 break
@@ -48,12 +56,13 @@ def data_source(spec: str, input_shape: tuple[int, ...] | None = None, batch_siz
     if kind == "digits" and not arg:
         train, test = digits_loaders(batch_size)
         return DataSource(spec, train, test, DIGITS_SHAPE, 10)
-    if kind == "cifar10" and arg:
-        train, test = cifar10_loaders(arg, batch_size)
-        return DataSource(spec, train, test, CIFAR10_SHAPE, 10)
-    if kind == "cifar100" and arg:
-        train, test = cifar100_loaders(arg, batch_size)
-        return DataSource(spec, train, test, CIFAR100_SHAPE, 100)
+    if kind in ("cifar10", "cifar100") and arg:
+        datasets = load_cifar10(arg) if kind == "cifar10" else load_cifar100(arg)
+        train, test = cifar_loaders(*datasets, batch_size, seed=0)
+        calibration = DataLoader(datasets[0], batch_size=batch_size, shuffle=True,
+                                 generator=torch.Generator().manual_seed(0))  # the images without augmentation
+        shape, classes = (CIFAR10_SHAPE, 10) if kind == "cifar10" else (CIFAR100_SHAPE, 100)
+        return DataSource(spec, train, test, shape, classes, calibration)
     if kind == "imagenet" and arg:
         train, test = image_folder_loaders(arg, batch_size, crop=IMAGENET_SHAPE[-1])
         return DataSource(spec, train, test, IMAGENET_SHAPE, len(test.dataset.classes))

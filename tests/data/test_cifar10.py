@@ -36,6 +36,17 @@ def test_training_loader_crops_and_flips_within_the_padded_image(fake_cifar10):
     assert [b.shape[0] for b in source.calibration_batches(3)] == [64, 36]
 
 
+def test_calibration_sees_the_training_images_without_augmentation(fake_cifar10):
+    train, _ = load_cifar10(fake_cifar10)
+    images = {tuple(image.flatten()[:64].tolist()) for image, _ in train}
+    source = data_source(f"cifar10:{fake_cifar10}")
+    calibration = torch.cat(source.calibration_batches(2))
+    assert len(calibration) == 100
+    assert all(tuple(image.flatten()[:64].tolist()) in images for image in calibration)  # no crop, pad or flip
+    augmented = next(iter(source.train))[0]
+    assert not all(tuple(image.flatten()[:64].tolist()) in images for image in augmented)
+
+
 def test_missing_folder_and_missing_batch_name_the_path(tmp_path, fake_cifar10):
     with pytest.raises(CifarError, match=f"CIFAR-10 folder '{tmp_path / 'none'}' does not exist"):
         load_cifar10(tmp_path / "none")
