@@ -71,10 +71,10 @@ def test_mse_clip_measures_the_quantisers_own_rounding():
     histogram = RunningHistogram(())
     histogram.update(x)
 
-    def error(hi: float, nearest: bool) -> float:
-        eps = 2 * hi / 15
-        scaled = x.clamp(-hi, hi) / eps
-        return float(((torch.floor(scaled + 0.5 if nearest else scaled) * eps - x) ** 2).mean())
+    def error(hi: float, nearest: bool) -> float:  # the 4-bit signed grid -8 .. 7 of step hi / 7
+        eps = hi / 7
+        scaled = x / eps
+        return float(((torch.clamp(torch.floor(scaled + 0.5 if nearest else scaled), -8, 7) * eps - x) ** 2).mean())
 
     floor_clip = mse_optimal_clip(histogram, n_levels=16, symmetric=True)[1].item()
     nearest_clip = mse_optimal_clip(histogram, n_levels=16, symmetric=True, nearest=True)[1].item()
@@ -136,3 +136,23 @@ def test_percentile_bounds_clip_outliers_and_shape_broadcasts():
     a, b = obs.clip_bounds(SIGNED8)
     assert a.shape == (1, 2, 1, 1)
     assert b[0, 0].item() < 2.0 and b[0, 1].item() < 1.01
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_an_mse_calibrated_quantiser_has_the_least_error_of_the_shrinkings_of_its_own_grid(bits):
+    from quantlib.calibration import calibrate
+    from quantlib.modules.qactivations import QIdentity
+    from quantlib.specs import QuantiserSpec
+
+    x = torch.randn(20000, generator=torch.Generator().manual_seed(5))
+    q = QIdentity(QuantiserSpec.from_spec({"qrange": {"bitwidth": bits, "signed": True}, "init": "mse",
+                                           "qop": "round"}))
+    calibrate(q, [x])
+    with torch.no_grad():
+        chosen = float(((q(x) - x) ** 2).mean())
+        top = float(x.abs().max())
+        errors = []
+        for k in range(1, 101):
+            q.set_clip_bounds(torch.tensor(-top * k / 100), torch.tensor(top * k / 100))
+            errors.append(float(((q(x) - x) ** 2).mean()))
+    assert chosen <= min(errors) * 1.001  # measured 1.0 at 2, 3, 4 bits (a grid of step 2 hi / (n - 1): 1.47 at 2)
