@@ -17,8 +17,8 @@ from typing import Any
 from torch import nn
 
 from quantlib.editors.float2fake import ModuleFilter
-from quantlib.quantised_layers import Layer, respec_bits
-from quantlib.specs import QGranularity, QRange, QuantiserSpec
+from quantlib.quantised_layers import Layer, respec_bits, with_bits
+from quantlib.specs import QGranularity, QuantiserSpec
 
 LINEAR_TYPES = (nn.Conv2d, nn.Linear)
 """The layers overrides select: those with weights that quantisation converts."""
@@ -116,8 +116,7 @@ def weight_rules(weights: QuantiserSpec, resolved: Mapping[str, LayerOverride]) 
             continue
         spec = weights
         if override.w_bits is not None:
-            signed = {} if weights.qrange.offset is None else {"signed": weights.qrange.is_signed}
-            spec = replace(spec, qrange=QRange.from_spec({"bitwidth": override.w_bits, **signed}))
+            spec = replace(spec, qrange=with_bits(weights.qrange, override.w_bits))
         if override.per_channel is not None:
             spec = replace(spec, granularity=QGranularity((0,) if override.per_channel else ()))
         rules.append((ModuleFilter(types=LINEAR_TYPES, names=(name,)), spec))

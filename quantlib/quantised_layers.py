@@ -59,8 +59,13 @@ def input_quantisers(gm: fx.GraphModule) -> list[QModule]:
             if user.op == "call_module" and isinstance(modules[user.target], QModule)]
 
 
+def with_bits(qrange: QRange, bits: int) -> QRange:
+    """A ``bits``-bit range of the same kind as ``qrange``: signed, unsigned, or with a learned zero point."""
+    offset = qrange.offset
+    return QRange.from_spec({"bitwidth": bits} if offset is None else {"bitwidth": bits, "signed": offset < 0})
+
+
 def respec_bits(quantiser: QModule, bits: int) -> None:
     """Give an uncalibrated quantiser ``bits`` bits, same signedness (or learned zero point), qop and granularity."""
-    offset = quantiser.spec.qrange.offset
-    qrange = QRange.from_spec({"bitwidth": bits} if offset is None else {"bitwidth": bits, "signed": offset < 0})
-    quantiser.init_quantiser(replace(quantiser.spec, qrange=qrange), quantiser.qualname)
+    quantiser.init_quantiser(replace(quantiser.spec, qrange=with_bits(quantiser.spec.qrange, bits)),
+                             quantiser.qualname)

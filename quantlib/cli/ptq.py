@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is None:
         model = train_epochs(model, source.train, DIGITS_TRAIN_EPOCHS, lr=3e-3).eval()
         print(f"no --checkpoint: trained {arch} on the digits for {DIGITS_TRAIN_EPOCHS} epochs")
-    calibration = calibration_samples(source, args.calib_samples)
+    calibration = source.calibration_samples(args.calib_samples)
     float_logits, labels = collect_logits(model, source.test, args.max_eval_batches)
     float_calibration = np.concatenate([model(x).detach().numpy() for x in calibration])
     reference = {"top1": top_k_accuracy(float_logits, labels, 1), "top5": top_k_accuracy(float_logits, labels, 5)}
@@ -316,18 +316,6 @@ def float_model_of(args: argparse.Namespace, source: DataSource) -> tuple[nn.Mod
         raise UsageError(f"Checkpoint '{args.checkpoint}' does not fit --arch {arch} with {source.num_classes} "
                          f"classes: {exc}") from exc
     return model.eval(), arch
-
-
-def calibration_samples(source: DataSource, samples: int) -> list[torch.Tensor]:
-    """The inputs of the first ``samples`` calibration samples (training images, not augmented), in batches."""
-    batches, count = [], 0
-    for batch in source.calibration_data:
-        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-        batches.append(inputs[:samples - count])
-        count += len(batches[-1])
-        if count == samples:
-            break
-    return batches
 
 
 def report_sensitivity(model: nn.Module, calibration: list[torch.Tensor], source: DataSource, c: Configuration,

@@ -40,6 +40,17 @@ class DataSource:
         """The batches to calibrate on: ``calibration``, else ``train``."""
         return self.calibration if self.calibration is not None else self.train
 
+    def calibration_samples(self, n: int) -> list[torch.Tensor]:
+        """The inputs of the first ``n`` calibration samples, in batches (the last one cut)."""
+        batches, count = [], 0
+        for batch in self.calibration_data:
+            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+            batches.append(inputs[:n - count])
+            count += len(batches[-1])
+            if count == n:
+                break
+        return batches
+
     def calibration_batches(self, n: int) -> list[torch.Tensor]:
         """The inputs of the first ``n`` calibration batches."""
         batches = []

@@ -128,7 +128,8 @@ def reconstruct(gm: fx.GraphModule, unit: Unit, batches: list, floats: dict[str,
     quantised = [record(gm, *model_inputs(gm, b), [unit.source.name]) for b in batches]
     data = UnitData(torch.cat([r[unit.source.name] for r in quantised]), floats[unit.source.name],
                     floats[unit.sink.name])
-    layers = [gm.get_submodule(name) for name in unit.layers if name in scope.layer_names()]
+    names = scope.layer_names()
+    layers = [gm.get_submodule(name) for name in unit.layers if name in names]
     in_scope = set(scope.activations)  # floor (power-of-two) quantisers keep their steps
     rounding_steps = [m for m in unit.graph.modules() if isinstance(m, QModule) and m.spec.qop == "round"
                       and not isinstance(m, (QConv2d, QLinear)) and m in in_scope

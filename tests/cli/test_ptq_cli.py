@@ -48,7 +48,7 @@ def test_results_equal_the_python_api(trained, tmp_path, capsys):
     table = json.loads((out / "ptq_results.json").read_text())
     train, test = digits_loaders(batch_size=64)
     torch.manual_seed(0)
-    calibration = ptq_cli.calibration_samples(ptq_cli.data_source("digits", batch_size=64), CALIB)
+    calibration = ptq_cli.data_source("digits", batch_size=64).calibration_samples(CALIB)
     assert sum(len(x) for x in calibration) == CALIB
     test_batches = list(itertools.islice(test, EVAL_BATCHES))
     float_logits, labels = collect_logits(model, test_batches)
@@ -150,7 +150,7 @@ def test_overrides_reach_the_method(trained, tmp_path):
                    "features.3:w_bits=6,a_bits=8,per_channel=false", "--override", "Linear:float",
                    "--out", str(out)) == 0
     row = json.loads((out / "ptq_results.json").read_text())["configurations"][0]
-    calibration = ptq_cli.calibration_samples(ptq_cli.data_source("digits", batch_size=64), CALIB)
+    calibration = ptq_cli.data_source("digits", batch_size=64).calibration_samples(CALIB)
     quantised = ptq.quantize(model, calibration, "rtn", w_bits=2, overrides={
         "features.3": {"w_bits": 6, "a_bits": 8, "per_channel": False}, torch.nn.Linear: {"keep_float": True}})
     layers = {layer.name: layer for layer in quantised_layers(quantised)}
@@ -169,7 +169,7 @@ def test_asymmetric_ranges_reach_the_method(trained, tmp_path):
                    "--alpha-list", "0.0", "--num-clusters-list", "2", "--pca-dim-list", "2", "--out", str(out)) == 0
     written = out / "results_alpha0.0_clusters2_pca2_digits_cnn_w3bit_a3bit"
     cli_logits = np.loadtxt(written / "logits_digits_cnn_w3bit_a3bit_seed0_quantized.csv", delimiter=",", skiprows=1)
-    calibration = ptq_cli.calibration_samples(ptq_cli.data_source("digits", batch_size=64), CALIB)
+    calibration = ptq_cli.data_source("digits", batch_size=64).calibration_samples(CALIB)
     _, test = digits_loaders(batch_size=64)
     logits = {}
     for symmetric in (False, True):

@@ -5,6 +5,7 @@ round-to-nearest's."""
 import pytest
 import torch
 
+import quantlib.ptq.prepare as prepare_module
 from quantlib import ptq
 from quantlib.modules.qactivations import QIdentity
 from quantlib.ptq import brecq
@@ -44,7 +45,8 @@ def test_the_drop_mask_replaces_the_configured_share_of_elements_by_their_float_
 
 @pytest.mark.parametrize("method", ["brecq", "qdrop"])
 def test_every_unit_learns_towards_the_float_models_input_and_output(method, monkeypatch):
-    """Not those of the model in float mode once earlier units are done: float mode keeps their rounded weights."""
+    """Not those of the model in float mode once earlier units are done: without kept float parameters (as in a
+    DianaModule) float mode keeps their rounded weights, so ``float_values`` must record them all first."""
     torch.manual_seed(0)
     model = digits_cnn().eval()
     batches = [torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))]
@@ -55,6 +57,7 @@ def test_every_unit_learns_towards_the_float_models_input_and_output(method, mon
         return learn(unit, layers, steps, data, *args)
 
     monkeypatch.setattr(brecq, "_learn", spy)
+    monkeypatch.setattr(prepare_module, "remember_float_parameters", lambda gm: None)
     options = dict(w_bits=2, a_bits=4)
     ptq.quantize(model, batches, method, iters=20, act_iters=5, **options)
     rtn = ptq.quantize(model, batches, "rtn", ranges="mse", **options)  # the same graph, its weights still float
