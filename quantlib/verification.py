@@ -82,7 +82,8 @@ def integer_layers(integer: fx.GraphModule) -> list[str]:
 def compare_fake_and_exact(fake: fx.GraphModule, exact: fx.GraphModule, x: torch.Tensor) -> list[LayerComparison]:
     """Per layer the fake-quantised model's quantiser outputs against the exact model's requantisations (same node
     names, or the fake node a requantisation names in ``meta['fake_node']``: an add's output, an average pool), in
-    units of the layer's scale."""
+    units of the layer's scale (values / scale rounded: with scales that are not powers of two the float quotient of
+    an integer multiple is an integer only to rounding)."""
     modules = dict(exact.named_modules())
     requants = {n.meta.get("fake_node", n.name): (n.name, n.meta["scale"]) for n in exact.graph.nodes
                 if n.op == "call_module" and isinstance(modules[n.target], Requant)}
@@ -95,7 +96,8 @@ def compare_fake_and_exact(fake: fx.GraphModule, exact: fx.GraphModule, x: torch
         for name in layers:
             exact_name, scale = requants[name]
             expected = exact_values[exact_name]
-            comparisons.append(compare(name, fake_values[name].reshape(expected.shape) / scale, expected / scale))
+            comparisons.append(compare(name, torch.round(fake_values[name].reshape(expected.shape).double() / scale),
+                                       torch.round(expected / scale)))
         return comparisons
 
     return compare_in_chunks(compare_batch, x)
@@ -103,14 +105,15 @@ def compare_fake_and_exact(fake: fx.GraphModule, exact: fx.GraphModule, x: torch
 
 def compare_exact_and_integer(exact: fx.GraphModule, integer: fx.GraphModule, x: torch.Tensor
                               ) -> list[LayerComparison]:
-    """Per layer, the exact fake-quantised values divided by their scale against the integer model's values."""
+    """Per layer, the exact fake-quantised values divided by their scale (rounded: with scales that are not powers of
+    two the quotient is an integer only to float64 rounding) against the integer model's values."""
     layers = integer_layers(integer)
     scales = {n.name: n.meta["scale"] for n in exact.graph.nodes if n.name in layers}
 
     def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
         exact_values = record(exact, part, layers)
         integer_values = record(integer, part, layers)
-        return [compare(name, exact_values[name] / scales[name], integer_values[name]) for name in layers]
+        return [compare(name, torch.round(exact_values[name] / scales[name]), integer_values[name]) for name in layers]
 
     return compare_in_chunks(compare_batch, x)
 

@@ -34,6 +34,7 @@ from quantlib.ptq.logit_correction import ClusterAffineCorrection
 from quantlib.ptq.logits_analysis import results_folder, save_logits
 from quantlib.ptq.registry import METHODS, method_help
 from quantlib.ptq.sensitivity import sensitivity
+from quantlib.verification import compare_fake_and_exact
 from quantlib.training import train_epochs
 from quantlib.zoo import ZOO
 from quantlib.zoo.torchvision_weights import FACTORIES as TORCHVISION_FACTORIES
@@ -99,8 +100,9 @@ def parser() -> argparse.ArgumentParser:
     _option(p, "num-clusters-list", type=int, nargs="+", help="cluster affine correction: cluster counts (default 64)")
     _option(p, "pca-dim-list", type=int, nargs="+", help="cluster affine correction: PCA dimensions (default 50)")
     _option(p, "export-onnx", action="store_true",
-            help="with --pow2: each configuration through the integer path, written as <method>_w<W>a<A>.onnx in "
-                 "--out and checked in onnxruntime against the integer model (its top-1 is the deployed model's)")
+            help="each configuration through the integer path (shifts with --pow2, else 24-bit multipliers), written "
+                 "as <method>_w<W>a<A>.onnx in --out and checked in onnxruntime against the integer model (its top-1 "
+                 "is the deployed model's)")
     _option(p, "sensitivity", action="store_true",
             help="per layer, the accuracy with only that layer quantised (each method and bit-width), sorted")
     _option(p, "seed", type=int, default=0, help="random seed of data order, methods and correction (default: 0)")
@@ -175,8 +177,10 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         quantised = ptq.get_method(c.method, **params[c.method]).quantize(model, calibration, options[c])
         seconds = time.perf_counter() - start
-        exported = export_onnx(quantised, calibration, args.out / f"{c.method}_w{c.w_bits}a{c.a_bits}.onnx") \
-            if args.export_onnx else {}
+        exported = {}
+        if args.export_onnx:  # what is evaluated is then the deployed model
+            exported, quantised = export_onnx(quantised, calibration,
+                                              args.out / f"{c.method}_w{c.w_bits}a{c.a_bits}.onnx")
         logits, _ = collect_logits(quantised, source.test, args.max_eval_batches)
         rows.append({**_row(c, None, logits, labels, seconds), **exported})
         print(_line(rows[-1]), flush=True)
@@ -332,31 +336,26 @@ def report_sensitivity(model: nn.Module, calibration: list[torch.Tensor], source
 
 
 def _check_exportable(args: argparse.Namespace, overrides: dict[str | type, LayerOverride]) -> None:
-    """``--export-onnx``'s needs, checked before any work: power-of-two, symmetric grids, no float layers."""
-    if not args.pow2:
-        raise UsageError("--export-onnx needs --pow2: the integer path takes power-of-two scales.")
-    if args.asymmetric:
-        raise UsageError("--export-onnx takes symmetric grids only (the integer path has no learned zero points); "
-                         "drop --asymmetric.")
+    """``--export-onnx``'s needs, checked before any work: no float layers."""
     floats = [key_text(key) for key, override in overrides.items() if override.keep_float]
     if floats:
         raise UsageError(f"--export-onnx: the overrides keep {floats} in float, and an integer network has no float "
                          f"layers; drop 'float' from them.")
 
 
-def export_onnx(quantised: nn.Module, calibration: list[torch.Tensor], path: Path) -> dict[str, Any]:
-    """Deploy a PTQ result (biases onto their grids: what is evaluated after is the deployed model), write its
-    integer ONNX to ``path`` and compare onnxruntime with the integer model, and the fake-quantised model with it,
-    on the calibration inputs; the row's fields."""
+def export_onnx(quantised: nn.Module, calibration: list[torch.Tensor], path: Path) -> tuple[dict[str, Any], nn.Module]:
+    """Deploy a PTQ result, write its integer ONNX to ``path`` and compare onnxruntime with the integer model, and
+    the fake-quantised model's requantised integers with the deployed ones, on the calibration inputs; the row's
+    fields and the deployed model (the exact twin: the integer model's values times their scales)."""
     x = torch.cat(calibration)[:VERIFY_INPUTS]
     flow = ptq.deploy(quantised, x[:1])
     path.parent.mkdir(parents=True, exist_ok=True)
     exported = export_integer_onnx(flow.integer, x[:1], path)
     comparisons = verify_onnxruntime(flow.integer, exported, x)
-    with torch.no_grad():
-        fake_vs_integer = int((flow.fake(x).double() != flow.integer(x)).sum())
+    fake_vs_integer = sum(c.mismatches for c in compare_fake_and_exact(flow.fake, flow.exact, x))
     return {"onnx": str(path), "onnx_mismatches": sum(c.mismatches for c in comparisons),
-            "onnx_values": sum(c.elements for c in comparisons), "fake_vs_integer_mismatches": fake_vs_integer}
+            "onnx_values": sum(c.elements for c in comparisons),
+            "fake_vs_integer_mismatches": fake_vs_integer}, flow.exact
 
 
 def _row(c: Configuration, correction: tuple[float, int, int] | None, logits: np.ndarray, labels: np.ndarray,

@@ -82,10 +82,11 @@ class AveragePool2d(nn.Module):
         return kernel, kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = exact_average(x, *self.window(x.shape[2], x.shape[3]), self.padding)
-        if self.scale.numel():
+        window = self.window(x.shape[2], x.shape[3])
+        mean = exact_average(x, *window, self.padding)
+        if self.scale.numel():  # x is on this grid: its integers, rounded out of float32, are averaged exactly
             scale = self.scale.double()
-            floored = torch.floor(mean / scale) * scale
+            floored = torch.floor(exact_average(torch.round(x.double() / scale), *window, self.padding)) * scale
             mean = floored.detach() + (mean - mean.detach())
         y = mean.to(x.dtype)
         return y if self.keepdim or not self.is_global else y.flatten(1)

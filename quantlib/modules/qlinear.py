@@ -38,11 +38,12 @@ def quantised_bias(module: QConv2d | QLinear) -> torch.Tensor | None:
 
 
 def _output_scale(input_scale: torch.Tensor, weight_scale: torch.Tensor, out_dims: int) -> torch.Tensor:
-    """input scale x weight scale, shaped [1, C, 1, ...] for per-channel weights so it broadcasts over the output."""
-    weight_scale = weight_scale.detach()
+    """input scale x weight scale in float64 (a 0-d float64 scale times a float32 vector would be float32), shaped
+    [1, C, 1, ...] for per-channel weights so it broadcasts over the output."""
+    weight_scale = weight_scale.detach().double()
     if weight_scale.numel() > 1:
         weight_scale = weight_scale.reshape(1, -1, *([1] * (out_dims - 2)))
-    return input_scale * weight_scale
+    return input_scale.double() * weight_scale
 
 
 class _QLinearOp(QModule):

@@ -123,7 +123,8 @@ class QModule(nn.Module):
     def set_clip_bounds(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Set the clipping bounds to the quantisation grid that covers [a, b] (per slice) with this module's range."""
         qrange = self.spec.qrange
-        if qrange.offset is None:  # learned offset: the grid spans [a, b] exactly, its zero rounded to an integer
+        if qrange.offset is None:  # learned offset: the grid spans [a, b] widened to hold 0 (exact zero padding, as
+            a, b = torch.clamp(a, max=0.0), torch.clamp(b, min=0.0)  # integer kernels with a zero point need)
             scale = self._nonzero((b - a) / (qrange.step * (qrange.n_levels - 1)))
             self.set_scale(scale, zero=torch.round(a / scale))
         else:

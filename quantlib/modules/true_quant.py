@@ -35,10 +35,6 @@ class TrueQuantModule(nn.Module, ABC):
         """Set every scale to 1, so that the module computes on integers; return the factors that must now multiply
         its input (1 / input scale) and its output (output scale) for the values to stay as they were."""
 
-    @abstractmethod
-    def scales(self) -> list[torch.Tensor]:
-        """Every scale the module holds (all must be powers of two for integerisation to be exact)."""
-
 
 @leaf_module
 class ScaleTunnel(nn.Module):
@@ -63,18 +59,20 @@ class InOutScaled(TrueQuantModule):
         self.eps_in, self.eps_out = torch.ones_like(self.eps_in), torch.ones_like(self.eps_out)
         return before, after
 
-    def scales(self) -> list[torch.Tensor]:
-        return [self.eps_in, self.eps_out]
-
 
 @leaf_module
 class Requant(InOutScaled):
     """``eps_out * clip(floor((x / eps_in * mul + add) / 2**shift), lo, hi)``: the one integer op that ends every
-    layer. ``mul`` and ``add`` are integers (per channel or per tensor), ``shift`` an integer in [0, 31]."""
+    layer. ``mul`` and ``add`` are integers (per channel or per tensor), ``shift`` an integer in [0, 31].
+
+    ``reads_integers``: ``x`` is an integer times ``eps_in`` (an accumulator, a requantised tensor), so ``x / eps_in``
+    is rounded to that integer, which float64 arithmetic on scales that are not powers of two leaves a few ulps off."""
 
     def __init__(self, mul: torch.Tensor, add: torch.Tensor, shift: int, lo: int, hi: int,
-                 eps_in: torch.Tensor | float = 1.0, eps_out: torch.Tensor | float = 1.0) -> None:
+                 eps_in: torch.Tensor | float = 1.0, eps_out: torch.Tensor | float = 1.0,
+                 reads_integers: bool = False) -> None:
         super().__init__()
+        self.reads_integers = reads_integers
         self.register_buffer("mul", float64_buffer(mul))
         self.register_buffer("add", float64_buffer(add))
         self.register_buffer("eps_in", float64_buffer(eps_in))
@@ -83,6 +81,8 @@ class Requant(InOutScaled):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         integer = x.double() / self.eps_in
+        if self.reads_integers:
+            integer = torch.round(integer)
         y = torch.floor((integer * self.mul + self.add) / 2.0 ** self.shift).clamp_(self.lo, self.hi)
         return y * self.eps_out
 
@@ -92,7 +92,8 @@ class Requant(InOutScaled):
 
 class _TrueLinearOp(TrueQuantModule):
     """Integer weights ``weight`` and bias ``bias`` (on the accumulator grid), with the real weight scale ``eps_w``
-    (one per output channel) and input scale ``eps_in``: output = eps_in * eps_w * (W x + B)."""
+    (one per output channel) and input scale ``eps_in``: output = eps_in * eps_w * (W x + B), the integer accumulator
+    computed first and scaled once, so that it is the integer model's output times the same float64 scale."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, eps_w: torch.Tensor,
                  eps_in: torch.Tensor | float) -> None:
@@ -110,14 +111,9 @@ class _TrueLinearOp(TrueQuantModule):
         self.eps_in, self.eps_w = torch.ones_like(self.eps_in), torch.ones_like(self.eps_w)
         return before, after
 
-    def scales(self) -> list[torch.Tensor]:
-        return [self.eps_in, self.eps_w]
-
-    def _scaled_weight(self) -> torch.Tensor:
-        return self.weight * self.eps_w.reshape(-1, *([1] * (self.weight.dim() - 1)))
-
-    def _scaled_bias(self) -> torch.Tensor | None:
-        return None if self.bias is None else self.bias * self.eps_w * self.eps_in
+    def _integer_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The integers ``x`` holds (it is a requantised tensor: integers times ``eps_in``, to float64 rounding)."""
+        return torch.round(x.double() / self.eps_in)
 
 
 @leaf_module
@@ -128,8 +124,9 @@ class TrueConv2d(_TrueLinearOp):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x.double(), self._scaled_weight(), self._scaled_bias(), self.stride, self.padding,
-                        self.dilation, self.groups)
+        acc = F.conv2d(self._integer_input(x), self.weight, self.bias, self.stride, self.padding, self.dilation,
+                       self.groups)
+        return acc * self.output_scale()
 
     def extra_repr(self) -> str:
         return (f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, "
@@ -139,7 +136,7 @@ class TrueConv2d(_TrueLinearOp):
 @leaf_module
 class TrueLinear(_TrueLinearOp):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.double(), self._scaled_weight(), self._scaled_bias())
+        return F.linear(self._integer_input(x), self.weight, self.bias) * self.output_scale()
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}"

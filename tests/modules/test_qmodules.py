@@ -71,7 +71,7 @@ def test_qconv2d_copies_weights_and_quantises_them_per_channel():
     torch.testing.assert_close(q(x), F.conv2d(x, w_q, conv.bias, padding=1), rtol=0, atol=1e-6)
     out_scale = q.get_output_scale([torch.tensor(0.5)])
     assert out_scale.shape == (1, 3, 1, 1)
-    torch.testing.assert_close(out_scale.flatten(), 0.5 * eps.flatten())
+    torch.testing.assert_close(out_scale.flatten(), 0.5 * eps.flatten().double())  # float64, as integerisation needs
 
 
 def test_qlinear_output_scale_per_tensor():
@@ -109,9 +109,11 @@ def test_ternary_and_learned_offset_ranges():
     t = _calibrated(QIdentity(QuantiserSpec.from_spec({"qrange": "ternary", "qop": "ternary"})),
                     torch.tensor([-0.5, 0.5]))
     assert t(torch.tensor([-0.4, -0.2, 0.1, 0.3])).tolist() == [-0.5, 0.0, 0.0, 0.5]
-    a = _calibrated(QIdentity(QuantiserSpec.from_spec({"qrange": {"bitwidth": 2}})), torch.tensor([1.0, 4.0]))
-    assert (a.zero.item(), a.scale.item()) == (1.0, 1.0)
-    assert a(torch.tensor([0.0, 2.5, 9.0])).tolist() == [1.0, 2.0, 4.0]
+    a = _calibrated(QIdentity(QuantiserSpec.from_spec({"qrange": {"bitwidth": 2}})), torch.tensor([-1.0, 2.0]))
+    assert (a.zero.item(), a.scale.item()) == (-1.0, 1.0)
+    assert a(torch.tensor([-3.0, 0.4, 2.5, 9.0])).tolist() == [-1.0, 0.0, 2.0, 2.0]
+    widened = _calibrated(QIdentity(QuantiserSpec.from_spec({"qrange": {"bitwidth": 2}})), torch.tensor([1.0, 4.5]))
+    assert (widened.zero.item(), widened.scale.item()) == (0.0, 1.5)  # [1, 4.5] widened to hold 0: [0, 4.5]
 
 
 def test_weights_refuse_granularities_other_than_tensor_or_output_channel():

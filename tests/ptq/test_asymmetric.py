@@ -1,6 +1,5 @@
 """Asymmetric ranges (``symmetric=False``): weights and signed activations on grids with a learned zero point, ReLU
-outputs from zero; the methods whose clip search is defined for symmetric ranges refuse them, and so does the
-integer path."""
+outputs from zero; the methods whose clip search is defined for symmetric ranges refuse them; the integer path takes them."""
 
 from __future__ import annotations
 
@@ -8,8 +7,10 @@ import pytest
 import torch
 
 from quantlib import ptq
+from quantlib.backends.onnx import export_integer_onnx, verify_onnxruntime
 from quantlib.errors import UnsupportedOpError
 from quantlib.quantised_layers import input_quantisers, quantised_layers
+from quantlib.verification import compare_exact_and_integer, compare_fake_and_exact
 from quantlib.zoo import build
 
 
@@ -29,7 +30,8 @@ def test_rtn_grids_have_learned_zero_points():
     gm = ptq.quantize(build("digits_cnn"), batches(), "rtn", w_bits=4, a_bits=4, symmetric=False)
     (network_input,) = input_quantisers(gm)
     assert network_input.spec.qrange.offset is None
-    assert network_input.zero.item() == pytest.approx(torch.round(0.5 / network_input.scale).item(), abs=1)
+    assert network_input.zero.item() == 0  # inputs in [0.5, 1.5): the grid is widened to hold 0, so [0, 1.5]
+    assert network_input.scale.item() == pytest.approx(1.5 / 255, rel=1e-3)
     for layer in quantised_layers(gm):
         assert layer.module.spec.qrange.offset is None
     middle = quantised_layers(gm)[1]
@@ -65,11 +67,35 @@ def test_a_symmetric_only_override_is_refused_too():
                      overrides={"features.3": {"method": "lapq"}})
 
 
-def test_the_integer_path_refuses_learned_zero_points():
-    x = batches()
-    gm = ptq.quantize(build("digits_cnn"), x, "rtn", pow2=True, symmetric=False)
-    with pytest.raises(UnsupportedOpError, match="quantisers with learned zero points \\(features.0, features.3, "):
-        ptq.deploy(gm, x[0][:1])
+@pytest.mark.parametrize("pow2", [True, False])
+def test_learned_zero_points_deploy_exactly_with_onnx_zero_points_and_channel_offsets(pow2, tmp_path):
+    x = [2.0 * b - 1.5 for b in batches()]  # inputs in [-0.5, 1.5): a zero point near a quarter of the range
+    gm = ptq.quantize(build("digits_cnn"), x, "rtn", w_bits=4, a_bits=4, pow2=pow2, symmetric=False)
+    flow = ptq.deploy(gm, x[0][:1])
+    assert -80 < int(input_quantisers(gm)[0].zero) < -50
+    exported = export_integer_onnx(flow.integer, x[1], tmp_path / "net.onnx")
+    # the 8-bit input's 256 levels start at its zero point: stored as uint8 plus that zero point
+    assert exported.zero_points == {"x_quantiser": -int(input_quantisers(gm)[0].zero)}
+    # the 8-bit head's weights span 256 levels from each channel's zero point: sums of inputs correct them
+    assert "features_0.acc.input_sums" in {n.name for n in exported.model.graph.node}
+    for comparisons in (compare_exact_and_integer(flow.exact, flow.integer, x[1]),
+                        verify_onnxruntime(flow.integer, exported, x[1])):
+        assert [c for c in comparisons if c.mismatches] == [] and sum(c.elements for c in comparisons) > 10_000
+    fake_vs_exact = compare_fake_and_exact(flow.fake, flow.exact, x[1])
+    mismatches = sum(c.mismatches for c in fake_vs_exact)
+    assert mismatches == 0 if pow2 else mismatches <= 1e-3 * sum(c.elements for c in fake_vs_exact)
+
+
+def test_per_channel_zero_points_on_activations_are_refused_by_the_integer_path():
+    from quantlib.editors.fake2true.requantiser import make_requant
+    from quantlib.modules.qactivations import QIdentity
+    from quantlib.specs import QuantiserSpec
+
+    quantiser = QIdentity(QuantiserSpec.from_spec({"qrange": {"bitwidth": 4}, "granularity": (0,)}), "act")
+    quantiser.set_clip_bounds(torch.tensor([-1.0, -2.0]), torch.tensor([1.0, 1.0]))
+    with pytest.raises(UnsupportedOpError, match=r"Quantiser 'act' has one learned zero point per channel "
+                                                 r"\(\[-10.0, -7.0\]...\); an integer requantisation clips"):
+        make_requant(quantiser, torch.tensor(0.01))
 
 
 @pytest.mark.parametrize("method", ["brecq", "qdrop"])

@@ -6,8 +6,8 @@ import torch
 
 from quantlib import ptq
 from quantlib.backends.onnx import export_integer_onnx, verify_onnxruntime
-from quantlib.errors import UnsupportedOpError
 from quantlib.modules.qlinear import QConv2d
+from quantlib.modules.true_quant import Requant
 from quantlib.ptq.bias_correction import channel_mean, correct_bias, linear_op
 from quantlib.ptq.capture import capture
 from quantlib.quantised_layers import quantised_layers
@@ -72,9 +72,25 @@ def test_a_power_of_two_ptq_result_is_exact_through_the_integer_path(name, metho
         assert torch.equal(flow.fake(x).double(), flow.integer(x))
 
 
-def test_a_result_with_float_scales_is_refused_by_deploy_naming_the_quantisers():
-    batches = [torch.randn(16, 1, 8, 8)]
-    gm = ptq.quantize(build("digits_cnn", seed=0), batches, "rtn")
-    with pytest.raises(UnsupportedOpError, match=r"scales that are not powers of two \(features.0, features.2, .*"
-                                                  r"quantise with pow2=True"):
-        ptq.deploy(gm, batches[0][:1])
+@pytest.mark.parametrize(("name", "method", "bits"), [("digits_cnn", "rtn", 4), ("resnet8", "adaround", 8)])
+def test_a_float_scale_ptq_result_deploys_with_multipliers_and_onnxruntime_agrees(name, method, bits, tmp_path):
+    g = torch.Generator().manual_seed(3)
+    shape = ZOO[name].input_shape
+    batches = [torch.randn(32, *shape, generator=g)]
+    x = torch.randn(32, *shape, generator=g)
+    params = {"iters": 20} if method == "adaround" else {}
+    gm = ptq.quantize(build(name, seed=3), batches, method, w_bits=bits, a_bits=bits, **params)
+    flow = ptq.deploy(gm, x[:1])
+    requants = [m for m in flow.integer.modules() if isinstance(m, Requant)]
+    assert any(not bool((torch.frexp(m.mul)[0] == 0.5).all()) for m in requants)  # multipliers, not only shifts
+    exact_vs_integer = compare_exact_and_integer(flow.exact, flow.integer, x)
+    integer_vs_ort = verify_onnxruntime(flow.integer, export_integer_onnx(flow.integer, x, tmp_path / "n.onnx"), x)
+    for comparisons in (exact_vs_integer, integer_vs_ort):
+        assert [c for c in comparisons if c.mismatches] == [] and sum(c.elements for c in comparisons) > 10_000
+    with torch.no_grad():
+        assert torch.equal(flow.exact(x), flow.integer(x))
+        assert torch.equal(flow.fake(x).argmax(1), flow.integer(x).argmax(1))
+    fake_vs_exact = compare_fake_and_exact(flow.fake, flow.exact, x)
+    assert sum(c.mismatches for c in fake_vs_exact) <= 1e-3 * sum(c.elements for c in fake_vs_exact)
+
+

@@ -46,7 +46,7 @@ def verify_onnxruntime(integer: fx.GraphModule, exported: IntegerOnnx, x: torch.
     def compare_batch(part: torch.Tensor) -> list[LayerComparison]:
         expected = record(integer, part, layers)
         got = run_onnxruntime(exported.model, part.numpy().astype(np.float32), wanted)
-        comparisons = [compare(name, expected[name], torch.from_numpy(got[exported.node_tensors[name]]))
+        comparisons = [compare(name, expected[name], stored_values(exported, exported.node_tensors[name], got))
                        for name in layers]
         with torch.no_grad():
             outputs = integer(part)
@@ -56,6 +56,11 @@ def verify_onnxruntime(integer: fx.GraphModule, exported: IntegerOnnx, x: torch.
         return comparisons
 
     return compare_in_chunks(compare_batch, x)
+
+
+def stored_values(exported: IntegerOnnx, tensor: str, got: dict[str, np.ndarray]) -> torch.Tensor:
+    """The integers onnxruntime's ``tensor`` holds (less its zero point, if it is stored with one)."""
+    return torch.from_numpy(got[tensor]).double() - exported.zero_points.get(tensor, 0)
 
 
 def infer_types(model: onnx.ModelProto) -> dict[str, int]:

@@ -34,10 +34,10 @@ floors."""
 def make_requant(quantiser: QModule, in_scale: torch.Tensor | None) -> Requant:
     """The requantisation that reproduces ``quantiser`` on values of scale ``in_scale`` (None: real values)."""
     qrange = quantiser.spec.qrange
-    if quantiser.spec.qop not in FLOOR_QOPS + ROUND_QOPS or qrange.offset is None or qrange.step != 1:
+    if quantiser.spec.qop not in FLOOR_QOPS + ROUND_QOPS or qrange.step != 1:
         raise UnsupportedOpError(f"Quantiser '{quantiser.qualname}' (qop {quantiser.spec.qop!r}, range {qrange}) "
                                  f"cannot become an integer requantisation: use a qop of {FLOOR_QOPS + ROUND_QOPS} "
-                                 f"with a fixed offset.")
+                                 f"with levels one apart.")
     rounds = quantiser.spec.qop in ROUND_QOPS
     eps_out = quantiser.scale.detach().double()
     eps_out = eps_out.reshape(()) if eps_out.numel() == 1 else eps_out
@@ -46,12 +46,23 @@ def make_requant(quantiser: QModule, in_scale: torch.Tensor | None) -> Requant:
         return Requant(torch.ones(()), torch.tensor(0.5 if rounds else 0.0), 0, lo, hi, eps_out, eps_out)
     mul, shift = requant_mul_shift(in_scale / eps_out)
     half = 2.0 ** (shift - 1) if rounds and shift > 0 else 0.0  # shift 0: integers times mul, nothing to round
-    return Requant(mul, torch.tensor(half), shift, lo, hi, in_scale, eps_out)
+    return Requant(mul, torch.tensor(half), shift, lo, hi, in_scale, eps_out, reads_integers=True)
 
 
 def _integer_bounds(quantiser: QModule, eps_out: torch.Tensor) -> tuple[int, int]:
-    """The integer clip of the quantiser's output: its range, cut at 0 by a ReLU and at ceiling / eps by a ReLU6."""
-    lo, hi = quantiser.spec.qrange.min, quantiser.spec.qrange.max
+    """The integer clip of the quantiser's output: its range (from its learned zero point, if it has one), cut at 0
+    by a ReLU and at ceiling / eps by a ReLU6."""
+    qrange = quantiser.spec.qrange
+    if qrange.offset is None:
+        zeros = quantiser.zero.unique()
+        if zeros.numel() != 1:
+            raise UnsupportedOpError(f"Quantiser '{quantiser.qualname}' has one learned zero point per channel "
+                                     f"({zeros.tolist()[:4]}...); an integer requantisation clips every channel "
+                                     f"alike: quantise its activations per tensor.")
+        lo = int(zeros)
+        hi = lo + qrange.n_levels - 1
+    else:
+        lo, hi = qrange.min, qrange.max
     if isinstance(quantiser, QReLU):
         lo = max(lo, 0)
         if quantiser.ceiling is not None:

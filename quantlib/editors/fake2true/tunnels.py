@@ -5,7 +5,8 @@
 2. ``FixedPoint(TunnelSimplifier())``: tunnels in a row merge, tunnels move through ops that commute with scaling
    (max and average pools, flatten, integer adds and concatenations of equally scaled inputs), and tunnels of
    factor 1 vanish. Between two layers the ``eps`` of one meets the ``1 / eps`` of the next, so every tunnel inside the
-   network cancels.
+   network cancels: exactly with power-of-two scales, else to float64 rounding (``UNIT_TOLERANCE``), and the factor is
+   then 1 (the two scales are the same number; only its reciprocal was rounded).
 3. ``TunnelChecker``: checks that tunnels are left only at the network's boundary (after an input, before an output).
 """
 
@@ -16,7 +17,6 @@ import torch.fx as fx
 from torch import nn
 
 from quantlib.editors.base import Editor
-from quantlib.editors.fake2true.requant_parameters import is_power_of_two
 from quantlib.errors import EditorError
 from quantlib.graphs.naming import unique_submodule_name
 from quantlib.graphs.submodules import delete_unused_submodules
@@ -25,6 +25,10 @@ from quantlib.graphs.value_preserving import SELECTION_MODULES, is_reshape
 from quantlib.modules.add import Add
 from quantlib.modules.concat import Concat
 from quantlib.modules.true_quant import ScaleTunnel, TrueAvgPool2d, TrueQuantModule
+
+UNIT_TOLERANCE = 1e-12
+"""How far from 1 a product ``eps * (1 / eps)`` of a scale and its reciprocal may be and still cancel (a few ulps of
+float64 for scales that are not powers of two; two distinct float32 scales differ by more than 5e-8)."""
 
 SCALE_COMMUTING_MODULES = (*SELECTION_MODULES, TrueAvgPool2d, nn.ReLU)
 """Ops f with f(a * x) = a * f(x) for a positive per-channel or per-tensor factor a."""
@@ -64,12 +68,6 @@ def _tunnel_before(gm: fx.GraphModule, node: fx.Node, factor: torch.Tensor) -> N
 class TunnelInserter(Editor):
     """Scales leave every integer op for tunnels around it."""
 
-    def requires(self, gm: fx.GraphModule) -> None:
-        for name, m in gm.named_modules():
-            if isinstance(m, TrueQuantModule) and not all(is_power_of_two(s) for s in m.scales()):
-                raise EditorError(f"Module '{name}' has scales that are not powers of two, so integer arithmetic "
-                                  f"cannot reproduce it exactly: map the scales to powers of two first.")
-
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
         for node in list(gm.graph.nodes):
             m = gm.get_submodule(node.target) if node.op == "call_module" else None
@@ -100,7 +98,7 @@ class TunnelSimplifier(Editor):
     def _simplify(self, gm: fx.GraphModule, node: fx.Node) -> bool:
         tunnel = _tunnel_of(gm, node)
         if tunnel is not None:
-            if bool((tunnel.factor == 1).all()):
+            if bool(((tunnel.factor - 1).abs() <= UNIT_TOLERANCE).all()):
                 node.replace_all_uses_with(node.args[0])
                 gm.graph.erase_node(node)
                 return True
