@@ -63,7 +63,7 @@ class InOutScaled(TrueQuantModule):
 @leaf_module
 class Requant(InOutScaled):
     """``eps_out * clip(floor((x / eps_in * mul + add) / 2**shift), lo, hi)``: the one integer op that ends every
-    layer. ``mul`` and ``add`` are integers (per channel or per tensor), ``shift`` an integer in [0, 31].
+    layer. ``mul`` and ``add`` are integers (per channel or per tensor), ``shift`` an integer >= 0.
 
     ``reads_integers``: ``x`` is an integer times ``eps_in`` (an accumulator, a requantised tensor), so ``x / eps_in``
     is rounded to that integer, which float64 arithmetic on scales that are not powers of two leaves a few ulps off."""

@@ -106,3 +106,19 @@ def test_block_reconstruction_on_a_residual_net_learns_steps_only_on_fixed_offse
     add_inputs = [m for name, m in gm.named_modules() if name.endswith("add.input_quantisers.0")]
     assert add_inputs and all(q.spec.qrange.offset is None for q in add_inputs)
     assert torch.isfinite(gm(x[0])).all()
+
+
+def test_tied_scales_an_ulp_apart_deploy_as_one_scale():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 32, 32, generator=g)
+    gm = ptq.quantize(build("resnet8"), [x], "rtn", w_bits=4, a_bits=4, symmetric=False)
+    add = gm.get_submodule("layer1.0.add")
+    second = add.input_quantisers[1]
+    # a learned-offset grid holds its scale as (clip_hi - clip_lo) / (n - 1): float32 leaves tied scales ulps apart
+    second.set_scale(second.scale.detach() * (1 + 2 ** -22))
+    assert add.input_quantisers[0].scale.item() != second.scale.item()
+    flow = ptq.deploy(gm, x[:1])
+    assert [c.layer for c in compare_exact_and_integer(flow.exact, flow.integer, x) if c.mismatches] == []
+    second.set_scale(second.scale.detach() * 1.01)  # a scale that was never tied is still refused
+    with pytest.raises(Exception, match="Add 'layer1_0_add' is not harmonised"):
+        ptq.deploy(gm, x[:1])

@@ -10,6 +10,7 @@ import torch.fx as fx
 
 from quantlib.editors.base import ApplicationPoint, Applier, RewriteRule
 from quantlib.editors.fake2true.requantiser import integer_range
+from quantlib.editors.fake2true.scale_propagation import scales_tied
 from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import EditorError, UnsupportedOpError
 from quantlib.graphs.naming import unique_submodule_name
@@ -22,7 +23,7 @@ class AveragePoolSplitApplier(Applier):
         node = point["pool"]
         pool: AveragePool2d = gm.get_submodule(node.target)
         scale = node.args[0].meta["scale"]
-        if pool.scale.numel() == 0 or bool((pool.scale.double() != scale).any()):
+        if pool.scale.numel() == 0 or not scales_tied([scale, pool.scale.reshape(scale.shape)]):
             raise EditorError(f"Average pool '{node.name}' floors on scale {pool.scale.tolist()} but reads scale "
                               f"{scale.tolist()}: harmonise_scales() ties the two (calibrate does).")
         source = integer_range(node.args[0], dict(gm.named_modules()))

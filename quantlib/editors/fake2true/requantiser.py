@@ -11,6 +11,7 @@ from torch import nn
 
 from quantlib.editors.base import ApplicationPoint, Applier, Finder, RewriteRule
 from quantlib.editors.fake2true.requant_parameters import requant_mul_shift
+from quantlib.editors.fake2true.scale_propagation import scales_tied
 from quantlib.editors.patterns import ModuleCallFinder
 from quantlib.errors import EditorError, UnsupportedOpError
 from quantlib.graphs.naming import unique_submodule_name
@@ -94,7 +95,7 @@ class AddSplitApplier(Applier):
         node = point["add"]
         add: QHarmonisedAdd = gm.get_submodule(node.target)
         scales = torch.stack([q.scale.detach().double().reshape(()) for q in add.input_quantisers])
-        if bool((scales != scales[0]).any()):
+        if not scales_tied(list(scales)):
             raise EditorError(f"Add '{node.name}' is not harmonised (input scales {scales.tolist()}): call "
                               f"harmonise_scales() (calibrate does) before integerising.")
         parent, _, leaf = node.target.rpartition(".")

@@ -27,6 +27,17 @@ from quantlib.modules.true_quant import ScaleTunnel, TrueAvgPool2d, TrueQuantMod
 Scale = torch.Tensor | None
 ModuleRule = Callable[[fx.Node, nn.Module, list[Scale]], Scale]
 
+TIED_SCALE_TOLERANCE = 1e-6
+"""Relative difference up to which two tied scales are one: a grid with a learned zero point holds its scale as
+``(clip_hi - clip_lo) / (n - 1)``, which float32 leaves an ulp or two from the scale it was tied to."""
+
+
+def scales_tied(scales: list[torch.Tensor]) -> bool:
+    """Whether ``scales`` (same shapes) are one scale, to ``TIED_SCALE_TOLERANCE``."""
+    first = scales[0].double()
+    return all(s.shape == first.shape and bool(((s.double() - first).abs() <= TIED_SCALE_TOLERANCE * first).all())
+               for s in scales[1:])
+
 
 def _own_scale(node: fx.Node, m: nn.Module, inputs: list[Scale]) -> Scale:
     return m.get_output_scale(inputs).double()
@@ -56,7 +67,7 @@ def _flatten(node: fx.Node, m: nn.Module | None, inputs: list[Scale]) -> Scale:
 def _one_scale(node: fx.Node, m: nn.Module, inputs: list[Scale]) -> Scale:
     if all(s is None for s in inputs):
         return None
-    if any(s is None or s.shape != inputs[0].shape or not bool((s == inputs[0]).all()) for s in inputs):
+    if any(s is None for s in inputs) or not scales_tied(inputs):
         raise UnsupportedOpError(f"Node '{node.name}' ({type(m).__name__}) joins tensors of different scales "
                                  f"{[None if s is None else s.tolist() for s in inputs]}; calibrate ties the scales of "
                                  f"a concatenation's inputs (quantlib.scale_ties): quantise every input.")

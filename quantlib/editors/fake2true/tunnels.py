@@ -17,6 +17,7 @@ import torch.fx as fx
 from torch import nn
 
 from quantlib.editors.base import Editor
+from quantlib.editors.fake2true.scale_propagation import scales_tied
 from quantlib.errors import EditorError
 from quantlib.graphs.naming import unique_submodule_name
 from quantlib.graphs.submodules import delete_unused_submodules
@@ -133,7 +134,7 @@ class TunnelSimplifier(Editor):
         factors = [_tunnel_of(gm, a).factor for a in inputs]
         per_tensor = all(f.numel() == 1 for f in factors)
         m = gm.get_submodule(node.target) if node.op == "call_module" else None
-        equal = all(f.shape == factors[0].shape and bool((f == factors[0]).all()) for f in factors)
+        equal = scales_tied(factors)
         commutes = (isinstance(m, SCALE_COMMUTING_MODULES) and len(inputs) == 1
                     or isinstance(m, Add) and equal
                     or isinstance(m, Concat) and equal and per_tensor
