@@ -9,7 +9,9 @@ activation (and of the unit's input) replaced by its float value with probabilit
 its input in the quantised model with the earlier units done, recorded once per unit; its float input and the target,
 its float output, are the float model's, recorded for every unit in one pass before the first is reconstructed (a
 DianaModule's graph keeps no float weights, so float mode later would run the rounded weights of units already done).
-With ``pow2`` the learned steps are mapped back to powers of two at the end."""
+With ``pow2`` the learned steps are mapped back to powers of two at the end. The output error is the squared error
+summed over channels (``loss='mse'``, the reference's default) or weighted by the diagonal Fisher information of the
+unit's output (``loss='fisher_diag'``, the paper's eq. 10: ``quantlib.ptq.fisher``)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from quantlib.modules.qmodule import QModule
 from quantlib.ptq.adam import Adam
 from quantlib.ptq.adaround import AdaRoundParams, SoftRounding, beta_at, rectified_sigmoid, rounding_regulariser
 from quantlib.ptq.capture import float_mode
+from quantlib.ptq.fisher import fisher_weights
 from quantlib.ptq.method import PTQMethod
 from quantlib.ptq.options import PTQOptions
 from quantlib.ptq.rtn import RANGES
@@ -38,11 +41,14 @@ from quantlib.specs import QHParamsInitStrategy
 from quantlib.verification import record
 
 
+LOSSES = ("mse", "fisher_diag")
+
+
 @dataclass(frozen=True)
 class BrecqParams:
     """AdaRound's parameters (``iters``, ``weight``, ``beta_*``, ``warmup``, ``lr``: see ``AdaRoundParams``) for the
     rounding; ``act_iters`` / ``act_lr``: the LSQ step-size phase (the reference: 20000 steps at 4e-5; 1000 at 4e-4
-    here, Adam on each quantiser's upper clip, ``n_levels - 1`` steps)."""
+    here, Adam on each quantiser's upper clip, ``n_levels - 1`` steps); ``loss``: 'mse' or 'fisher_diag'."""
 
     iters: int = 1000
     act_iters: int = 1000
@@ -54,12 +60,15 @@ class BrecqParams:
     act_lr: float = 4e-4
     batch_size: int = 32
     ranges: str = "mse"
+    loss: str = "mse"
     seed: int = 0
     progress: bool = False
 
     def check(self) -> str | None:
         if self.ranges not in RANGES:
             return f"ranges={self.ranges!r} is not one of {RANGES}."
+        if self.loss not in LOSSES:
+            return f"loss={self.loss!r} is not one of {LOSSES}."
         if min(self.iters, self.act_iters, self.batch_size) < 1:
             return "iters, act_iters and batch_size must be >= 1."
         if not 0.0 <= self.warmup < 1.0 or self.beta_start < self.beta_end or self.beta_end <= 0:
@@ -126,8 +135,10 @@ def reconstruct(gm: fx.GraphModule, unit: Unit, batches: list, floats: dict[str,
     """Learn the rounding of ``unit``'s layers and the steps of its activation quantisers that are in ``scope``
     (see the module doc), in place; ``floats``: the float model's values (``float_values``)."""
     quantised = [record(gm, *model_inputs(gm, b), [unit.source.name]) for b in batches]
+    weights = fisher_weights(gm, unit, batches, params.batch_size, activations=joint) \
+        if params.loss == "fisher_diag" else None
     data = UnitData(torch.cat([r[unit.source.name] for r in quantised]), floats[unit.source.name],
-                    floats[unit.sink.name])
+                    floats[unit.sink.name], weights)
     names = scope.layer_names()
     layers = [gm.get_submodule(name) for name in unit.layers if name in names]
     in_scope = set(scope.activations)  # floor (power-of-two) quantisers keep their steps
@@ -143,11 +154,13 @@ def reconstruct(gm: fx.GraphModule, unit: Unit, batches: list, floats: dict[str,
 
 @dataclass(frozen=True)
 class UnitData:
-    """A unit's recorded input in the quantised and in the float model, and its float output."""
+    """A unit's recorded input in the quantised and in the float model, its float output, and the Fisher weights of
+    its output elements (None: plain squared error)."""
 
     x_q: torch.Tensor
     x_fp: torch.Tensor
     target: torch.Tensor
+    weights: torch.Tensor | None = None
 
 
 def _learn(unit: Unit, layers: list[QConv2d | QLinear], steps: list[QModule], data: UnitData, params: BrecqParams,
@@ -183,7 +196,8 @@ def _learn(unit: Unit, layers: list[QConv2d | QLinear], steps: list[QModule], da
             x = data.x_q[index]
             if drop > 0:
                 x = torch.where(torch.rand(x.shape, generator=generator) < drop, data.x_fp[index], x)
-            loss = (unit.graph(x) - data.target[index]).pow(2).sum(1).mean()
+            weights = None if data.weights is None else data.weights[index]
+            loss = reconstruction_error(unit.graph(x), data.target[index], weights)
             beta = beta_at(step, schedule) if soft else None
             if beta is not None:
                 loss = loss + params.weight * sum(rounding_regulariser(rectified_sigmoid(w.v), beta) for w in soft)
@@ -204,6 +218,13 @@ def _learn(unit: Unit, layers: list[QConv2d | QLinear], steps: list[QModule], da
             with torch.no_grad():
                 layer.weight.copy_(weights.hard())
             layer.is_quantised = True
+
+
+def reconstruction_error(output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The squared error, each element weighted by ``weights ** 2`` if given, summed over channels and averaged over
+    the rest (samples, positions), as the reference's ``lp_loss`` and its 'fisher_diag' loss."""
+    error = output - target if weights is None else (output - target) * weights
+    return error.pow(2).sum(1).mean()
 
 
 def _dropper(probability: float, generator: torch.Generator) -> Callable:

@@ -1,6 +1,6 @@
 """BRECQ and QDrop: residual blocks are reconstruction units, QDrop's drop mask has the configured rate, every unit is
 reconstructed towards the float model's values, and block reconstruction lowers the unit's output error below
-round-to-nearest's."""
+round-to-nearest's; the Fisher weights are the KL gradient at the unit's output."""
 
 import pytest
 import torch
@@ -8,6 +8,7 @@ import torch
 import quantlib.ptq.prepare as prepare_module
 from quantlib import ptq
 from quantlib.modules.qactivations import QIdentity
+from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.ptq import brecq
 from quantlib.ptq.brecq import _dropper
 from quantlib.ptq.capture import float_mode
@@ -89,3 +90,50 @@ def test_block_reconstruction_lowers_the_blocks_error_below_round_to_nearest(met
     rtn = ptq.quantize(model, batches, "rtn", ranges="mse", **options)
     learned = ptq.quantize(model, batches, method, iters=200, act_iters=50, batch_size=8, **options)
     assert _unit_error(learned, "layer1.0", batches) < 0.8 * _unit_error(rtn, "layer1.0", batches)
+
+
+def test_fisher_weights_of_the_last_unit_are_the_kl_gradient_of_the_logits_plus_one():
+    import torch.nn.functional as F
+
+    from quantlib.ptq.fisher import fisher_weights
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 1, 8, 8, generator=g)
+    gm = ptq.quantize(build("digits_cnn"), [x], "rtn", w_bits=2, a_bits=4)
+    last = reconstruction_units(gm)[-1]
+    assert last.layers == ("classifier",) and last.sink.name == "classifier"
+    weights = fisher_weights(gm, last, [x], batch_size=8, activations=False)
+    layers = [m for m in gm.modules() if isinstance(m, (QConv2d, QLinear))]
+    with torch.no_grad():
+        with float_mode(gm):
+            p = F.softmax(gm(x), dim=1)
+        with float_mode(gm, keep=layers):  # weights quantised, activations float
+            q = F.softmax(gm(x), dim=1)
+    # d KL(p || softmax(z)) / dz = (softmax(z) - p) / B, B the mini-batch: 8 then 4 samples
+    expected = torch.cat([(q[:8] - p[:8]).abs() / 8, (q[8:] - p[8:]).abs() / 4]) + 1.0
+    assert weights.shape == (12, 10)
+    torch.testing.assert_close(weights, expected, rtol=0, atol=1e-6)
+    assert float((weights - 1).max()) > 1e-3  # the quantised logits differ: the gradient is not zero
+
+
+def test_the_reconstruction_error_weights_each_squared_element_by_the_fisher_weight_squared():
+    from quantlib.ptq.brecq import reconstruction_error
+
+    output = torch.tensor([[[1.0, 2.0], [0.0, 1.0]], [[3.0, 0.0], [1.0, 1.0]]])  # [N=2, C=2, L=2]
+    target = torch.zeros_like(output)
+    weights = torch.tensor([[[1.0, 2.0], [1.0, 1.0]], [[0.5, 1.0], [1.0, 3.0]]])
+    # per (sample, position): sum over channels of (error * weight)^2, then the mean over the 4 of them
+    assert reconstruction_error(output, target, None).item() == (1 + 0 + 4 + 1 + 9 + 1 + 0 + 1) / 4
+    assert reconstruction_error(output, target, weights).item() == (1 + 0 + 16 + 1 + 2.25 + 1 + 0 + 9) / 4
+
+
+def test_brecq_with_the_fisher_loss_ends_on_the_weight_grid_and_refuses_unknown_losses():
+    g = torch.Generator().manual_seed(0)
+    x = [torch.randn(16, 1, 8, 8, generator=g)]
+    gm = ptq.quantize(build("digits_cnn"), x, "brecq", w_bits=3, a_bits=4, loss="fisher_diag", iters=10,
+                      act_iters=5)
+    for layer in (m for m in gm.modules() if isinstance(m, (QConv2d, QLinear))):
+        levels = layer.weight.detach() / layer.scale.detach().reshape(-1, *[1] * (layer.weight.dim() - 1))
+        assert torch.allclose(levels, levels.round(), atol=1e-4)
+    with pytest.raises(ValueError, match="loss='fisher' is not one of \\('mse', 'fisher_diag'\\)"):
+        ptq.get_method("qdrop", loss="fisher")
