@@ -1,12 +1,13 @@
 """Post-training quantisation methods on the bundled digits: accuracy and time per method and bit-width.
 
-    python bench/ptq_methods.py [--seeds 0 1 2] [--methods rtn bias_correction adaround] [--threads 2]
+    python bench/ptq_methods.py [--seeds 0 1 2] [--methods rtn bias_correction adaround] [--iters N] [--threads 2]
 
 Per seed, a float digits CNN is trained (20 epochs, as bench/accuracy_digits.py) and quantised by each method at
 W8A8, W4A8, W4A4, W3A3 and W2A4 (first and last layer at 8 bits, per-channel weights, float scales), calibrated on
 512 training images; test accuracy (%) on the 359 test images. One JSON line per (method, bits, seed) with the
 seconds the method took (warm: imports and first calls are paid by a warm-up run first), then one per (method, bits)
-with the means over seeds and the share of the RTN-to-float gap the method recovers.
+with the means over seeds and the share of the RTN-to-float gap the method recovers. ``--iters`` sets the iterations
+of the methods that have them (AdaRound, BRECQ, QDrop; default: each method's own, 1000).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=ptq.available_methods(), choices=ptq.available_methods())
+    parser.add_argument("--iters", type=int, help="iterations of the methods that take them (default: their own)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -45,7 +47,9 @@ def main() -> None:
         for method in args.methods:
             for w_bits, a_bits in BITS:
                 start = time.perf_counter()
-                quantised = ptq.quantize(model, calibration, method, w_bits=w_bits, a_bits=a_bits)
+                params = {"iters": args.iters} if args.iters and "iters" in ptq.get_method(method).params.__dict__ \
+                    else {}
+                quantised = ptq.quantize(model, calibration, method, w_bits=w_bits, a_bits=a_bits, **params)
                 seconds = time.perf_counter() - start
                 row = {"method": method, "bits": f"W{w_bits}A{a_bits}", "seed": seed, "float": round(floats[-1], 2),
                        "accuracy": round(accuracy(quantised, test), 2), "seconds": round(seconds, 2)}
