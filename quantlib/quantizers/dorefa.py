@@ -37,6 +37,18 @@ class _DorefaWeights(torch.autograd.Function):
         return grad * (1 - t * t) / m, None
 
 
+class _SignTimesMean(torch.autograd.Function):
+    """``sign(w) * mean|w|`` (sign(0) = +1); the gradient passes straight through."""
+
+    @staticmethod
+    def forward(ctx: Any, w: torch.Tensor) -> torch.Tensor:
+        return torch.where(w >= 0, 1.0, -1.0).to(w.dtype) * w.abs().mean()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
 class _DorefaActivations(torch.autograd.Function):
     """``quantize_k(clamp(x, 0, 1))``; STE passes the gradient where ``0 <= x <= 1``."""
 
@@ -53,7 +65,8 @@ class _DorefaActivations(torch.autograd.Function):
 
 
 def dorefa_weights(w: torch.Tensor, k: int) -> torch.Tensor:
-    """DoReFa weights ``2 * quantize_k(tanh(w) / (2 * max|tanh(w)|) + 0.5) - 1`` in [-1, 1]; ``k = 32`` returns ``w``.
+    """DoReFa weights ``2 * quantize_k(tanh(w) / (2 * max|tanh(w)|) + 0.5) - 1`` in [-1, 1]; for ``k = 1`` the
+    paper's ``sign(w) * mean|w|`` (gradient straight through); ``k = 32`` returns ``w``.
 
     ``quantize_k(r) = round((2**k - 1) * r) / (2**k - 1)``. The backward pass is the derivative of the expression
     with round replaced by identity, and max|tanh(w)| treated as a constant (detached).
@@ -61,6 +74,8 @@ def dorefa_weights(w: torch.Tensor, k: int) -> torch.Tensor:
     _check_bits(k)
     if k == FULL_PRECISION_BITS:
         return w
+    if k == 1:
+        return _SignTimesMean.apply(w)
     return _DorefaWeights.apply(w, k)
 
 

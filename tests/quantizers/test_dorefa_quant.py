@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from quantlib.quantizers import dorefa_activations, dorefa_weights
 
 BITS = [1, 2, 4, 8]
+TANH_BITS = [2, 4, 8]  # k = 1 is the paper's sign(w) * mean|w|
 
 
 def np_dorefa_weights(w: np.ndarray, k: int) -> np.ndarray:
@@ -21,7 +22,7 @@ def np_dorefa_weights(w: np.ndarray, k: int) -> np.ndarray:
     return 2 * (np.round(n * u) / n) - 1
 
 
-@pytest.mark.parametrize("k", BITS)
+@pytest.mark.parametrize("k", TANH_BITS)
 @pytest.mark.parametrize("shape", [(7,), (4, 3, 3, 3)])
 def test_weights_forward(k: int, shape: tuple[int, ...]) -> None:
     """The forward matches the float64 numpy reference, and the largest |w| maps to +-1 exactly."""
@@ -31,7 +32,15 @@ def test_weights_forward(k: int, shape: tuple[int, ...]) -> None:
     assert np.abs(y).max() == 1.0
 
 
-@pytest.mark.parametrize("k", BITS)
+def test_one_bit_weights_are_the_sign_times_the_mean_magnitude_with_a_straight_through_gradient() -> None:
+    w = torch.tensor([0.5, -1.5, 0.0, 2.0], requires_grad=True)
+    y = dorefa_weights(w, 1)
+    assert y.tolist() == [1.0, -1.0, 1.0, 1.0]  # mean |w| = 1
+    y.backward(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert w.grad.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("k", TANH_BITS)
 def test_weights_backward_is_autograd_with_identity_round(k: int) -> None:
     """The backward equals autograd of the same expression with round replaced by identity and max|tanh| detached."""
     rng = np.random.default_rng(20 + k)
@@ -96,6 +105,10 @@ def test_outputs_on_grid(values: list[float], k: int) -> None:
     levels = a.numpy().astype(np.float64) * n
     np.testing.assert_allclose(levels, np.round(levels), atol=1e-5)
     assert levels.min() >= 0 and levels.max() <= n
+    if k == 1:
+        binary = dorefa_weights(x, 1).numpy()
+        np.testing.assert_allclose(np.abs(binary), np.abs(x.numpy()).mean(), rtol=1e-6)
+        return
     w = dorefa_weights(x, k).numpy().astype(np.float64)
     assert np.abs(w).max() <= 1.0
     w_levels = (w + 1) / 2 * n
