@@ -34,8 +34,8 @@ from quantlib.ptq.logit_correction import ClusterAffineCorrection
 from quantlib.ptq.logits_analysis import results_folder, save_logits
 from quantlib.ptq.registry import METHODS, method_help
 from quantlib.ptq.sensitivity import sensitivity
-from quantlib.verification import compare_fake_and_exact
 from quantlib.training import train_epochs
+from quantlib.verification import compare_fake_and_exact
 from quantlib.zoo import ZOO
 from quantlib.zoo.torchvision_weights import FACTORIES as TORCHVISION_FACTORIES
 from quantlib.zoo.torchvision_weights import load_torchvision_state_dict

@@ -40,7 +40,6 @@ from quantlib.scales import clip_scales_pow2
 from quantlib.specs import QHParamsInitStrategy
 from quantlib.verification import record
 
-
 LOSSES = ("mse", "fisher_diag")
 
 

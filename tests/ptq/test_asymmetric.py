@@ -1,5 +1,6 @@
 """Asymmetric ranges (``symmetric=False``): weights and signed activations on grids with a learned zero point, ReLU
-outputs from zero; the methods whose clip search is defined for symmetric ranges refuse them; the integer path takes them."""
+outputs from zero; the methods whose clip search is defined for symmetric ranges refuse them; the integer path takes
+them."""
 
 from __future__ import annotations
 

@@ -335,7 +335,8 @@ def integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, name: str = "q
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     layer_tensors = {n.name: t for n, t in tensors.items() if n.op == "call_module"}
-    return IntegerOnnx(model, layer_tensors, {t: b.zero_points[t] for t in layer_tensors.values() if t in b.zero_points})
+    zero_points = {t: b.zero_points[t] for t in layer_tensors.values() if t in b.zero_points}
+    return IntegerOnnx(model, layer_tensors, zero_points)
 
 
 def export_integer_onnx(gm: fx.GraphModule, example_input: torch.Tensor, path: str | os.PathLike,

@@ -8,7 +8,7 @@ from torch import nn
 
 from quantlib.backends.onnx import export_integer_onnx, verify_onnxruntime
 from quantlib.data import digits_loaders
-from quantlib.errors import EditorError, UnsupportedOpError
+from quantlib.errors import UnsupportedOpError
 from quantlib.modules.true_quant import Requant, ScaleTunnel, TrueAvgPool2d
 from quantlib.training import train_epochs
 from quantlib.true_quantisation import pow2_integer_flow
@@ -188,7 +188,8 @@ def test_failed_export_leaves_existing_file_untouched(tmp_path):
     x = torch.randn(4, 1, 8, 8)
     wide = QuantisationSpec.from_spec({"weights": {"qrange": {"bitwidth": 12, "signed": True}}})
     flow = pow2_integer_flow(build("digits_cnn"), x, [x], wide)
-    with pytest.raises(ExportError, match=r"Layer 'features_0' has weights in \[-\d+, \d+\] in output channel \d+, more than 256 levels"):
+    with pytest.raises(ExportError, match=r"Layer 'features_0' has weights in \[-\d+, \d+\] in output channel \d+, "
+                                          r"more than 256 levels"):
         export_integer_onnx(flow.integer, x, target)
     assert target.read_bytes() == b"previous export"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
