@@ -9,6 +9,7 @@ import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +20,12 @@ from quantlib.data.sources import data_source
 EXIT_OK, EXIT_USAGE, EXIT_HARDWARE, EXIT_MISMATCH = 0, 2, 3, 4
 CALIBRATION_BATCHES = 8
 VERIFY_INPUTS = 16
+
+
+def option(group: argparse._ActionsContainer, name: str, **kwargs: Any) -> None:
+    """Add ``--name`` with the design note's underscore spelling as an alias."""
+    spellings = [f"--{name}"] + ([f"--{name.replace('-', '_')}"] if "-" in name else [])
+    group.add_argument(*spellings, **kwargs)
 
 
 class UsageError(Exception):

@@ -1,5 +1,5 @@
 """``quantlib``: one command, a subcommand per job. ``quantlib export`` is ``quantlib-export``; ``quantlib ptq``
-quantises a trained model post-training and compares methods. Each subcommand's module is imported only when asked
+quantises a trained model post-training and compares methods; ``quantlib train`` trains a switchable-precision model. Each subcommand's module is imported only when asked
 for."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = {"export": "quantlib.cli.export", "ptq": "quantlib.cli.ptq"}
+SUBCOMMANDS = {"export": "quantlib.cli.export", "ptq": "quantlib.cli.ptq", "train": "quantlib.cli.train"}
 """Subcommand -> the module whose ``main(argv) -> exit code`` runs it."""
 
 USAGE = f"""usage: quantlib {{{','.join(SUBCOMMANDS)}}} [options]
 
   quantlib export CHECKPOINT --target diana|onnx   a checkpoint in, a target's deliverable out (= quantlib-export)
   quantlib ptq [--method M ...] [--n-bits-w W ...]  post-training quantisation: methods and bit-widths compared
+  quantlib train --yaml-path CFG                    joint mixed-precision training: one model, many bit-widths
 
 quantlib SUBCOMMAND --help lists a subcommand's options."""
 

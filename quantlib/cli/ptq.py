@@ -25,7 +25,15 @@ from quantlib.atomic_files import write_atomically
 from quantlib.backends.onnx.integer_export import export_integer_onnx
 from quantlib.backends.onnx.verify import verify_onnxruntime
 from quantlib.checkpoint import CheckpointError, build_architecture, checkpoint_from, float_model, is_checkpoint
-from quantlib.cli.inputs import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, VERIFY_INPUTS, UsageError, load_checkpoint_file
+from quantlib.cli.inputs import (
+    EXIT_MISMATCH,
+    EXIT_OK,
+    EXIT_USAGE,
+    VERIFY_INPUTS,
+    UsageError,
+    load_checkpoint_file,
+    option,
+)
 from quantlib.data.sources import DataSource, data_source
 from quantlib.errors import QuantlibError
 from quantlib.layer_overrides import LayerOverride, key_text, resolve_overrides
@@ -59,63 +67,57 @@ EPILOG = """examples:
 exit codes: 0 ok; 2 usage error or unreadable input; 4 (--export-onnx) onnxruntime differs from the integer model."""
 
 
-def _option(group: argparse._ActionsContainer, name: str, **kwargs: Any) -> None:
-    """Add ``--name`` with the design note's underscore spelling as an alias."""
-    spellings = [f"--{name}"] + ([f"--{name.replace('-', '_')}"] if "-" in name else [])
-    group.add_argument(*spellings, **kwargs)
-
-
 def parser() -> argparse.ArgumentParser:
     """The options of ``quantlib ptq``."""
     p = argparse.ArgumentParser(prog="quantlib ptq", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    _option(p, "method", nargs="+", default=["adaround"], choices=list(METHODS), metavar="METHOD",
+    option(p, "method", nargs="+", default=["adaround"], choices=list(METHODS), metavar="METHOD",
             help=f"PTQ method(s): {', '.join(METHODS)} (default: adaround); --quant_method too")
     p.add_argument("--quant-method", "--quant_method", dest="method", nargs="+", choices=list(METHODS),
                    help=argparse.SUPPRESS)
-    _option(p, "param", action="append", default=[], metavar="NAME=VALUE",
+    option(p, "param", action="append", default=[], metavar="NAME=VALUE",
             help="a method parameter, for every chosen method that has it (repeatable); see --list-methods")
-    _option(p, "list-methods", action="store_true", help="list the methods with their parameters and exit")
-    _option(p, "arch", default="digits_cnn",
+    option(p, "list-methods", action="store_true", help="list the methods with their parameters and exit")
+    option(p, "arch", default="digits_cnn",
             help=f"zoo model ({', '.join(dict.fromkeys([*ZOO, *TORCHVISION_FACTORIES]))}) or module:callable "
                  f"(default: digits_cnn)")
-    _option(p, "checkpoint", type=Path, help="a float quantlib checkpoint, or a state dict of --arch (torchvision "
+    option(p, "checkpoint", type=Path, help="a float quantlib checkpoint, or a state dict of --arch (torchvision "
                                              "files fit resnet18, resnet50 and mobilenet_v2 key for key; "
                                              "{'state_dict': ...} and 'module.' prefixes are unwrapped); without it, "
                                              "--dataset digits trains the digits CNN first")
-    _option(p, "n-bits-w", type=int, nargs="+", default=[4], help="weight bits, 2..8 (default: 4)")
-    _option(p, "n-bits-a", type=int, nargs="+", default=[4], help="activation bits, 2..8 (default: 4)")
-    _option(p, "channel-wise", action=argparse.BooleanOptionalAction, default=True,
+    option(p, "n-bits-w", type=int, nargs="+", default=[4], help="weight bits, 2..8 (default: 4)")
+    option(p, "n-bits-a", type=int, nargs="+", default=[4], help="activation bits, 2..8 (default: 4)")
+    option(p, "channel-wise", action=argparse.BooleanOptionalAction, default=True,
             help="one weight scale per output channel (default: on)")
-    _option(p, "disable-8bit-head-stem", action="store_true",
+    option(p, "disable-8bit-head-stem", action="store_true",
             help="quantise the first and the last layer at the chosen bits too (default: they stay at 8 bits)")
-    _option(p, "pow2", action="store_true", help="power-of-two scales and floor rounding (DIANA's numbers)")
-    _option(p, "asymmetric", action="store_true", help="weights and signed activations with a learned zero point "
+    option(p, "pow2", action="store_true", help="power-of-two scales and floor rounding (DIANA's numbers)")
+    option(p, "asymmetric", action="store_true", help="weights and signed activations with a learned zero point "
                                                        "(default: symmetric about zero)")
-    _option(p, "override", action="append", default=[], metavar="LAYER:SETTINGS",
+    option(p, "override", action="append", default=[], metavar="LAYER:SETTINGS",
             help="per-layer settings (repeatable): LAYER is a module name, an fnmatch pattern, Conv2d or Linear; "
                  "SETTINGS are comma-separated w_bits=N, a_bits=N, per_channel=true|false, method=NAME or float, "
                  "e.g. --override 'fc:w_bits=8,a_bits=8' --override 'layer1.*:method=rtn'")
-    _option(p, "alpha-list", type=float, nargs="+", help="cluster affine correction: blends to try (in [0, 1])")
-    _option(p, "num-clusters-list", type=int, nargs="+", help="cluster affine correction: cluster counts (default 64)")
-    _option(p, "pca-dim-list", type=int, nargs="+", help="cluster affine correction: PCA dimensions (default 50)")
-    _option(p, "export-onnx", action="store_true",
+    option(p, "alpha-list", type=float, nargs="+", help="cluster affine correction: blends to try (in [0, 1])")
+    option(p, "num-clusters-list", type=int, nargs="+", help="cluster affine correction: cluster counts (default 64)")
+    option(p, "pca-dim-list", type=int, nargs="+", help="cluster affine correction: PCA dimensions (default 50)")
+    option(p, "export-onnx", action="store_true",
             help="each configuration through the integer path (shifts with --pow2, else 24-bit multipliers), written "
                  "as <method>_w<W>a<A>.onnx in --out and checked in onnxruntime against the integer model (its top-1 "
                  "is the deployed model's)")
-    _option(p, "sensitivity", action="store_true",
+    option(p, "sensitivity", action="store_true",
             help="per layer, the accuracy with only that layer quantised (each method and bit-width), sorted")
-    _option(p, "seed", type=int, default=0, help="random seed of data order, methods and correction (default: 0)")
-    _option(p, "batch-size", type=int, default=64, help="batch size (default: 64)")
-    _option(p, "calib-samples", type=int, default=1024, help="calibration samples from the training set "
+    option(p, "seed", type=int, default=0, help="random seed of data order, methods and correction (default: 0)")
+    option(p, "batch-size", type=int, default=64, help="batch size (default: 64)")
+    option(p, "calib-samples", type=int, default=1024, help="calibration samples from the training set "
                                                                 "(default: 1024)")
-    _option(p, "max-eval-batches", type=int, help="evaluate on the first N test batches only (default: all)")
-    _option(p, "dataset", choices=DATASETS, help="digits (bundled, the default), or cifar10 / cifar100 / imagenet "
+    option(p, "max-eval-batches", type=int, help="evaluate on the first N test batches only (default: all)")
+    option(p, "dataset", choices=DATASETS, help="digits (bundled, the default), or cifar10 / cifar100 / imagenet "
                                                  "read from --data-path")
-    _option(p, "data-path", type=Path, help="the data folder (cifar-10-batches-py, cifar-100-python, or an image "
+    option(p, "data-path", type=Path, help="the data folder (cifar-10-batches-py, cifar-100-python, or an image "
                                             "folder with train/ and val/); without --dataset it is an image folder")
-    _option(p, "out", type=Path, default=Path("ptq_results"), help="output folder (default: ptq_results)")
-    _option(p, "quiet", action="store_true", help="no progress bars")
+    option(p, "out", type=Path, default=Path("ptq_results"), help="output folder (default: ptq_results)")
+    option(p, "quiet", action="store_true", help="no progress bars")
     return p
 
 

@@ -63,7 +63,7 @@ def sat_rescale(w_q: torch.Tensor, fan_out: int) -> torch.Tensor:
     return w_q * (1.0 / math.sqrt(fan_out) / w_q.detach().std().clamp_min(1e-12))
 
 
-class _SwitchableWeights(Switchable):
+class SwitchableWeights(Switchable):
     """The weight quantisation of the switchable linear ops."""
 
     weight: nn.Parameter
@@ -78,17 +78,17 @@ class _SwitchableWeights(Switchable):
         return w_q
 
 
-class SwitchableConv1d(_SwitchableWeights, nn.Conv1d):
+class SwitchableConv1d(SwitchableWeights, nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.quantised_weight(), self.bias)
 
 
-class SwitchableConv2d(_SwitchableWeights, nn.Conv2d):
+class SwitchableConv2d(SwitchableWeights, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.quantised_weight(), self.bias)
 
 
-class SwitchableLinear(_SwitchableWeights, nn.Linear):
+class SwitchableLinear(SwitchableWeights, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.quantised_weight(), self.bias)
 
@@ -97,7 +97,7 @@ SWITCHABLE_OF = {nn.Conv1d: SwitchableConv1d, nn.Conv2d: SwitchableConv2d, nn.Li
 
 
 def switchable_linear_op(layer: nn.Conv1d | nn.Conv2d | nn.Linear, options: Sequence[int],
-                         sat_weight_normalization: bool = False) -> _SwitchableWeights:
+                         sat_weight_normalization: bool = False) -> SwitchableWeights:
     """The switchable twin of ``layer`` with its weights and bias (copies), at its highest option."""
     cls = SWITCHABLE_OF[type(layer)]
     twin = cls.__new__(cls)

@@ -134,7 +134,7 @@ def _layer_weights(m: TrueConv2d | TrueLinear, node: fx.Node) -> np.ndarray:
     """The integer weights of ``m``, checked to hold at most 256 levels per output channel (int8, or a zero point)."""
     w = m.weight.detach().numpy()
     per_channel = w.reshape(w.shape[0], -1)
-    span = per_channel.max(axis=1) - per_channel.min(axis=1)
+    span = (per_channel.max(axis=1) - per_channel.min(axis=1)) // level_step(w.astype(np.int64))
     if span.max() > 255:
         c = int(span.argmax())
         raise ExportError(f"Layer '{node.name}' has weights in [{per_channel[c].min():.0f}, "
@@ -170,15 +170,26 @@ def integer_weights(b: OnnxGraphBuilder, weight: np.ndarray, name: str, x_type: 
     return w, b.const(f"{name}.w_zero_point", 128, UINT8)
 
 
+def level_step(weight: np.ndarray) -> int:
+    """The largest step every output channel's integer weights are apart by from the channel's smallest (2 for
+    DoReFa's odd levels; 1 in general)."""
+    lows = weight.reshape(weight.shape[0], -1).min(axis=1, keepdims=True)
+    return max(1, int(np.gcd.reduce((weight.reshape(weight.shape[0], -1) - lows).ravel())))
+
+
 def with_channel_offsets(b: OnnxGraphBuilder, x: str, weight: np.ndarray, name: str, out_axis: int,
                          accumulate: Callable[[str, np.ndarray, str], str]) -> str:
     """``accumulate(x, weight, name)`` for weights beyond int8 whose output channels (along ``out_axis``) each hold at
-    most 256 levels (a learned zero point): ``accumulate(x, weight - low)`` on uint8 weights plus ``low`` times
-    ``accumulate(x, ones)``, the sum of the inputs each output reads; ``low`` the channel's smallest weight."""
+    most 256 levels ``step`` apart (a learned zero point; DoReFa's odd levels): ``step * accumulate(x, (weight -
+    low) / step)`` on uint8 weights plus ``low`` times ``accumulate(x, ones)``, the sum of the inputs each output
+    reads; ``low`` the channel's smallest weight."""
     if weight.min() >= -128 and weight.max() <= 127:
         return accumulate(x, weight, name)
     low = weight.min(axis=tuple(d for d in range(weight.ndim) if d != out_axis), keepdims=True)
-    shifted = accumulate(x, weight - low, f"{name}.shifted")
+    step = level_step(np.moveaxis(weight, out_axis, 0))
+    shifted = accumulate(x, (weight - low) // step, f"{name}.shifted")
+    if step > 1:
+        shifted = b.op("Mul", [shifted, b.const(f"{name}.step", step, INT32)], f"{name}.stepped", INT32)
     sums = accumulate(x, np.ones_like(weight), f"{name}.input_sums")
     low = low.reshape(-1, *([1] * (weight.ndim - 2))) if out_axis == 0 else low.reshape(-1)
     offset = b.op("Mul", [sums, b.const(f"{name}.low", low.astype(np.int32), INT32)], f"{name}.offset", INT32)
