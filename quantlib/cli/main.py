@@ -1,6 +1,6 @@
 """``quantlib``: one command, a subcommand per job. ``quantlib export`` is ``quantlib-export``; ``quantlib ptq``
-quantises a trained model post-training and compares methods; ``quantlib train`` trains a switchable-precision model. Each subcommand's module is imported only when asked
-for."""
+quantises a trained model post-training and compares methods; ``quantlib train`` trains a switchable-precision
+model. Each subcommand's module is imported only when asked for."""
 
 from __future__ import annotations
 
