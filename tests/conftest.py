@@ -1,5 +1,5 @@
-"""Shared test set-up: two threads, reproducible property tests, and a tiny CIFAR-10 in the standard
-cifar-10-batches-py format."""
+"""Shared test set-up: two threads, reproducible property tests, a tiny CIFAR-10 in the standard
+cifar-10-batches-py format, and a writer of fake PAMAP2 Protocol files."""
 
 import pickle
 from pathlib import Path
@@ -31,3 +31,23 @@ def write_fake_cifar10(folder: Path, per_batch: int = 20, seed: int = 0) -> Path
 @pytest.fixture
 def fake_cifar10(tmp_path) -> Path:
     return write_fake_cifar10(tmp_path / "cifar-10-batches-py")
+
+
+def _write_fake_pamap2_subject(path, activities: list[int], rows_each: int, seed: int, offset: float = 0.0) -> np.ndarray:
+    """A Protocol file: runs of ``rows_each`` rows per activity, NaN heart rate but every 10th row, channel values
+    ``offset + channel index + noise``; returns the table written."""
+    rng = np.random.default_rng(seed)
+    rows = rows_each * len(activities)
+    table = offset + np.arange(54, dtype=np.float64)[None, :] + rng.standard_normal((rows, 54))
+    table[:, 0] = np.arange(rows) / 100.0
+    table[:, 1] = np.repeat(activities, rows_each)
+    table[np.arange(rows) % 10 != 0, 2] = np.nan  # the heart rate at a tenth of the rate
+    table[5, 10] = np.nan  # a missing IMU value
+    np.savetxt(path, table, fmt="%.6f")
+    return table
+
+
+@pytest.fixture
+def write_fake_pamap2_subject():
+    """``write(path, activities, rows_each, seed, offset=0.0) -> table``: a fake PAMAP2 Protocol file."""
+    return _write_fake_pamap2_subject

@@ -33,7 +33,7 @@ from quantlib.mixed_precision.config import ConfigError, MixedPrecisionConfig, l
 from quantlib.mixed_precision.export import deploy_configuration
 from quantlib.training import evaluate, fit
 from quantlib.verification import compare_exact_and_integer, compare_fake_and_exact
-from quantlib.zoo import ZOO
+from quantlib.zoo import ARCHITECTURES
 
 EPILOG = """examples:
   quantlib train --yaml-path examples/mixed_precision/digits.yaml
@@ -123,12 +123,16 @@ def _training_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _model(args: argparse.Namespace, config: MixedPrecisionConfig) -> nn.Module:
     name = args.model_variant or args.model or config.model
-    if name in ZOO:
-        return ZOO[name].factory(**config.model_kwargs)
     if ":" in name:
         return build_architecture(name, config.model_kwargs)
-    raise UsageError(f"Model '{name}' is neither a zoo model ({sorted(ZOO)}) nor 'module:callable'; for "
-                     f"--model resnet give --model-variant (resnet8, resnet18, ...).")
+    if name not in ARCHITECTURES:
+        raise UsageError(f"Model '{name}' is neither a zoo model ({sorted(ARCHITECTURES)}) nor 'module:callable'; "
+                         f"for --model resnet give --model-variant (resnet8, resnet18, resnet1d18, ...).")
+    try:
+        return ARCHITECTURES[name](**config.model_kwargs)
+    except TypeError as error:
+        raise UsageError(f"{config.path}: model.kwargs {config.model_kwargs} do not fit model '{name}': "
+                         f"{error}.") from error
 
 
 def _data_spec(args: argparse.Namespace, config: MixedPrecisionConfig) -> str:

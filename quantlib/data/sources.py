@@ -1,6 +1,7 @@
 """Data given on a command line: ``digits`` (bundled), ``cifar10:PATH`` (a cifar-10-batches-py folder),
 ``cifar100:PATH`` (a cifar-100-python folder), ``imagenet:PATH`` (an image folder: train/ and val/ of one sub-folder
-per class, or class sub-folders directly) or ``random:N`` (N Gaussian batches of a given shape: calibration when
+per class, or class sub-folders directly), ``pamap2:PATH`` (PAMAP2's folder: 512-sample windows of 40 channels,
+subject 105 left out), ``npz:PATH`` (arrays x, y) or ``random:N`` (N Gaussian batches of a given shape: calibration when
 nothing better exists, no accuracy)."""
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from quantlib.data.cifar100 import load_cifar100
 from quantlib.data.cifar_files import cifar_loaders
 from quantlib.data.digits import digits_loaders
 from quantlib.data.image_folder import image_folder_loaders
+from quantlib.data.npz import npz_loaders
+from quantlib.data.pamap2 import ACTIVITIES, pamap2_loaders
 
 DIGITS_SHAPE = (1, 8, 8)
 CIFAR10_SHAPE = (3, 32, 32)
@@ -77,6 +80,11 @@ def data_source(spec: str, input_shape: tuple[int, ...] | None = None, batch_siz
     if kind == "imagenet" and arg:
         train, test = image_folder_loaders(arg, batch_size, crop=IMAGENET_SHAPE[-1])
         return DataSource(spec, train, test, IMAGENET_SHAPE, len(test.dataset.classes))
+    if kind in ("pamap2", "npz") and arg:
+        train, test = pamap2_loaders(arg, batch_size) if kind == "pamap2" else npz_loaders(arg, batch_size)
+        shape = tuple(train.dataset.tensors[0].shape[1:])
+        classes = len(ACTIVITIES) if kind == "pamap2" else int(train.dataset.tensors[1].max()) + 1
+        return DataSource(spec, train, test, shape, classes)
     if kind == "random" and arg.isdecimal() and int(arg) > 0:
         if input_shape is None:
             raise ValueError(f"Data '{spec}' needs an input shape (--input-shape C,H,W, C,L or F).")
@@ -85,4 +93,5 @@ def data_source(spec: str, input_shape: tuple[int, ...] | None = None, batch_siz
         return DataSource(spec, batches, None, tuple(input_shape), 0)
     raise ValueError(f"Data '{spec}' is not one of 'digits', 'cifar10:PATH' (a cifar-10-batches-py folder), "
                      f"'cifar100:PATH' (a cifar-100-python folder), 'imagenet:PATH' (an image folder: train/ and "
-                     f"val/, or one sub-folder of images per class) or 'random:N' (N random batches).")
+                     f"val/, or one sub-folder of images per class), 'pamap2:PATH' (the PAMAP2 folder), 'npz:PATH' (arrays "
+                     f"x, y) or 'random:N' (N random batches).")

@@ -18,7 +18,7 @@ quantization:
   joint_quantization: {joint_quantization_batch_size: 2}
   random_bitwidths: {num_bitwidths: 3}
 model: {name: digits_cnn}                   # a zoo name, or module:callable (with kwargs: {...})
-data: {dataset: digits, batch_size: 64}     # digits | cifar10 | cifar100 | imagenet (with path: ...)
+data: {dataset: digits, batch_size: 64}     # digits | cifar10 | cifar100 | imagenet | pamap2 | npz (path: ...)
 training: {epochs: 10, lr: 0.003}           # quantlib.training.TrainConfig's fields
 ```
 """
@@ -41,7 +41,7 @@ from quantlib.training import TrainConfig
 
 QUANTISATION_KEYS = ("enable", "Conv", "joint_quantization", "random_bitwidths")
 """The keys of ``quantization`` that are not method blocks."""
-DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
+DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "pamap2", "npz")
 
 
 class ConfigError(ValueError):

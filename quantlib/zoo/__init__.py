@@ -3,7 +3,9 @@
 ``resnet18``, ``resnet50`` and ``mobilenet_v2`` have torchvision's layout: ``load_torchvision_state_dict`` loads
 torchvision-format weights into them key for key (``mobilenetv2`` is a smaller CIFAR-style net).
 
-``ZOO`` maps a name to its factory and the input shape (batch excluded) it is exercised with.
+``ZOO`` maps a name to its factory and the input shape (batch excluded) it is exercised with (every one has an
+integer form). ``ARCHITECTURES`` names every factory, those too that train but do not integerise (the 1-D ResNets,
+whose Conv1d has no integer form here); ``quantlib train`` builds from it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from quantlib.zoo.ds_cnn import ds_cnn
 from quantlib.zoo.functional_net import functional_net
 from quantlib.zoo.mobilenet_diana import mobilenet_diana
 from quantlib.zoo.mobilenetv2 import mobilenet_v2, mobilenetv2
+from quantlib.zoo.resnet1d import resnet1d10, resnet1d18
 from quantlib.zoo.resnet8_mlperf import resnet8_mlperf
 from quantlib.zoo.resnet_cifar import resnet8, resnet20, resnet110
-from quantlib.zoo.resnet_imagenet import resnet18, resnet50
+from quantlib.zoo.resnet_imagenet import resnet18, resnet34, resnet50
 from quantlib.zoo.torchvision_weights import load_torchvision_state_dict
 from quantlib.zoo.vgg import vgg11
 
@@ -65,12 +68,20 @@ def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    **{name: entry.factory for name, entry in ZOO.items()},
+    "resnet34": resnet34, "resnet1d10": resnet1d10, "resnet1d18": resnet1d18, "mobilenet_v2": mobilenet_v2,
+}
+"""Every model factory of the zoo by name (keyword arguments such as ``num_classes`` go to the factory)."""
+
+
 def build(name: str, seed: int = 0) -> nn.Module:
     """Zoo model ``name`` in eval mode, with weights from ``seed`` and randomised BatchNorms."""
     torch.manual_seed(seed)
     return randomise_batchnorm(ZOO[name].factory(), seed).eval()
 
 
-__all__ = ["ZOO", "ZooEntry", "build", "control_flow_net", "digits_cnn", "ds_cnn", "functional_net",
+__all__ = ["ARCHITECTURES", "ZOO", "ZooEntry", "build", "control_flow_net", "digits_cnn", "ds_cnn", "functional_net",
            "load_torchvision_state_dict", "mobilenet_diana", "mobilenet_v2", "mobilenetv2", "randomise_batchnorm",
-           "resnet8", "resnet8_mlperf", "resnet18", "resnet20", "resnet50", "resnet110", "vgg11"]
+           "resnet1d10", "resnet1d18", "resnet8", "resnet8_mlperf", "resnet18", "resnet20", "resnet34", "resnet50",
+           "resnet110", "vgg11"]

@@ -90,6 +90,11 @@ def resnet18(num_classes: int = 1000) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes)
 
 
+def resnet34(num_classes: int = 1000) -> ResNet:
+    """torchvision's ``resnet34``: BasicBlocks [3, 4, 6, 3]."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes)
+
+
 def resnet50(num_classes: int = 1000) -> ResNet:
     """torchvision's ``resnet50`` (v1.5, the stride on the 3x3 convolution): Bottlenecks [3, 4, 6, 3]."""
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes)

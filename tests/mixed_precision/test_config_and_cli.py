@@ -151,3 +151,20 @@ def test_quantlib_train_refuses_bad_options_before_training(tmp_path, capsys):
     assert quantlib_main.main(["train", "--yaml-path", str(EXAMPLE), "--model", "resnet", "--out", str(out)]) == 2
     assert "Model 'resnet' is neither a zoo model" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_quantlib_train_on_pamap2_with_a_1d_resnet(tmp_path, write_fake_pamap2_subject):
+    data = tmp_path / "PAMAP2_Dataset" / "Protocol"
+    data.mkdir(parents=True)
+    for i, subject in enumerate((101, 102, 105)):
+        write_fake_pamap2_subject(data / f"subject{subject}.dat", [1, 4], 700, seed=i)
+    path = write(tmp_path, lambda d: (d["training"].update(epochs=1, device="cpu"),
+                                      d["model"].update(name="resnet1d10"),
+                                      d["data"].update(dataset="pamap2", path=str(data.parent), batch_size=4)))
+    out = tmp_path / "out"
+    assert quantlib_main.main(["train", "--yaml-path", str(path), "--out", str(out)]) == 0
+    results = json.loads((out / "train_results.json").read_text())
+    assert sorted(results["uniform"]) == ["2", "4", "8"]
+    assert all(0 <= v["accuracy"] <= 100 for v in results["uniform"].values())
+    configuration = results["random_bitwidths"]["configurations"][0]["configuration"]
+    assert "conv1" in configuration and "layers.0.0.conv1" in configuration and "fc" in configuration
