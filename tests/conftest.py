@@ -33,7 +33,8 @@ def fake_cifar10(tmp_path) -> Path:
     return write_fake_cifar10(tmp_path / "cifar-10-batches-py")
 
 
-def _write_fake_pamap2_subject(path, activities: list[int], rows_each: int, seed: int, offset: float = 0.0) -> np.ndarray:
+def _write_fake_pamap2_subject(path, activities: list[int], rows_each: int, seed: int,
+                               offset: float = 0.0) -> np.ndarray:
     """A Protocol file: runs of ``rows_each`` rows per activity, NaN heart rate but every 10th row, channel values
     ``offset + channel index + noise``; returns the table written."""
     rng = np.random.default_rng(seed)

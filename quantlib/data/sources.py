@@ -93,5 +93,5 @@ def data_source(spec: str, input_shape: tuple[int, ...] | None = None, batch_siz
         return DataSource(spec, batches, None, tuple(input_shape), 0)
     raise ValueError(f"Data '{spec}' is not one of 'digits', 'cifar10:PATH' (a cifar-10-batches-py folder), "
                      f"'cifar100:PATH' (a cifar-100-python folder), 'imagenet:PATH' (an image folder: train/ and "
-                     f"val/, or one sub-folder of images per class), 'pamap2:PATH' (the PAMAP2 folder), 'npz:PATH' (arrays "
-                     f"x, y) or 'random:N' (N random batches).")
+                     f"val/, or one sub-folder of images per class), 'pamap2:PATH' (the PAMAP2 folder), "
+                     f"'npz:PATH' (arrays x, y) or 'random:N' (N random batches).")
