@@ -85,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
                           method.sat_weight_normalization, method.batchnorm)
     export = _export_config(args.export_config, model)  # refused before training, not after
     seed = config.training.seed or 0
-    loss = _loss(config, torch.Generator().manual_seed(seed))
+    trained, loss = _training(model, config, torch.Generator().manual_seed(seed))
     source = data_source(_data_spec(args, config), batch_size=config.batch_size)
-    result = fit(model, source.train, config.training, loss=loss)
+    result = fit(trained, source.train, config.training, loss=loss)
     if not is_main_process():
         return EXIT_OK
     model.cpu().eval()
@@ -143,13 +143,15 @@ def _data_spec(args: argparse.Namespace, config: MixedPrecisionConfig) -> str:
     return f"{config.dataset}:{args.data_path}"
 
 
-def _loss(config: MixedPrecisionConfig, generator: torch.Generator):
+def _training(model: nn.Module, config: MixedPrecisionConfig, generator: torch.Generator):
+    """The module to train and its loss, as the configuration's training method says."""
     method = config.method
     if method.training_method == "joint_quantization":
-        return mp.JointQuantisation(method.bitwidth_options, config.joint_quantization_batch_size, generator)
+        return mp.joint_quantization(model, method.bitwidth_options, config.joint_quantization_batch_size, generator)
     if method.training_method == "recursive_distillation":
-        return mp.RecursiveDistillation(method.bitwidth_options, config.joint_quantization_batch_size, generator)
-    return mp.SinglePrecision(method.bitwidth_options[0])
+        return mp.recursive_distillation(model, method.bitwidth_options, config.joint_quantization_batch_size,
+                                         generator)
+    return mp.single_precision(model, method.bitwidth_options[0])
 
 
 def _export_config(text: str | None, model: nn.Module) -> dict[str, int] | None:

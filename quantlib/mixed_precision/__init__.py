@@ -12,9 +12,10 @@ from quantlib.mixed_precision.configurations import (
 from quantlib.mixed_precision.conversion import BATCHNORM_MODES, switchable
 from quantlib.mixed_precision.training_methods import (
     TRAINING_METHODS,
-    JointQuantisation,
-    RecursiveDistillation,
-    SinglePrecision,
+    MultiPass,
+    joint_quantization,
+    recursive_distillation,
+    single_precision,
 )
 from quantlib.mixed_precision.validation import (
     VALIDATION_FUNCTIONS,
@@ -24,7 +25,7 @@ from quantlib.mixed_precision.validation import (
     uniform_table,
 )
 
-__all__ = ["BATCHNORM_MODES", "TRAINING_METHODS", "VALIDATION_FUNCTIONS", "JointQuantisation", "RecursiveDistillation",
-           "SinglePrecision", "apply_bitwidth_config", "bitwidth_config", "random_bitwidths", "recalibrate_batchnorm",
-           "set_bitwidth", "set_random_bitwidths", "set_uniform_bitwidth", "simple_validation", "switchable",
-           "switchable_layers", "uniform_table"]
+__all__ = ["BATCHNORM_MODES", "TRAINING_METHODS", "VALIDATION_FUNCTIONS", "MultiPass", "apply_bitwidth_config",
+           "bitwidth_config", "joint_quantization", "random_bitwidths", "recalibrate_batchnorm",
+           "recursive_distillation", "set_bitwidth", "set_random_bitwidths", "set_uniform_bitwidth",
+           "simple_validation", "single_precision", "switchable", "switchable_layers", "uniform_table"]

@@ -1,77 +1,89 @@
-"""The training methods of a switchable model, as losses for the shared training loop (``quantlib.training.fit``
-takes ``loss(model, inputs, targets) -> (loss, logits)`` and makes one backward pass and one optimiser step per
-batch):
+"""The training methods of a switchable model, for the shared training loop: each gives the module to train and its
+loss (``quantlib.training.fit(module, loader, config, loss=loss)``, which makes one backward pass and one optimiser
+step per batch).
 
-- ``JointQuantisation``: ``passes`` forward passes per batch, each with an independent random configuration (every
+- ``joint_quantization``: ``passes`` forward passes per batch, each with an independent random configuration (every
   layer its own bit-width), their cross-entropies averaged.
-- ``SinglePrecision``: every layer at one bit-width (``vanilla_single_precision_training``).
-- ``RecursiveDistillation``: the highest configuration learns from the labels, and ``passes`` random ones from its
+- ``single_precision`` (``vanilla_single_precision_training``): every layer at one bit-width, plain cross-entropy.
+- ``recursive_distillation``: the highest configuration learns from the labels and ``passes`` random ones from its
   softmax (Any-Precision DNNs), all averaged.
+
+The passes run inside one ``MultiPass.forward``, so that under torchrun DistributedDataParallel sees one forward and
+one backward per step (it cannot take several forwards before a backward).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantlib.distributed import unwrap
 from quantlib.mixed_precision.configurations import set_random_bitwidths, set_uniform_bitwidth
+from quantlib.training import Loss, cross_entropy_loss
 
 TRAINING_METHODS = ("joint_quantization", "vanilla_single_precision_training", "recursive_distillation")
 
 
-class JointQuantisation:
-    """The average cross-entropy of ``passes`` random configurations; the logits returned are the last pass's.
-    ``generator`` draws the configurations (seed it alike on every rank, so that all ranks train the same ones)."""
+class MultiPass(nn.Module):
+    """In training, ``passes`` forward passes of ``model``, ``configure(model, i)`` before pass i, their logits
+    stacked [passes, N, classes]; in evaluation, ``model`` as it is configured."""
 
-    def __init__(self, options: Sequence[int], passes: int, generator: torch.Generator | None = None) -> None:
+    def __init__(self, model: nn.Module, configure: Callable[[nn.Module, int], None], passes: int) -> None:
+        super().__init__()
         if passes < 1:
             raise ValueError(f"joint_quantization_batch_size={passes} must be >= 1.")
-        self.options, self.passes, self.generator = tuple(options), passes, generator
+        self.model, self.configure, self.passes = model, configure, passes
 
-    def __call__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        total, logits = 0.0, None
-        for _ in range(self.passes):
-            set_random_bitwidths(unwrap(model), self.options, self.generator)
-            logits = model(inputs)
-            total = total + F.cross_entropy(logits, targets)
-        return total / self.passes, logits
-
-
-class SinglePrecision:
-    """Cross-entropy with every layer at ``bits``."""
-
-    def __init__(self, bits: int) -> None:
-        self.bits = bits
-
-    def __call__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        set_uniform_bitwidth(unwrap(model), self.bits)
-        logits = model(inputs)
-        return F.cross_entropy(logits, targets), logits
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return self.model(x)
+        outputs = []
+        for i in range(self.passes):
+            self.configure(self.model, i)
+            outputs.append(self.model(x))
+        return torch.stack(outputs)
 
 
-class RecursiveDistillation:
-    """``(CE(top, labels) + sum_i KL(softmax(top) || softmax(config_i))) / (1 + passes)``: the highest bit-width
-    configuration ``top`` learns from the labels, each of ``passes`` random configurations from ``top``'s softmax
-    (detached); the logits returned are ``top``'s."""
+def _average_cross_entropy(module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = module(inputs)
+    losses = [F.cross_entropy(pass_logits, targets) for pass_logits in logits]
+    return sum(losses) / len(losses), logits[-1]
 
-    def __init__(self, options: Sequence[int], passes: int, generator: torch.Generator | None = None) -> None:
-        if passes < 1:
-            raise ValueError(f"joint_quantization_batch_size={passes} must be >= 1.")
-        self.options, self.passes, self.generator = tuple(options), passes, generator
 
-    def __call__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        set_uniform_bitwidth(unwrap(model), max(self.options))
-        top = model(inputs)
-        teacher = F.softmax(top.detach(), dim=1)
-        total = F.cross_entropy(top, targets)
-        for _ in range(self.passes):
-            set_random_bitwidths(unwrap(model), self.options, self.generator)
-            total = total + F.kl_div(F.log_softmax(model(inputs), dim=1), teacher, reduction="batchmean")
-        return total / (1 + self.passes), top
+def _distillation(module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    top, *lower = module(inputs)
+    teacher = F.softmax(top.detach(), dim=1)
+    total = F.cross_entropy(top, targets)
+    for logits in lower:
+        total = total + F.kl_div(F.log_softmax(logits, dim=1), teacher, reduction="batchmean")
+    return total / (1 + len(lower)), top
+
+
+def joint_quantization(model: nn.Module, options: Sequence[int], passes: int,
+                       generator: torch.Generator | None = None) -> tuple[nn.Module, Loss]:
+    """(module, loss): the average cross-entropy of ``passes`` random configurations per batch; the logits logged
+    are the last pass's. Seed ``generator`` alike on every rank, so that the ranks train the same configurations."""
+    module = MultiPass(model, lambda m, _: set_random_bitwidths(m, options, generator), passes)
+    return module, _average_cross_entropy
+
+
+def single_precision(model: nn.Module, bits: int) -> tuple[nn.Module, Loss]:
+    """(model at ``bits`` everywhere, cross-entropy)."""
+    set_uniform_bitwidth(model, bits)
+    return model, cross_entropy_loss
+
+
+def recursive_distillation(model: nn.Module, options: Sequence[int], passes: int,
+                           generator: torch.Generator | None = None) -> tuple[nn.Module, Loss]:
+    """(module, loss): ``(CE(top, labels) + sum_i KL(softmax(top) || softmax(config_i))) / (1 + passes)``, ``top``
+    every layer at its highest option, each ``config_i`` random; the logits logged are ``top``'s."""
+    def configure(m: nn.Module, i: int) -> None:
+        if i == 0:
+            set_uniform_bitwidth(m, max(options))
+        else:
+            set_random_bitwidths(m, options, generator)
+    return MultiPass(model, configure, passes + 1), _distillation

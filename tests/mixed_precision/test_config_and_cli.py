@@ -87,10 +87,10 @@ def test_mixed_dorefa_weights_and_pact_activations_train_and_export_exactly(tmp_
     g = torch.Generator().manual_seed(0)
     x = torch.randn(32, 1, 8, 8, generator=g)
     optimiser = torch.optim.Adam(model.parameters(), 1e-2)
-    loss_fn = mp.JointQuantisation([2, 4], 2, g)
+    module, loss_fn = mp.joint_quantization(model, [2, 4], 2, g)
     for _ in range(3):
         optimiser.zero_grad()
-        loss, _ = loss_fn(model.train(), x, torch.randint(0, 10, (32,), generator=g))
+        loss, _ = loss_fn(module.train(), x, torch.randint(0, 10, (32,), generator=g))
         loss.backward()
         optimiser.step()
     assert model.features[2].clips["2"].item() != 0.5 and model.features[2].clips["4"].item() != 0.5  # learned

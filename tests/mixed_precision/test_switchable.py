@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from quantlib import mixed_precision as mp
 from quantlib.mixed_precision.layers import SwitchableActivation, SwitchableBatchNorm, SwitchableConv2d, sat_rescale
@@ -83,12 +84,16 @@ def test_the_joint_step_averages_its_passes_losses_and_steps_once():
 
     quantised = {1: torch.where(w0 >= 0, 1.0, -1.0) * w0.abs().mean(), 32: w0}  # sign * mean|w| at 1 bit
     expected = sum(gradient(quantised[k]) for k in bits) / 2  # straight through: the gradient at the quantised W
-    calls = []
+    calls, steps = [], []
     model.register_forward_hook(lambda *_: calls.append(1))
-    loss = mp.JointQuantisation([1, 32], passes=2, generator=torch.Generator().manual_seed(seed))
-    fit(model, [(x, y)], TrainConfig(epochs=1, lr=1.0, optimiser="sgd", scheduler="none", device="cpu", seed=None,
-                                     progress=False), loss=loss)
-    assert len(calls) == 2
+    module, loss = mp.joint_quantization(model, [1, 32], passes=2, generator=torch.Generator().manual_seed(seed))
+    handle = register_optimizer_step_post_hook(lambda *_: steps.append(1))
+    try:
+        fit(module, [(x, y)], TrainConfig(epochs=1, lr=1.0, optimiser="sgd", scheduler="none", device="cpu",
+                                          seed=None, progress=False), loss=loss)
+    finally:
+        handle.remove()
+    assert len(calls) == 2 and len(steps) == 1
     torch.testing.assert_close(layer.weight.detach(), w0 - expected, rtol=0, atol=1e-6)  # one SGD step, lr 1
 
 

@@ -142,6 +142,21 @@ def test_train_py_under_torchrun_prints_and_writes_on_rank_0_only(tmp_path):
     assert all(torch.equal(saved["model"][k], v) for k, v in written.state_dict.items())
 
 
+
+@pytest.mark.slow  # torchrun's start and two workers' imports
+def test_joint_mixed_precision_trains_under_torchrun_one_forward_and_backward_per_step(tmp_path):
+    config = (EXAMPLES.parent / "mixed_precision" / "digits.yaml").read_text()
+    (tmp_path / "cfg.yaml").write_text(config.replace("epochs: 20", "epochs: 2").replace("device: auto", "device: cpu"))
+    stdout = torchrun("-m", "quantlib.cli.main", "train", "--yaml-path", tmp_path / "cfg.yaml", "--out",
+                      tmp_path / "out", "--checkpoint-dir", tmp_path / "checkpoints", cwd=tmp_path)
+    assert stdout.count("uniform bit-width | accuracy (%) | loss") == 1  # rank 0 alone validates and writes
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.pt", "train_accuracy.png",
+                                                                     "train_results.json"]
+    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert (saved["world_size"], saved["epoch"]) == (2, 2)
+    model = torch.load(tmp_path / "out" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(saved["model"][f"model.{k}"], v) for k, v in model.items())  # MultiPass wraps it
+
 RECIPE_SCRIPT = '''
 import os
 import sys
