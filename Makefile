@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) bench/qat_overhead.py
 	$(PY) bench/ptq_methods.py
 	$(PY) bench/diana_ptq.py
+	$(PY) bench/joint_precision.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -30,7 +30,7 @@ from quantlib.data.sources import data_source
 from quantlib.distributed import is_main_process
 from quantlib.errors import QuantlibError
 from quantlib.mixed_precision.config import ConfigError, MixedPrecisionConfig, load_config
-from quantlib.mixed_precision.export import deploy_configuration
+from quantlib.mixed_precision.export import check_exportable, deploy_configuration
 from quantlib.training import evaluate, fit
 from quantlib.verification import compare_exact_and_integer, compare_fake_and_exact
 from quantlib.zoo import ARCHITECTURES
@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     seed = config.training.seed or 0
     trained, loss = _training(model, config, torch.Generator().manual_seed(seed))
     source = data_source(_data_spec(args, config), batch_size=config.batch_size)
+    if export is not None:
+        check_exportable(float_model, next(iter(source.train))[0][:1])
     result = fit(trained, source.train, config.training, loss=loss)
     if not is_main_process():
         return EXIT_OK

@@ -19,10 +19,12 @@ from torch import nn
 
 from quantlib import ptq
 from quantlib.calibration import calibrate
+from quantlib.editors.canonicalise import canonicalise
 from quantlib.fake_quantisation import quantize
 from quantlib.mixed_precision.configurations import switchable_layers
 from quantlib.mixed_precision.layers import FULL_PRECISION, SwitchableActivation, SwitchableBatchNorm, SwitchableWeights
 from quantlib.modules.qlinear import QConv2d, QLinear
+from quantlib.preflight import GENERIC, preflight, raise_refusals
 from quantlib.quantised_layers import respec_bits
 from quantlib.quantizers import dorefa_weights
 from quantlib.scale_ties import harmonise_scales
@@ -53,6 +55,11 @@ def fake_quantised(model: nn.Module, example_input: torch.Tensor, calibration: I
         quantiser.set_scale(grid.reshape(shape).to(quantiser.scale.dtype))
         quantiser.is_quantised = True
     return harmonise_scales(gm)
+
+
+def check_exportable(float_model: nn.Module, example_input: torch.Tensor) -> None:
+    """UnsupportedOpError listing every construct of ``float_model`` that has no integer form (before training)."""
+    raise_refusals(GENERIC.target, preflight(canonicalise(float_model, example_input), GENERIC))
 
 
 def deploy_configuration(model: nn.Module, example_input: torch.Tensor, calibration: Iterable) -> IntegerFlow:

@@ -168,3 +168,19 @@ def test_quantlib_train_on_pamap2_with_a_1d_resnet(tmp_path, write_fake_pamap2_s
     assert all(0 <= v["accuracy"] <= 100 for v in results["uniform"].values())
     configuration = results["random_bitwidths"]["configurations"][0]["configuration"]
     assert "conv1" in configuration and "layers.0.0.conv1" in configuration and "fc" in configuration
+
+
+def test_an_export_of_a_model_without_an_integer_form_is_refused_before_training(tmp_path, capsys,
+                                                                                write_fake_pamap2_subject):
+    data = tmp_path / "Protocol"
+    data.mkdir()
+    for i, subject in enumerate((101, 105)):
+        write_fake_pamap2_subject(data / f"subject{subject}.dat", [1], 600, seed=i)
+    path = write(tmp_path, lambda d: (d["model"].update(name="resnet1d10"),
+                                      d["data"].update(dataset="pamap2", path=str(tmp_path))))
+    out = tmp_path / "out"
+    assert quantlib_main.main(["train", "--yaml-path", str(path), "--out", str(out), "--export-config",
+                               "uniform:4", "--checkpoint-dir", str(tmp_path / "ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert "conv1 (nn.Conv1d) at " in err and "integer path has no 1-D, 3-D or transposed convolution" in err
+    assert not out.exists() and not (tmp_path / "ckpt").exists()  # nothing trained, nothing written
