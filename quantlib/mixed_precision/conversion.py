@@ -8,8 +8,10 @@ bit-width, and whose BatchNorms follow them (``batchnorm``):
 - ``"recalibrate"``: one BatchNorm, re-estimated on training batches for each configuration before it is
   evaluated (``recalibrate_batchnorm``): the most faithful statistics, at N forward passes per configuration.
 
-The model's forward is kept as written: activations must be ``nn.ReLU`` modules (a functional ``F.relu`` is refused,
-naming its source line, since it could not switch).
+The model's forward is kept as written. A ReLU applied as a function (``F.relu``, ``torch.relu``, ``x.relu()``)
+cannot switch, so a model that has one is returned as its traced GraphModule with each such call turned into an
+``nn.ReLU`` module named after its node (``relu_1``, ...), which then switches like the others; a model that torch.fx
+cannot trace keeps its class, and its functional ReLUs stay float (use ``nn.ReLU`` modules there).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantlib.errors import TraceError
-from quantlib.graphs.tracing import source_line, trace
+from quantlib.graphs.tracing import trace
 from quantlib.mixed_precision.layers import (
     ACTIVATION_QUANTISERS,
     SWITCHABLE_OF,
@@ -55,8 +57,7 @@ def switchable(model: nn.Module, bitwidth_options: Sequence[int], weight_quantiz
                          f"{list(ACTIVATION_QUANTISERS)}.")
     if batchnorm not in BATCHNORM_MODES:
         raise ValueError(f"switchable(): batchnorm {batchnorm!r} is not one of {list(BATCHNORM_MODES)}.")
-    model = copy.deepcopy(model)
-    graph = _traced(model, batchnorm)
+    model, graph = _traced(copy.deepcopy(model), batchnorm)
     modules = dict(model.named_modules())
     own = dict(layer_options or {})
     convertible = {name for name, m in modules.items() if type(m) in SWITCHABLE_OF or type(m) is nn.ReLU}
@@ -79,22 +80,29 @@ def switchable(model: nn.Module, bitwidth_options: Sequence[int], weight_quantiz
     return model
 
 
-def _traced(model: nn.Module, batchnorm: str) -> fx.Graph | None:
-    """The model's graph (functional ReLUs refused); None if it does not trace and the BatchNorm mode needs none."""
+def _traced(model: nn.Module, batchnorm: str) -> tuple[nn.Module, fx.Graph | None]:
+    """The model (its GraphModule with functional ReLUs made modules, if it has any) and its graph; no graph if it
+    does not trace and the BatchNorm mode needs none."""
     try:
-        graph = trace(model).graph
+        gm = trace(model)
     except TraceError as error:
         if batchnorm == "switchable":
             raise ValueError(f"switchable(): batchnorm='switchable' needs the model's graph to find the layer each "
                              f"BatchNorm reads ({error}); or use batchnorm='shared' or 'recalibrate'.") from error
-        return None
-    functional = [n for n in graph.nodes if (n.op == "call_function" and n.target in FUNCTIONAL_RELUS)
+        return model, None
+    functional = [n for n in gm.graph.nodes if (n.op == "call_function" and n.target in FUNCTIONAL_RELUS)
                   or (n.op == "call_method" and n.target in ("relu", "relu_"))]
-    if functional:
-        where = "; ".join(f"'{n.name}' at {source_line(n) or '<no source line>'}" for n in functional)
-        raise ValueError(f"switchable(): the model applies ReLU as a function ({where}); a function cannot switch "
-                         f"bit-width: use an nn.ReLU module there.")
-    return graph
+    if not functional:
+        return model, gm.graph
+    for node in functional:
+        gm.add_submodule(node.name, nn.ReLU())
+        with gm.graph.inserting_before(node):
+            module_call = gm.graph.call_module(node.name, (node.args[0],))
+        module_call.meta = dict(node.meta)
+        node.replace_all_uses_with(module_call)
+        gm.graph.erase_node(node)
+    gm.recompile()
+    return gm, gm.graph
 
 
 def _batchnorm_sources(graph: fx.Graph, modules: Mapping[str, nn.Module]) -> dict[str, str]:

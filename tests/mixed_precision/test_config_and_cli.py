@@ -184,3 +184,20 @@ def test_an_export_of_a_model_without_an_integer_form_is_refused_before_training
     err = capsys.readouterr().err
     assert "conv1 (nn.Conv1d) at " in err and "integer path has no 1-D, 3-D or transposed convolution" in err
     assert not out.exists() and not (tmp_path / "ckpt").exists()  # nothing trained, nothing written
+
+
+def test_model_variant_on_cifar_and_resume_from_the_checkpoint(tmp_path, fake_cifar10):
+    path = write(tmp_path, lambda d: (d["training"].update(epochs=1, device="cpu"),
+                                      d["data"].update(dataset="cifar10", path="unused", batch_size=25)))
+    out, checkpoints = tmp_path / "out", tmp_path / "ckpt"
+    common = ["train", "--yaml_path", str(path), "--quantization_method", "dorefa", "--model", "resnet",
+              "--model_variant", "resnet8", "--data-path", str(fake_cifar10), "--out", str(out), "--checkpoint-dir",
+              str(checkpoints)]
+    assert quantlib_main.main(common) == 0
+    first = torch.load(checkpoints / "last.pt", weights_only=True)
+    assert first["epoch"] == 1 and any(k.startswith("model.layer1") for k in first["model"])
+    assert quantlib_main.main([*common, "--epochs", "2", "--resume"]) == 0
+    second = torch.load(checkpoints / "last.pt", weights_only=True)
+    results = json.loads((out / "train_results.json").read_text())
+    assert second["epoch"] == 2 and results["training"]["epochs"] == 2
+    assert results["training"]["train_loss"][0] == first["history"]["train_loss"][0]  # epoch 1 resumed, not rerun

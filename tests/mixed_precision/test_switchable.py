@@ -168,7 +168,15 @@ def test_bad_input_is_refused_with_the_layer_the_option_or_the_line():
         mp.switchable(digits_cnn(), [4], layer_options={"fc": [8]})
     with pytest.raises(ValueError, match="batchnorm 'per_layer' is not one of \\['switchable', 'shared', "):
         mp.switchable(digits_cnn(), [4], batchnorm="per_layer")
-    line = FunctionalRelu.forward.__code__.co_firstlineno + 1
-    with pytest.raises(ValueError, match=f"applies ReLU as a function \\('relu' at {__file__}:{line}: return "
-                                         f"F.relu\\(self.fc\\(x\\)\\)\\); a function cannot switch"):
-        mp.switchable(FunctionalRelu(), [4])
+
+
+def test_functional_relus_become_switchable_activation_modules():
+    torch.manual_seed(0)
+    float_model = FunctionalRelu().eval()
+    model = mp.switchable(float_model, [2, 32])
+    assert isinstance(model, torch.fx.GraphModule) and list(mp.switchable_layers(model)) == ["fc", "relu"]
+    x = torch.randn(4, 4)
+    mp.set_uniform_bitwidth(model, 32)
+    assert torch.equal(model(x), float_model(x))
+    mp.set_uniform_bitwidth(model, 2)
+    assert torch.equal(model(x), dorefa_activations(F.relu(model.fc(x)), 2))
