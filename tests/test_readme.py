@@ -24,7 +24,7 @@ def test_the_ptq_snippet_runs_and_its_deployed_model_is_exact():
     from quantlib.quantised_layers import quantised_layers
     from quantlib.zoo import digits_cnn
     text = README.read_text()
-    section = text[text.index("## Post-training quantisation"):text.index("## Troubleshooting")]
+    section = text[text.index("## Post-training quantisation"):text.index("## Joint mixed-precision training")]
     code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
     g = torch.Generator().manual_seed(0)
     batches = [torch.randn(32, 1, 8, 8, generator=g)]
@@ -38,3 +38,18 @@ def test_the_ptq_snippet_runs_and_its_deployed_model_is_exact():
     assert namespace["q"] is flow.fake
     bits = {layer.name: layer.module.spec.qrange.bits for layer in quantised_layers(namespace["mixed"])}
     assert bits == {"features.0": 8, "features.3": 2, "features.7": 2, "classifier": 8}
+
+
+def test_the_mixed_precision_snippet_runs():
+    import torch
+
+    from quantlib.data import digits_loaders
+    from quantlib.zoo import digits_cnn
+    text = README.read_text()
+    section = text[text.index("## Joint mixed-precision training"):text.index("## Troubleshooting")]
+    code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
+    train, test = digits_loaders(seed=0)
+    namespace = {"float_model": digits_cnn(), "train_loader": train, "test_loader": test}
+    exec(compile(code.replace("epochs=20", "epochs=1"), "README mixed precision", "exec"), namespace)
+    summary = eval("mp.random_bitwidths(model, test_loader, [2, 4, 8], num_bitwidths=3).summary()", namespace)
+    assert 10 < summary["accuracy_mean"] <= 100 and summary["accuracy_min"] <= summary["accuracy_max"]
