@@ -1,11 +1,11 @@
 """Joint mixed-precision training on the bundled digits against single-precision training.
 
-    python bench/joint_precision.py [--seeds 0 1 2] [--epochs 20] [--options 2 4 8] [--threads 2]
+    python bench/joint_precision.py [--seeds 0 1 2] [--epochs 20] [--options 2 4 8] [--random 10] [--threads 2]
 
 Per seed: the digits CNN made switchable with the bit-width options (DoReFa weights and activations, switchable
 BatchNorm) and trained jointly (2 random configurations per batch, averaged) for ``--epochs``; and, for each option
 k, the same network trained at k bits alone for the same epochs (the same number of optimiser steps). One JSON line
-per seed and model: test accuracy per uniform bit-width, for the joint model the spread over 20 random
+per seed and model: test accuracy per uniform bit-width, for the joint model the spread over ``--random`` random
 configurations, and the seconds per optimiser step; then one line of means over the seeds, with the joint step's
 time relative to a single-precision step.
 """
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--options", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--random", type=int, default=10, help="random configurations validated per seed")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,7 +49,8 @@ def main() -> None:
         joint = mp.switchable(digits_cnn(), args.options)
         generator = torch.Generator().manual_seed(seed)
         step = train(mp.joint_quantization(joint, args.options, 2, generator), train_loader, args.epochs)
-        spread = mp.random_bitwidths(joint, test, args.options, 20, torch.Generator().manual_seed(seed + 1))
+        spread = mp.random_bitwidths(joint, test, args.options, args.random,
+                                     torch.Generator().manual_seed(seed + 1))
         uniform = {k: e.accuracy for k, e in mp.uniform_table(joint, test, args.options).items()}
         row = {"seed": seed, "model": "joint", "uniform": uniform, "random": spread.summary(), "step_s": step}
         rows.append(row)
