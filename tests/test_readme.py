@@ -41,7 +41,6 @@ def test_the_ptq_snippet_runs_and_its_deployed_model_is_exact():
 
 
 def test_the_mixed_precision_snippet_runs():
-    import torch
 
     from quantlib.data import digits_loaders
     from quantlib.zoo import digits_cnn

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                           method.sat_weight_normalization, method.batchnorm)
     export = _export_config(args.export_config, model)  # refused before training, not after
     seed = config.training.seed or 0
-    trained, loss = _training(model, config, torch.Generator().manual_seed(seed))
+    trained, loss = _training(model, config)
     source = data_source(_data_spec(args, config), batch_size=config.batch_size)
     if export is not None:
         check_exportable(float_model, next(iter(source.train))[0][:1])
@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     code = EXIT_OK
     if export is not None:
         mp.apply_bitwidth_config(model, export)
+        if recalibration is not None:
+            mp.recalibrate_batchnorm(model, *recalibration)
         results["export"] = export_configuration(model, source, args.out / "configuration.onnx")
         print(f"exported {results['export']['onnx']}: accuracy {results['export']['accuracy']:.2f} % (switchable "
               f"model {results['export']['switchable_accuracy']:.2f} %); onnxruntime vs integer "
@@ -145,14 +147,15 @@ def _data_spec(args: argparse.Namespace, config: MixedPrecisionConfig) -> str:
     return f"{config.dataset}:{args.data_path}"
 
 
-def _training(model: nn.Module, config: MixedPrecisionConfig, generator: torch.Generator):
-    """The module to train and its loss, as the configuration's training method says."""
+def _training(model: nn.Module, config: MixedPrecisionConfig):
+    """The module to train and its loss, as the configuration's training method says. The configurations are drawn
+    from torch's global generator, which ``fit`` seeds alike on every rank and keeps in its checkpoints, so that a
+    resumed run draws what the uninterrupted one would have."""
     method = config.method
     if method.training_method == "joint_quantization":
-        return mp.joint_quantization(model, method.bitwidth_options, config.joint_quantization_batch_size, generator)
+        return mp.joint_quantization(model, method.bitwidth_options, config.joint_quantization_batch_size)
     if method.training_method == "recursive_distillation":
-        return mp.recursive_distillation(model, method.bitwidth_options, config.joint_quantization_batch_size,
-                                         generator)
+        return mp.recursive_distillation(model, method.bitwidth_options, config.joint_quantization_batch_size)
     return mp.single_precision(model, method.bitwidth_options[0])
 
 

@@ -16,13 +16,18 @@ from quantlib.data.errors import DataError
 def load_npz(path: str | Path, test_fraction: float = 0.2, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
     """(train, test) of the arrays in ``path`` (the module doc)."""
     try:
-        with np.load(path) as arrays:
-            data = {k: arrays[k] for k in arrays.files}
+        arrays = np.load(path)
     except (OSError, ValueError) as error:
         raise DataError(f"Cannot read '{path}' as a .npz file: {error}") from error
+    if not isinstance(arrays, np.lib.npyio.NpzFile):
+        raise DataError(f"'{path}' holds one array (a .npy file), not named arrays: save x and y with numpy.savez.")
+    with arrays:
+        data = {k: arrays[k] for k in arrays.files}
     if {"x_train", "y_train", "x_test", "y_test"} <= set(data):
         pairs = [(data["x_train"], data["y_train"]), (data["x_test"], data["y_test"])]
     elif {"x", "y"} <= set(data):
+        if len(data["x"]) < 2:
+            raise DataError(f"'{path}': x has {len(data['x'])} sample(s); a split into training and test needs 2.")
         order = np.random.default_rng(seed).permutation(len(data["x"]))
         n_test = max(1, round(test_fraction * len(order)))
         pairs = [(data["x"][order[n_test:]], data["y"][order[n_test:]]),

@@ -6,7 +6,7 @@ and 4 orientation columns, which the data set documents as invalid. NaN marks a 
 sampled at about 9 Hz, the IMUs at 100 Hz).
 
 The reader keeps 40 channels (the heart rate and each IMU's 13 valid columns), fills each subject's gaps by carrying
-the last value forward (then the first one back), drops activity 0 (transient), and cuts each run of one activity
+the last value forward (then the first one back), and cuts each run of one activity other than 0 (transient, dropped)
 into windows of ``window`` samples every ``stride`` (a window never spans two activities). Channels are normalised by
 the mean and standard deviation of the training subjects only; ``test_subjects`` are left out of training entirely.
 Labels are the indices of the 12 protocol activities in ``ACTIVITIES``.
@@ -32,7 +32,7 @@ CHANNELS = [2] + [3 + 17 * imu + c for imu in range(3) for c in IMU_VALID]
 
 
 def read_subject(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(samples [T, 40] float32 with gaps filled, activity ids [T]) of one subject file, activity 0 dropped."""
+    """(samples [T, 40] float32 with gaps filled, activity ids [T], 0 for transient rows) of one subject file."""
     try:
         table = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except (OSError, ValueError) as error:
@@ -45,9 +45,7 @@ def read_subject(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if unknown:
         raise DataError(f"PAMAP2 file '{path}' has activity ids {unknown}; the protocol's are 0 (transient) and "
                         f"{list(ACTIVITIES)}.")
-    samples = _filled(table[:, CHANNELS])
-    keep = activity != 0
-    return samples[keep].astype(np.float32), activity[keep]
+    return _filled(table[:, CHANNELS]).astype(np.float32), activity
 
 
 def _filled(x: np.ndarray) -> np.ndarray:
@@ -67,10 +65,13 @@ def _filled(x: np.ndarray) -> np.ndarray:
 
 
 def windows(samples: np.ndarray, activity: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """Windows [N, 40, window] of ``samples`` inside runs of one activity, and their label indices [N]."""
+    """Windows [N, 40, window] of ``samples`` inside runs of one activity (transient runs, activity 0, skipped: a
+    window never spans one), and their label indices [N]."""
     xs, ys = [], []
     boundaries = np.flatnonzero(np.diff(activity)) + 1
     for run in np.split(np.arange(len(activity)), boundaries):
+        if activity[run[0]] == 0:
+            continue
         for start in range(0, len(run) - window + 1, stride):
             xs.append(samples[run[start]:run[start] + window].T)
             ys.append(ACTIVITIES.index(int(activity[run[0]])))
@@ -97,7 +98,7 @@ def load_pamap2(path: str | Path, test_subjects: Sequence[int] = (105,), window:
     split: dict[bool, list[tuple[np.ndarray, np.ndarray]]] = {True: [], False: []}
     for subject, file in subjects.items():
         split[subject in test_subjects].append(read_subject(file))
-    train_samples = np.concatenate([s for s, _ in split[False]])
+    train_samples = np.concatenate([s[a != 0] for s, a in split[False]])  # statistics of the activities only
     mean, std = train_samples.mean(axis=0), train_samples.std(axis=0)
     std[std == 0] = 1.0
     datasets = []

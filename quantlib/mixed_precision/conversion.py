@@ -72,11 +72,11 @@ def switchable(model: nn.Module, bitwidth_options: Sequence[int], weight_quantiz
             twin = SwitchableActivation(layer_opts, activation_quantization, switchable_clipping)
         else:
             twin = switchable_linear_op(m, layer_opts, sat_weight_normalization)
-        _replace(model, name, twin)
+        model.set_submodule(name, twin)
     if batchnorm == "switchable":
         converted = dict(model.named_modules())
         for bn_name, source_name in _batchnorm_sources(graph, modules).items():
-            _replace(model, bn_name, SwitchableBatchNorm(modules[bn_name], converted[source_name]))
+            model.set_submodule(bn_name, SwitchableBatchNorm(modules[bn_name], converted[source_name]))
     return model
 
 
@@ -106,8 +106,8 @@ def _traced(model: nn.Module, batchnorm: str) -> tuple[nn.Module, fx.Graph | Non
 
 
 def _batchnorm_sources(graph: fx.Graph, modules: Mapping[str, nn.Module]) -> dict[str, str]:
-    """For each BatchNorm, the convertible layer whose output it reads (through reshapes and pools); BatchNorms
-    reading no such layer (the network input) are left out."""
+    """For each BatchNorm, the convertible layer whose output it reads (through single-input ops: reshapes, pools);
+    a BatchNorm reading none (the network input, an add, a concatenation) is left out and stays shared."""
     sources = {}
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(modules[node.target], BATCHNORMS):
@@ -121,9 +121,3 @@ def _batchnorm_sources(graph: fx.Graph, modules: Mapping[str, nn.Module]) -> dic
             inputs = current.all_input_nodes
             current = inputs[0] if len(inputs) == 1 else None
     return sources
-
-
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, leaf, module)
-

@@ -75,17 +75,17 @@ def _plain_model(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[int, torc
     grids: dict[str, tuple[int, torch.Tensor]] = {}
     for name, m in list(plain.named_modules()):
         if isinstance(m, SwitchableBatchNorm):
-            _replace(plain, name, m.current())
+            plain.set_submodule(name, m.current())
         elif isinstance(m, SwitchableActivation):
             top = m.clip().detach() if m.quantiser == "pact" else torch.tensor(1.0)
             grids[name] = (m.bits, top / (2 ** m.bits - 1))
-            _replace(plain, name, nn.ReLU())
+            plain.set_submodule(name, nn.ReLU())
         elif isinstance(m, SwitchableWeights):
             unscaled = dorefa_weights(m.weight.detach(), m.bits)
             step = unscaled.abs().mean() if m.bits == 1 else torch.tensor(1.0 / (2 ** m.bits - 1))
             largest = torch.round(unscaled.abs().flatten(1).amax(dim=1) / step)
             grids[name] = (m.bits + 1, largest)  # odd levels -(2^k - 1) .. 2^k - 1 need k + 1 signed bits
-            _replace(plain, name, _float_twin(m, m.quantised_weight().detach()))
+            plain.set_submodule(name, _float_twin(m, m.quantised_weight().detach()))
     return plain, grids
 
 
@@ -102,8 +102,3 @@ def _float_twin(m: SwitchableWeights, weight: torch.Tensor) -> nn.Module:
         if m.bias is not None:
             twin.bias.copy_(m.bias.detach())
     return twin
-
-
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, leaf, module)

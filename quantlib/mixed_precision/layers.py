@@ -153,7 +153,6 @@ class SwitchableBatchNorm(nn.Module):
 
     def __init__(self, bn: nn.BatchNorm1d | nn.BatchNorm2d, source: Switchable) -> None:
         super().__init__()
-        self.source_options = source.options
         self._source = [source]  # a plain list: the source is the model's module, not this one's child
         self.norms = nn.ModuleDict({str(k): _copy_batchnorm(bn) for k in source.options})
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantlib.mixed_precision.configurations import set_random_bitwidths, set_uniform_bitwidth
+from quantlib.mixed_precision.configurations import set_random_bitwidths, set_uniform_bitwidth, switchable_layers
 from quantlib.training import Loss, cross_entropy_loss
 
 TRAINING_METHODS = ("joint_quantization", "vanilla_single_precision_training", "recursive_distillation")
@@ -28,12 +28,11 @@ TRAINING_METHODS = ("joint_quantization", "vanilla_single_precision_training", "
 
 class MultiPass(nn.Module):
     """In training, ``passes`` forward passes of ``model``, ``configure(model, i)`` before pass i, their logits
-    stacked [passes, N, classes]; in evaluation, ``model`` as it is configured."""
+    stacked [passes, N, classes]; in evaluation, ``model`` as it is configured (by the last pass, unless set: use
+    the validation functions, which set each configuration they evaluate)."""
 
     def __init__(self, model: nn.Module, configure: Callable[[nn.Module, int], None], passes: int) -> None:
         super().__init__()
-        if passes < 1:
-            raise ValueError(f"joint_quantization_batch_size={passes} must be >= 1.")
         self.model, self.configure, self.passes = model, configure, passes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,6 +66,7 @@ def joint_quantization(model: nn.Module, options: Sequence[int], passes: int,
                        generator: torch.Generator | None = None) -> tuple[nn.Module, Loss]:
     """(module, loss): the average cross-entropy of ``passes`` random configurations per batch; the logits logged
     are the last pass's. Seed ``generator`` alike on every rank, so that the ranks train the same configurations."""
+    _check_passes(passes)
     module = MultiPass(model, lambda m, _: set_random_bitwidths(m, options, generator), passes)
     return module, _average_cross_entropy
 
@@ -81,9 +81,17 @@ def recursive_distillation(model: nn.Module, options: Sequence[int], passes: int
                            generator: torch.Generator | None = None) -> tuple[nn.Module, Loss]:
     """(module, loss): ``(CE(top, labels) + sum_i KL(softmax(top) || softmax(config_i))) / (1 + passes)``, ``top``
     every layer at its highest option, each ``config_i`` random; the logits logged are ``top``'s."""
+    _check_passes(passes)
+
     def configure(m: nn.Module, i: int) -> None:
         if i == 0:
-            set_uniform_bitwidth(m, max(options))
+            for layer in switchable_layers(m).values():
+                layer.set_bits(layer.options[-1])
         else:
             set_random_bitwidths(m, options, generator)
     return MultiPass(model, configure, passes + 1), _distillation
+
+
+def _check_passes(passes: int) -> None:
+    if not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"joint_quantization_batch_size={passes!r} must be an integer >= 1.")

@@ -18,15 +18,19 @@ from quantlib.mixed_precision.configurations import (
     set_random_bitwidths,
     set_uniform_bitwidth,
 )
+from quantlib.mixed_precision.layers import SwitchableBatchNorm
 from quantlib.training import evaluate
 
 VALIDATION_FUNCTIONS = ("random_bitwidths", "simple_validation")
 
 
 def recalibrate_batchnorm(model: nn.Module, loader: Iterable, batches: int) -> None:
-    """Re-estimate every BatchNorm's running statistics for the current configuration: reset, then the exact
-    average over ``batches`` training batches (momentum None), without gradients; the training mode is restored."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    """Re-estimate the running statistics of every BatchNorm the current configuration uses (of a switchable one,
+    the current bit-width's; the others keep theirs): reset, then the exact average over ``batches`` training
+    batches (momentum None), without gradients; the training mode is restored."""
+    inside = {id(n) for m in model.modules() if isinstance(m, SwitchableBatchNorm) for n in m.norms.values()}
+    norms = [m.current() for m in model.modules() if isinstance(m, SwitchableBatchNorm)] + \
+        [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in inside]
     momenta = [m.momentum for m in norms]
     was_training = model.training
     for m in norms:

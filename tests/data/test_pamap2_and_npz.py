@@ -9,20 +9,27 @@ import torch
 
 from quantlib.data import DataError, data_source
 from quantlib.data.npz import load_npz
-from quantlib.data.pamap2 import ACTIVITIES, CHANNELS, load_pamap2, read_subject
+from quantlib.data.pamap2 import ACTIVITIES, CHANNELS, load_pamap2, read_subject, windows
 
 
 def test_a_subject_file_keeps_40_valid_channels_fills_gaps_and_drops_transient_rows(tmp_path,
                                                                                     write_fake_pamap2_subject):
     table = write_fake_pamap2_subject(tmp_path / "subject101.dat", [0, 1, 4], 30, seed=0)
     samples, activity = read_subject(tmp_path / "subject101.dat")
-    assert samples.shape == (60, 40) and activity.tolist() == [1] * 30 + [4] * 30
+    assert samples.shape == (90, 40) and activity.tolist() == [0] * 30 + [1] * 30 + [4] * 30
     assert len(CHANNELS) == 40 and 2 in CHANNELS and not {16, 17, 18, 19} & set(CHANNELS)  # hand orientation out
-    kept = table[30:]  # activity 0 rows dropped
     # heart rate carried forward from the last measured row (every 10th)
-    expected_hr = kept[(np.arange(30, 90) // 10 * 10) - 30, 2]
-    np.testing.assert_allclose(samples[:, 0], expected_hr, rtol=1e-6)
+    np.testing.assert_allclose(samples[:, 0], table[np.arange(90) // 10 * 10, 2], rtol=1e-6)
     assert not np.isnan(samples).any()
+    x, y = windows(samples, activity, 10, 10)  # the transient rows give no window
+    assert len(x) == 6 and y.tolist() == [ACTIVITIES.index(1)] * 3 + [ACTIVITIES.index(4)] * 3
+
+
+def test_a_window_never_spans_a_transient_stretch_between_two_runs_of_one_activity():
+    samples = np.arange(12, dtype=np.float32)[:, None].repeat(40, axis=1)
+    activity = np.array([1] * 4 + [0] * 4 + [1] * 4)
+    x, _ = windows(samples, activity, 4, 2)
+    assert [row[0].tolist() for row in x] == [[0, 1, 2, 3], [8, 9, 10, 11]]
 
 
 def test_windows_stay_in_one_activity_and_normalisation_uses_training_subjects_only(tmp_path,
@@ -70,6 +77,12 @@ def test_npz_arrays_split_by_a_seed_or_as_given(tmp_path):
     np.savez(tmp_path / "bad.npz", x=x, y=y.astype(np.float32))
     with pytest.raises(DataError, match="y must hold class indices"):
         load_npz(tmp_path / "bad.npz")
+    np.save(tmp_path / "one.npy", x)
+    with pytest.raises(DataError, match="holds one array \\(a .npy file\\), not named arrays"):
+        load_npz(tmp_path / "one.npy")
+    np.savez(tmp_path / "single.npz", x=x[:1], y=y[:1])
+    with pytest.raises(DataError, match="x has 1 sample\\(s\\); a split into training and test needs 2"):
+        load_npz(tmp_path / "single.npz")
     np.savez(tmp_path / "wrong.npz", inputs=x)
     with pytest.raises(DataError, match=r"holds arrays \['inputs'\]; give 'x' and 'y'"):
         load_npz(tmp_path / "wrong.npz")

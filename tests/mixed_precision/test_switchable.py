@@ -180,3 +180,45 @@ def test_functional_relus_become_switchable_activation_modules():
     assert torch.equal(model(x), float_model(x))
     mp.set_uniform_bitwidth(model, 2)
     assert torch.equal(model(x), dorefa_activations(F.relu(model.fc(x)), 2))
+
+
+def test_a_resumed_joint_run_draws_the_configurations_of_the_uninterrupted_one(tmp_path):
+    from quantlib.data import digits_loaders
+
+    def run(epochs: int, folder, resume: bool = False) -> dict:
+        torch.manual_seed(0)
+        model = mp.switchable(digits_cnn(), [2, 4, 8])
+        module, loss = mp.joint_quantization(model, [2, 4, 8], passes=2)  # torch's global generator
+        train, _ = digits_loaders(seed=0)
+        fit(module, train, TrainConfig(epochs=epochs, lr=3e-3, scheduler="none", device="cpu", seed=0, progress=False,
+                                       checkpoint_dir=folder, resume=resume), loss=loss)
+        return model.state_dict()
+
+    straight = run(2, tmp_path / "a")
+    run(1, tmp_path / "b")
+    resumed = run(2, tmp_path / "b", resume=True)
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_recalibration_of_a_switchable_batchnorm_keeps_the_other_bit_widths_statistics():
+    torch.manual_seed(0)
+    model = mp.switchable(digits_cnn(), [2, 8])
+    bn = model.features[1]
+    bn.norms["8"].running_mean.fill_(3.0)
+    mp.set_uniform_bitwidth(model, 2)
+    mp.recalibrate_batchnorm(model, [(torch.randn(8, 1, 8, 8), torch.zeros(8, dtype=torch.long))], 1)
+    assert torch.equal(bn.norms["8"].running_mean, torch.full((16,), 3.0))
+    assert int(bn.norms["2"].num_batches_tracked) == 1
+
+
+def test_recursive_distillation_teaches_from_every_layers_highest_option():
+    torch.manual_seed(0)
+    model = mp.switchable(digits_cnn(), [2, 4], layer_options={"classifier": [8]})
+    module, loss = mp.recursive_distillation(model, [2, 4], passes=1, generator=torch.Generator().manual_seed(0))
+    seen = []
+    model.register_forward_pre_hook(lambda *_: seen.append(mp.bitwidth_config(model)))
+    value, logits = loss(module.train(), torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3]))
+    assert set(seen[0].values()) == {4, 8} and seen[0]["classifier"] == 8 and len(seen) == 2
+    assert logits.shape == (4, 10) and value.item() > 0
+    with pytest.raises(ValueError, match="joint_quantization_batch_size=0 must be an integer >= 1"):
+        mp.recursive_distillation(model, [2, 4], passes=0)
