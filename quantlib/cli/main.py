@@ -8,7 +8,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = {"export": "quantlib.cli.export", "ptq": "quantlib.cli.ptq", "train": "quantlib.cli.train"}
+SUBCOMMANDS = {"export": "quantlib.cli.export", "ptq": "quantlib.cli.ptq", "train": "quantlib.cli.train",
+               "distil": "quantlib.cli.distil"}
 """Subcommand -> the module whose ``main(argv) -> exit code`` runs it."""
 
 USAGE = f"""usage: quantlib {{{','.join(SUBCOMMANDS)}}} [options]
@@ -16,6 +17,7 @@ USAGE = f"""usage: quantlib {{{','.join(SUBCOMMANDS)}}} [options]
   quantlib export CHECKPOINT --target diana|onnx   a checkpoint in, a target's deliverable out (= quantlib-export)
   quantlib ptq [--method M ...] [--n-bits-w W ...]  post-training quantisation: methods and bit-widths compared
   quantlib train --yaml-path CFG                    joint mixed-precision training: one model, many bit-widths
+  quantlib distil --chain 32/32,8/8,4/4              distillation chains across bit-widths
 
 quantlib SUBCOMMAND --help lists a subcommand's options."""
 

@@ -40,9 +40,10 @@ class QuantSpec:
 
 
 def quantised_preact_resnet(depth: int, spec: QuantSpec, num_classes: int = 10, width: int = 1,
-                            bottleneck: bool = False, quantise_first_last: bool = False) -> nn.Module:
+                            bottleneck: bool = False, quantise_first_last: bool = False,
+                            in_channels: int = 3) -> nn.Module:
     """The pre-activation ResNet of ``depth`` quantised by ``spec`` (the module doc)."""
-    model = PreActResNet(depth, num_classes, width, bottleneck)
+    model = PreActResNet(depth, num_classes, width, bottleneck, in_channels)
     options = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.ReLU):

@@ -67,7 +67,8 @@ def _projection(in_planes: int, out_planes: int, stride: int) -> nn.Conv2d | Non
 
 
 class PreActResNet(nn.Module):
-    def __init__(self, depth: int, num_classes: int = 10, width: int = 1, bottleneck: bool = False) -> None:
+    def __init__(self, depth: int, num_classes: int = 10, width: int = 1, bottleneck: bool = False,
+                 in_channels: int = 3) -> None:
         super().__init__()
         block = PreActBottleneck if bottleneck else PreActBlock
         per_block = 9 if bottleneck else 6
@@ -75,7 +76,7 @@ class PreActResNet(nn.Module):
             kind = "9n + 2 (bottleneck)" if bottleneck else "6n + 2 (basic)"
             raise ValueError(f"PreActResNet: depth {depth} must be {kind} with n >= 1, and width {width} >= 1.")
         n = (depth - 2) // per_block
-        self.conv1 = nn.Conv2d(3, 16 * width, 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 16 * width, 3, 1, 1, bias=False)
         in_planes, stages = 16 * width, []
         for i, planes in enumerate((16 * width, 32 * width, 64 * width)):
             blocks = []
@@ -94,14 +95,8 @@ class PreActResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.relu(self.bn(x))), 1))
 
 
-def preact_resnet(depth: int, num_classes: int = 10, width: int = 1, bottleneck: bool = False) -> PreActResNet:
-    """The pre-activation ResNet of ``depth`` (the module doc)."""
-    return PreActResNet(depth, num_classes, width, bottleneck)
+def preact_resnet(depth: int, num_classes: int = 10, width: int = 1, bottleneck: bool = False,
+                  in_channels: int = 3) -> PreActResNet:
+    """The pre-activation ResNet of ``depth`` (the module doc); ``in_channels`` 1 for the digits."""
+    return PreActResNet(depth, num_classes, width, bottleneck, in_channels)
 
-
-def preact_resnet20(num_classes: int = 10, width: int = 1) -> PreActResNet:
-    return PreActResNet(20, num_classes, width)
-
-
-def preact_resnet110(num_classes: int = 10, width: int = 1) -> PreActResNet:
-    return PreActResNet(110, num_classes, width)
