@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) bench/ptq_methods.py
 	$(PY) bench/diana_ptq.py
 	$(PY) bench/joint_precision.py
+	$(PY) bench/distillation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
