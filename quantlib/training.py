@@ -261,7 +261,7 @@ def fit(model: nn.Module, train_loader: Iterable, config: TrainConfig, *, loss: 
     parameters), evaluating on ``eval_loader`` and calling ``on_epoch_end`` (every rank) after each epoch; the model
     ends in eval mode on the config's device. Under torchrun it trains with DistributedDataParallel on every rank."""
     loss = cross_entropy_loss if loss is None else loss
-    device_type = _device_type(config.device)
+    device_type = training_device_type(config.device)
     with distributed.process_group(device_type) as group:
         device = torch.device("cuda", group.local_rank) if device_type == "cuda" else torch.device("cpu")
         model.to(device)
@@ -363,7 +363,8 @@ def accuracy(model: nn.Module, loader: Iterable) -> float:
     return evaluate(model, loader)[0]
 
 
-def _device_type(name: str) -> str:
+def training_device_type(name: str) -> str:
+    """'cuda' or 'cpu' for a TrainConfig device ('cpu', 'cuda', 'auto'); ValueError for 'cuda' without one."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("TrainConfig: device='cuda' but torch.cuda.is_available() is False (a CPU-only torch build or "
                          "no visible GPU); use device 'cpu' or 'auto'.")

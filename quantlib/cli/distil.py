@@ -5,7 +5,8 @@ result (Hinton's loss) and starts from its weights (``--student-init teacher``, 
 first step has no teacher. ``--individual`` also trains every step without a teacher, from scratch, for comparison.
 The design note's single pair (``--teacher-wbits 8 --teacher-abits 8 --student-wbits 4 ...``) is a chain of two.
 Each step's model is written as ``step<i>_w<W>a<A>[_individual].pt`` in ``--out``; with ``--resume`` a step whose
-file exists is read back instead of trained, so a chain resumes at any step.
+file exists is read back instead of trained, so a chain resumes at any step. Under torchrun every rank trains the
+chain (DistributedDataParallel keeps them equal); rank 0 alone prints and writes.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from quantlib.atomic_files import write_atomically
 from quantlib.cli.inputs import EXIT_OK, EXIT_USAGE, UsageError, option
 from quantlib.data.sources import data_source
 from quantlib.distillation import DistillationLoss, QuantSpec, quantised_preact_resnet, record_levels
+from quantlib.distributed import is_main_process, process_group
 from quantlib.errors import QuantlibError
-from quantlib.training import TrainConfig, evaluate, fit
+from quantlib.training import TrainConfig, evaluate, fit, training_device_type
 
 ARCH = re.compile(r"preact_resnet(\d+)(_bottleneck)?$")
 DATASETS = {"digits": (1, 10), "cifar10": (3, 10), "cifar100": (3, 100)}
@@ -120,7 +122,15 @@ def run(args: argparse.Namespace) -> int:
     source = data_source("digits" if args.dataset == "digits" else f"{args.dataset}:{args.data_path}",
                          batch_size=args.batch_size)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, device=args.device, seed=args.seed, progress=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+    # one process group for the whole chain: torch.distributed cannot be initialised again after each step's fit
+    with process_group(training_device_type(config.device)):
+        return _train_chain(steps, build, source, config, args)
+
+
+def _train_chain(steps: list[QuantSpec], build, source, config: TrainConfig, args: argparse.Namespace) -> int:
+    main_process = is_main_process()
+    if main_process:
+        args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     levels: dict[str, Any] = {}
     teacher = None
@@ -140,11 +150,14 @@ def run(args: argparse.Namespace) -> int:
             alone, alone_seconds = _step(build(spec), None, source, config, args, args.out / _file(i, spec, True))
             row.update(accuracy_individual=evaluate(alone, source.test)[0], seconds_individual=alone_seconds)
         rows.append(row)
-        print(_line(row), flush=True)
+        if main_process:
+            print(_line(row), flush=True)
         if args.inspect:
             x = next(iter(source.test))[0]
             levels[spec.label()] = [vars(lv) for lv in record_levels(chained, x)]
         teacher = chained
+    if not main_process:
+        return EXIT_OK
     write_atomically(args.out / "distil_results.json", json.dumps({"arch": args.arch, "steps": rows}, indent=2) + "\n")
     write_atomically(args.out / "distil_accuracy.png", accuracy_plot(rows))
     if args.inspect:
@@ -162,15 +175,17 @@ def _step(student: nn.Module, teacher: nn.Module | None, source, config: TrainCo
     """Train ``student`` (taught by ``teacher`` if given), or with --resume read it from ``path`` if written."""
     if args.resume and path.is_file():
         student.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
-        print(f"read {path} (--resume)")
+        if is_main_process():
+            print(f"read {path} (--resume)")
         return student.cpu().eval(), 0.0
     loss = None if teacher is None else DistillationLoss(teacher, args.temperature, args.lambda_)
     start = time.perf_counter()
     fit(student, source.train, config, loss=loss)
     seconds = time.perf_counter() - start
     student.cpu().eval()
-    torch.save({"state_dict": student.state_dict()}, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    if is_main_process():
+        torch.save({"state_dict": student.state_dict()}, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
     return student, seconds
 
 

@@ -157,6 +157,15 @@ def test_joint_mixed_precision_trains_under_torchrun_one_forward_and_backward_pe
     model = torch.load(tmp_path / "out" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(saved["model"][f"model.{k}"], v) for k, v in model.items())  # MultiPass wraps it
 
+
+@pytest.mark.slow  # torchrun's start and two workers' imports
+def test_a_distillation_chain_trains_under_torchrun_and_rank_0_writes(tmp_path):
+    stdout = torchrun("-m", "quantlib.cli.main", "distil", "--chain", "32/32,4/4", "--arch", "preact_resnet8",
+                      "--epochs", "1", "--device", "cpu", "--out", tmp_path / "out", cwd=tmp_path)
+    assert stdout.count("step 1 4/4 (teacher 32/32)") == 1  # rank 0 alone prints and writes
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["distil_accuracy.png", "distil_results.json",
+                                                                     "step0_w32a32.pt", "step1_w4a4.pt"]
+
 RECIPE_SCRIPT = '''
 import os
 import sys
