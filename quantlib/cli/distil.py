@@ -12,7 +12,6 @@ chain (DistributedDataParallel keeps them equal); rank 0 alone prints and writes
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import sys
@@ -25,11 +24,11 @@ import torch
 from torch import nn
 
 from quantlib.atomic_files import write_atomically
-from quantlib.cli.inputs import EXIT_OK, EXIT_USAGE, UsageError, option
+from quantlib.cli.inputs import EXIT_OK, UsageError, option, report_errors
+from quantlib.cli.plots import png, subplots
 from quantlib.data.sources import data_source
 from quantlib.distillation import DistillationLoss, QuantSpec, quantised_preact_resnet, record_levels
 from quantlib.distributed import is_main_process, process_group
-from quantlib.errors import QuantlibError
 from quantlib.training import TrainConfig, evaluate, fit, training_device_type
 
 ARCH = re.compile(r"preact_resnet(\d+)(_bottleneck)?$")
@@ -67,14 +66,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    try:
-        return run(args)
-    except (UsageError, ValueError) as exc:
-        print(f"quantlib distil: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except QuantlibError as exc:
-        print(f"quantlib distil: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return report_errors("quantlib distil", lambda: run(args))
 
 
 def chain_of(args: argparse.Namespace) -> list[QuantSpec]:
@@ -208,11 +200,7 @@ def _line(row: dict[str, Any]) -> str:
 
 def accuracy_plot(rows: list[dict[str, Any]]) -> bytes:
     """PNG: accuracy per step, chained (and individual)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 3.5))
+    figure, axes = subplots(figsize=(6, 3.5))
     labels = [r["bits"] for r in rows]
     axes.plot(labels, [r["accuracy_chained"] for r in rows], "o-", label="chained")
     if all("accuracy_individual" in r for r in rows):
@@ -220,11 +208,7 @@ def accuracy_plot(rows: list[dict[str, Any]]) -> bytes:
     axes.set_xlabel("step (W/A bits)")
     axes.set_ylabel("accuracy (%)")
     axes.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png(figure)
 
 
 if __name__ == "__main__":

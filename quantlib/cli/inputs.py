@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from quantlib.checkpoint import Checkpoint, build_architecture, checkpoint_from, is_checkpoint
+from quantlib.checkpoint import Checkpoint, CheckpointError, build_architecture, checkpoint_from, is_checkpoint
 from quantlib.data.sources import data_source
+from quantlib.errors import QuantlibError
 
 EXIT_OK, EXIT_USAGE, EXIT_HARDWARE, EXIT_MISMATCH = 0, 2, 3, 4
 CALIBRATION_BATCHES = 8
@@ -26,6 +28,18 @@ def option(group: argparse._ActionsContainer, name: str, **kwargs: Any) -> None:
     """Add ``--name`` with the design note's underscore spelling as an alias."""
     spellings = [f"--{name}"] + ([f"--{name.replace('-', '_')}"] if "-" in name else [])
     group.add_argument(*spellings, **kwargs)
+
+
+def report_errors(prog: str, run: Callable[[], int]) -> int:
+    """``run()``, or exit code 2 with ``prog: error: ...`` on stderr for bad input (a UsageError, a ValueError such as
+    a configuration's, a checkpoint that cannot be used) or a quantlib error (named by its type)."""
+    try:
+        return run()
+    except (UsageError, CheckpointError, ValueError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+    except QuantlibError as exc:
+        print(f"{prog}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 class UsageError(Exception):

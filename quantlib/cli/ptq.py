@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import itertools
 import json
 import sys
@@ -24,18 +23,18 @@ from quantlib import ptq
 from quantlib.atomic_files import write_atomically
 from quantlib.backends.onnx.integer_export import export_integer_onnx
 from quantlib.backends.onnx.verify import verify_onnxruntime
-from quantlib.checkpoint import CheckpointError, build_architecture, checkpoint_from, float_model, is_checkpoint
+from quantlib.checkpoint import build_architecture, checkpoint_from, float_model, is_checkpoint
 from quantlib.cli.inputs import (
     EXIT_MISMATCH,
     EXIT_OK,
-    EXIT_USAGE,
     VERIFY_INPUTS,
     UsageError,
     load_checkpoint_file,
     option,
+    report_errors,
 )
+from quantlib.cli.plots import png, subplots
 from quantlib.data.sources import DataSource, data_source
-from quantlib.errors import QuantlibError
 from quantlib.layer_overrides import LayerOverride, key_text, resolve_overrides
 from quantlib.ptq.evaluation import collect_logits, top_k_accuracy
 from quantlib.ptq.logit_correction import ClusterAffineCorrection
@@ -135,14 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_methods:
         print(method_help())
         return EXIT_OK
-    try:
-        return run(args)
-    except (UsageError, CheckpointError, ValueError) as exc:
-        print(f"quantlib ptq: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except QuantlibError as exc:
-        print(f"quantlib ptq: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return report_errors("quantlib ptq", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -410,14 +402,10 @@ def write_results(out: Path, arch: str, reference: dict[str, float], rows: list[
 
 def accuracy_plot(float_top1: float, rows: list[dict[str, Any]]) -> bytes:
     """PNG: top-1 per bit-width, one bar per method (and corrected variant), the float accuracy as a line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     bits = list(dict.fromkeys(f"W{r['w_bits']}A{r['a_bits']}" for r in rows))
     values = {(_series(r), f"W{r['w_bits']}A{r['a_bits']}"): r["top1"] for r in rows}
     series = list(dict.fromkeys(name for name, _ in values))
-    figure, axes = plt.subplots(figsize=(4.0 + max(4.0, 0.6 * len(bits) * len(series)), 4))
+    figure, axes = subplots(figsize=(4.0 + max(4.0, 0.6 * len(bits) * len(series)), 4))
     width = 0.8 / len(series)
     for i, name in enumerate(series):
         xs = [j + i * width for j, b in enumerate(bits) if (name, b) in values]
@@ -427,11 +415,7 @@ def accuracy_plot(float_top1: float, rows: list[dict[str, Any]]) -> bytes:
     axes.set_ylabel("top-1 accuracy (%)")
     axes.set_ylim(0, 100)
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png(figure)
 
 
 def _series(row: dict[str, Any]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -24,12 +23,12 @@ from quantlib import mixed_precision as mp
 from quantlib.atomic_files import write_atomically
 from quantlib.backends.onnx.integer_export import export_integer_onnx
 from quantlib.backends.onnx.verify import verify_onnxruntime
-from quantlib.checkpoint import CheckpointError, build_architecture
-from quantlib.cli.inputs import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, VERIFY_INPUTS, UsageError, option
+from quantlib.checkpoint import build_architecture
+from quantlib.cli.inputs import EXIT_MISMATCH, EXIT_OK, VERIFY_INPUTS, UsageError, option, report_errors
+from quantlib.cli.plots import png, subplots
 from quantlib.data.sources import data_source
 from quantlib.distributed import is_main_process
-from quantlib.errors import QuantlibError
-from quantlib.mixed_precision.config import ConfigError, MixedPrecisionConfig, load_config
+from quantlib.mixed_precision.config import MixedPrecisionConfig, load_config
 from quantlib.mixed_precision.export import check_exportable, deploy_configuration
 from quantlib.training import evaluate, fit
 from quantlib.verification import compare_exact_and_integer, compare_fake_and_exact
@@ -65,14 +64,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    try:
-        return run(args)
-    except (UsageError, ConfigError, CheckpointError, ValueError) as exc:
-        print(f"quantlib train: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except QuantlibError as exc:
-        print(f"quantlib train: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return report_errors("quantlib train", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -238,11 +230,7 @@ def summary(results: dict[str, Any]) -> str:
 
 def accuracy_plot(results: dict[str, Any]) -> bytes:
     """PNG: accuracy of each random configuration (sorted) and of each uniform bit-width."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    figure, axes = subplots(1, 2, figsize=(9, 3.5))
     uniform = results["uniform"]
     axes[1].bar(list(uniform), [v["accuracy"] for v in uniform.values()])
     axes[1].set_xlabel("uniform bit-width")
@@ -252,11 +240,7 @@ def accuracy_plot(results: dict[str, Any]) -> bytes:
         axes[0].plot(range(1, len(accuracies) + 1), accuracies, "o-")
     axes[0].set_xlabel("random configuration (sorted)")
     axes[0].set_ylabel("accuracy (%)")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png(figure)
 
 
 if __name__ == "__main__":
