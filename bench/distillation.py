@@ -1,7 +1,8 @@
 """Distillation chains against individual training on the bundled digits (or CIFAR with --data-path).
 
     python bench/distillation.py [--seeds 0 1 2] [--chain 32/32,8/8,4/4,2/2,1/1] [--epochs 10] [--arch preact_resnet8]
-                                 [--dataset digits] [--data-path PATH] [--threads 2]
+                                 [--dataset digits] [--data-path PATH] [--quantization dorefa]
+                                 [--residual float] [--threads 2]
 
 Per seed ``quantlib distil --individual`` runs the chain: step i taught by step i-1 and started from its weights,
 beside the same step trained alone from scratch, the same epochs per step. One JSON line per seed and step, then
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--arch", default="preact_resnet8")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--data-path")
+    parser.add_argument("--quantization", default="dorefa", choices=["dorefa", "pact", "lsq"])
+    parser.add_argument("--residual", default="float", choices=["float", "quantised"])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -36,7 +39,8 @@ def main() -> None:
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as out:
             argv = ["--chain", args.chain, "--arch", args.arch, "--epochs", str(args.epochs), "--individual",
-                    "--dataset", args.dataset, "--seed", str(seed), "--device", "cpu", "--out", out]
+                    "--dataset", args.dataset, "--seed", str(seed), "--device", "cpu", "--out", out,
+                    "--quantization", args.quantization, "--residual", args.residual]
             if args.data_path:
                 argv += ["--data-path", args.data_path]
             if distil(argv) != 0:

@@ -28,6 +28,7 @@ from quantlib.cli.inputs import EXIT_OK, UsageError, option, report_errors
 from quantlib.cli.plots import png, subplots
 from quantlib.data.sources import data_source
 from quantlib.distillation import DistillationLoss, QuantSpec, quantised_preact_resnet, record_levels
+from quantlib.distillation.quantised_models import METHODS, RESIDUALS
 from quantlib.distributed import is_main_process, process_group
 from quantlib.training import TrainConfig, evaluate, fit, training_device_type
 
@@ -48,7 +49,10 @@ def parser() -> argparse.ArgumentParser:
     option(p, "batch-size", type=int, default=64)
     option(p, "temperature", type=float, default=4.0, help="T of the distillation loss (default 4)")
     option(p, "lambda", dest="lambda_", type=float, default=0.9, help="weight of the KL term (default 0.9)")
-    option(p, "quantization", default="dorefa", choices=["dorefa", "pact"], help="activation quantiser of the chain")
+    option(p, "quantization", default="dorefa", choices=list(METHODS),
+           help="dorefa (default), pact (activations; DoReFa weights) or lsq (weights and activations)")
+    option(p, "residual", default="float", choices=list(RESIDUALS),
+           help="the residual sums: float (default) or quantised (signed, a_bits, learned step)")
     option(p, "student-init", default="teacher", choices=["teacher", "scratch"])
     option(p, "individual", action="store_true", help="also train every step alone, from scratch")
     option(p, "quantise-first-last", action="store_true", help="quantise the first conv and the classifier too")
@@ -60,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
     for role in ("teacher", "student"):
         option(p, f"{role}-wbits", type=int)
         option(p, f"{role}-abits", type=int)
-        option(p, f"{role}-quantization", choices=["dorefa", "pact"])
+        option(p, f"{role}-quantization", choices=list(METHODS))
     return p
 
 
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
     def build(spec: QuantSpec) -> nn.Module:
         return quantised_preact_resnet(int(match[1]), spec, classes, args.width, match[2] is not None,
-                                       args.quantise_first_last, in_channels)
+                                       args.quantise_first_last, in_channels, args.residual)
 
     build(steps[0])  # a depth that does not fit is refused before any data is read
     if args.dataset != "digits" and args.data_path is None:
@@ -182,9 +186,10 @@ def _step(student: nn.Module, teacher: nn.Module | None, source, config: TrainCo
 
 
 def _load_matching(student: nn.Module, teacher: nn.Module) -> None:
-    """The teacher's weights into the student; only quantiser clips (PACT alphas) may differ between the two."""
+    """The teacher's weights into the student; only quantiser parameters (PACT clips, LSQ steps) may differ between
+    the two (a student's LSQ steps then start from its own first batch)."""
     result = student.load_state_dict(teacher.state_dict(), strict=False)
-    other = [k for k in (*result.missing_keys, *result.unexpected_keys) if ".clips." not in k]
+    other = [k for k in (*result.missing_keys, *result.unexpected_keys) if ".clips." not in k and ".steps." not in k]
     if other:
         raise UsageError(f"--student-init teacher: the student and teacher differ in {other[:4]}; use "
                          f"--student-init scratch.")

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from quantlib.mixed_precision.layers import SwitchableActivation
+from quantlib.mixed_precision.layers import SwitchableActivation, SwitchableResidual
+
+QUANTISERS = (SwitchableActivation, SwitchableResidual)
 
 
 @dataclass(frozen=True)
@@ -24,17 +26,18 @@ class LayerLevels:
 
 
 def record_levels(model: nn.Module, x: torch.Tensor) -> list[LayerLevels]:
-    """The levels of the first conv or linear op, every activation quantiser and the last linear op on ``x``, in
+    """The levels of the first conv or linear op, every activation (and residual) quantiser and the last linear op
+    on ``x``, in
     execution order (eval mode, no gradients; the model's mode is restored)."""
     linear = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
     watched = {name: m for name, m in model.named_modules()
-               if isinstance(m, SwitchableActivation) or name in (linear[0], linear[-1])}
+               if isinstance(m, QUANTISERS) or name in (linear[0], linear[-1])}
     seen: list[LayerLevels] = []
 
     def hook(name: str):
         def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             values = output.detach()
-            bits = module.bits if isinstance(module, SwitchableActivation) else None
+            bits = module.bits if isinstance(module, QUANTISERS) else None
             seen.append(LayerLevels(name, bits, int(values.unique().numel()), float(values.min()),
                                     float(values.max())))
         return record

@@ -1,9 +1,15 @@
 """Quantised pre-activation CIFAR ResNets from a ``(w_bits, a_bits, method)`` spec, built from quantlib's
-switchable-precision layers at one fixed bit-width each: every conv's weights at ``w_bits`` (DoReFa), every BN-ReLU
-followed by an activation quantiser at ``a_bits`` (DoReFa's clamp to [0, 1], or PACT's learned clip); the first conv
-and the classifier full precision unless ``quantise_first_last``. The residual stream (the sums of the adds) stays
-full precision, as in DoReFa-style quantised ResNets: what a block adds to it is its last conv's output, computed
-from quantised weights and activations. 32 bits is full precision; 1..16 quantise."""
+switchable-precision layers at one fixed bit-width each: every conv's weights at ``w_bits``, every BN-ReLU followed
+by an activation quantiser at ``a_bits``; the first conv and the classifier full precision unless
+``quantise_first_last``. The method: ``dorefa`` (DoReFa weights, activations clamped to [0, 1]), ``pact`` (DoReFa
+weights, PACT's learned clip) or ``lsq`` (learned step sizes for weights and activations). 32 bits is full
+precision; 1..16 quantise.
+
+The residual stream (the sums of the adds) is ``residual="float"`` by default, as in DoReFa-style quantised ResNets:
+what a block adds to it is its last conv's output, computed from quantised weights and activations, and every conv
+reads it through a BN-ReLU-quantiser. ``residual="quantised"`` puts each block's sum on a signed ``a_bits`` grid
+with a learned step (LSQ, whatever the method: the stream is signed, so neither DoReFa's [0, 1] nor PACT's
+[0, alpha] fits it), as an accelerator that stores the stream at activation precision would."""
 
 from __future__ import annotations
 
@@ -12,10 +18,11 @@ from dataclasses import dataclass
 from torch import nn
 
 from quantlib.mixed_precision import switchable
-from quantlib.mixed_precision.layers import FULL_PRECISION
+from quantlib.mixed_precision.layers import FULL_PRECISION, SwitchableResidual
 from quantlib.zoo.preact_resnet import PreActResNet
 
-METHODS = ("dorefa", "pact")
+METHODS = ("dorefa", "pact", "lsq")
+RESIDUALS = ("float", "quantised")
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,10 @@ class QuantSpec:
 
 def quantised_preact_resnet(depth: int, spec: QuantSpec, num_classes: int = 10, width: int = 1,
                             bottleneck: bool = False, quantise_first_last: bool = False,
-                            in_channels: int = 3) -> nn.Module:
+                            in_channels: int = 3, residual: str = "float") -> nn.Module:
     """The pre-activation ResNet of ``depth`` quantised by ``spec`` (the module doc)."""
+    if residual not in RESIDUALS:
+        raise ValueError(f"quantised_preact_resnet: residual {residual!r} is not one of {list(RESIDUALS)}.")
     model = PreActResNet(depth, num_classes, width, bottleneck, in_channels)
     options = {}
     for name, m in model.named_modules():
@@ -52,5 +61,9 @@ def quantised_preact_resnet(depth: int, spec: QuantSpec, num_classes: int = 10, 
             options[name] = [spec.w_bits]
     if not quantise_first_last:
         options["conv1"] = options["fc"] = [FULL_PRECISION]
-    return switchable(model, [spec.w_bits], activation_quantization=spec.method, batchnorm="shared",
-                      layer_options=options)
+    weights = "lsq" if spec.method == "lsq" else "dorefa"
+    model = switchable(model, [spec.w_bits], weights, spec.method, batchnorm="shared", layer_options=options)
+    if residual == "quantised":
+        for name in [name for name, m in model.named_modules() if name.endswith(".residual")]:
+            model.set_submodule(name, SwitchableResidual([spec.a_bits]))
+    return model

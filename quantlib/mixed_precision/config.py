@@ -7,8 +7,8 @@ quantization:
   Conv: QuanConv
   dorefa:                                   # a method block; --quantization-method picks one
     bitwidth_options: [2, 4, 8]
-    weight_quantization: dorefa             # dorefa
-    activation_quantization: dorefa         # dorefa | pact
+    weight_quantization: dorefa             # dorefa | lsq
+    activation_quantization: dorefa         # dorefa | pact | lsq
     training_method: joint_quantization     # | vanilla_single_precision_training | recursive_distillation
     validation_function: random_bitwidths   # | simple_validation
     switchable_clipping: false

@@ -71,7 +71,7 @@ def switchable(model: nn.Module, bitwidth_options: Sequence[int], weight_quantiz
         if type(m) is nn.ReLU:
             twin = SwitchableActivation(layer_opts, activation_quantization, switchable_clipping)
         else:
-            twin = switchable_linear_op(m, layer_opts, sat_weight_normalization)
+            twin = switchable_linear_op(m, layer_opts, sat_weight_normalization, weight_quantization)
         model.set_submodule(name, twin)
     if batchnorm == "switchable":
         converted = dict(model.named_modules())

@@ -4,8 +4,10 @@ integer models (and the integer ONNX).
 
 The grids: DoReFa weights at k bits are odd multiples of ``1 / (2^k - 1)`` (k + 1 signed bits; at 1 bit, +-1 times
 mean |w|), times the folded BatchNorm's ``|gamma| / sigma`` per output channel; DoReFa activations at k bits are
-``i / (2^k - 1)`` on [0, 1], PACT's ``i alpha / (2^k - 1)``. The network input, which the switchable model reads in
-float, is quantised to 8 bits (calibrated). Full-precision (32-bit) layers have no integer form and are refused.
+``i / (2^k - 1)`` on [0, 1], PACT's ``i alpha / (2^k - 1)``. LSQ weights at k bits are integers in
+``[-2^(k-1), 2^(k-1) - 1]`` (+-1 at 1 bit: 2 signed bits) times the learned step, LSQ activations ``i step``. The
+network input, which the switchable model reads in float, is quantised to 8 bits (calibrated). Full-precision
+(32-bit) layers have no integer form and are refused.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ from quantlib.calibration import calibrate
 from quantlib.editors.canonicalise import canonicalise
 from quantlib.fake_quantisation import quantize
 from quantlib.mixed_precision.configurations import switchable_layers
-from quantlib.mixed_precision.layers import FULL_PRECISION, SwitchableActivation, SwitchableBatchNorm, SwitchableWeights
+from quantlib.mixed_precision.layers import (
+    FULL_PRECISION,
+    SwitchableActivation,
+    SwitchableBatchNorm,
+    SwitchableResidual,
+    SwitchableWeights,
+)
 from quantlib.modules.qlinear import QConv2d, QLinear
 from quantlib.preflight import GENERIC, preflight, raise_refusals
 from quantlib.quantised_layers import respec_bits
-from quantlib.quantizers import dorefa_weights
 from quantlib.scale_ties import harmonise_scales
 from quantlib.true_quantisation import IntegerFlow
 
@@ -77,15 +84,14 @@ def _plain_model(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[int, torc
         if isinstance(m, SwitchableBatchNorm):
             plain.set_submodule(name, m.current())
         elif isinstance(m, SwitchableActivation):
-            top = m.clip().detach() if m.quantiser == "pact" else torch.tensor(1.0)
-            grids[name] = (m.bits, top / (2 ** m.bits - 1))
+            grids[name] = (m.bits, m.step())
             plain.set_submodule(name, nn.ReLU())
         elif isinstance(m, SwitchableWeights):
-            unscaled = dorefa_weights(m.weight.detach(), m.bits)
-            step = unscaled.abs().mean() if m.bits == 1 else torch.tensor(1.0 / (2 ** m.bits - 1))
-            largest = torch.round(unscaled.abs().flatten(1).amax(dim=1) / step)
-            grids[name] = (m.bits + 1, largest)  # odd levels -(2^k - 1) .. 2^k - 1 need k + 1 signed bits
+            grids[name] = m.integer_weights()
             plain.set_submodule(name, _float_twin(m, m.quantised_weight().detach()))
+        elif isinstance(m, SwitchableResidual):
+            raise ValueError(f"Layer {name!r} quantises a residual sum, which the integer path does not take as a "
+                             f"separate quantiser; export a model built with residual='float'.")
     return plain, grids
 
 

@@ -5,7 +5,8 @@ the second and third stages starting with stride 2, then BatchNorm-ReLU, global 
 classifier. Blocks compute BN-ReLU-conv twice (basic: two 3x3; bottleneck: 1x1, 3x3 carrying the stride, 1x1 of
 4x the width; only the 3x3 is padded) and add a shortcut: the identity, or a 1x1 conv of the pre-activated input
 with the block's stride where the shape changes. Depth 6n + 2 for basic blocks (8, 14, 20, 26, 32, 44, 56, 110),
-9n + 2 for bottlenecks (164, ...). Every ReLU is its own ``nn.ReLU`` module, so that each can become a quantiser.
+9n + 2 for bottlenecks (164, ...). Every ReLU is its own ``nn.ReLU`` module, and every block's sum passes through
+its own ``residual`` module (an ``nn.Identity``), so that each can become a quantiser.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ class PreActBlock(nn.Module):
         self.relu2 = nn.ReLU()
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.shortcut = _projection(in_planes, planes * self.expansion, stride)
+        self.residual = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(x))
         shortcut = x if self.shortcut is None else self.shortcut(out)
         out = self.conv1(out)
         out = self.conv2(self.relu2(self.bn2(out)))
-        return out + shortcut
+        return self.residual(out + shortcut)
 
 
 class PreActBottleneck(nn.Module):
@@ -50,6 +52,7 @@ class PreActBottleneck(nn.Module):
         self.relu3 = nn.ReLU()
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
         self.shortcut = _projection(in_planes, planes * self.expansion, stride)
+        self.residual = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(x))
@@ -57,7 +60,7 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(out)
         out = self.conv2(self.relu2(self.bn2(out)))
         out = self.conv3(self.relu3(self.bn3(out)))
-        return out + shortcut
+        return self.residual(out + shortcut)
 
 
 def _projection(in_planes: int, out_planes: int, stride: int) -> nn.Conv2d | None:

@@ -55,3 +55,15 @@ def test_the_design_notes_pair_flags_and_bad_options(tmp_path, capsys):
                                "--epochs", "1", "--device", "cpu", "--out", str(out)]) == 0
     steps = json.loads((out / "distil_results.json").read_text())["steps"]
     assert [(r["bits"], r["teacher"]) for r in steps] == [("8/8", None), ("4/4", "8/8")]
+
+
+def test_an_lsq_chain_with_quantised_residual_sums_is_taught_from_the_teachers_weights(tmp_path):
+    out = tmp_path / "out"
+    argv = ["distil", "--chain", "4/4,2/2", "--quantization", "lsq", "--residual", "quantised", "--arch",
+            "preact_resnet8", "--epochs", "1", "--inspect", "--device", "cpu", "--out", str(out)]
+    assert quantlib_main.main(argv) == 0
+    levels = json.loads((out / "levels.json").read_text())
+    residual = [lv for lv in levels["2/2"] if lv["layer"].endswith(".residual")]
+    assert len(residual) == 3 and all(lv["bits"] == 2 and lv["distinct"] <= 4 for lv in residual)
+    student = torch.load(out / "step1_w2a2.pt", weights_only=True)["state_dict"]
+    assert student["layer1.0.conv1.steps.2"].item() > 0 and "layer1.0.conv1.steps.4" not in student

@@ -72,10 +72,33 @@ def test_a_k_bit_network_has_at_most_2_to_the_k_levels_at_every_activation(bits)
 def test_the_spec_is_checked_and_first_last_can_be_quantised():
     with pytest.raises(ValueError, match="QuantSpec: w_bits=17 must be an integer from 1 to 16, or 32"):
         QuantSpec(17, 4)
-    with pytest.raises(ValueError, match="method 'lsq' is not one of \\['dorefa', 'pact'\\]"):
-        QuantSpec(4, 4, "lsq")
+    with pytest.raises(ValueError, match="method 'apot' is not one of \\['dorefa', 'pact', 'lsq'\\]"):
+        QuantSpec(4, 4, "apot")
+    with pytest.raises(ValueError, match="residual 'int8' is not one of \\['float', 'quantised'\\]"):
+        quantised_preact_resnet(8, QuantSpec(4, 4), residual="int8")
     model = quantised_preact_resnet(8, QuantSpec(4, 4, "pact"), quantise_first_last=True)
     assert switchable_layers(model)["conv1"].bits == 4 and switchable_layers(model)["relu"].quantiser == "pact"
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_lsq_networks_and_quantised_residual_sums_have_at_most_2_to_the_k_levels(bits):
+    torch.manual_seed(0)
+    model = quantised_preact_resnet(8, QuantSpec(bits, bits, "lsq"), residual="quantised")
+    layers = switchable_layers(model)
+    assert layers["layer1.0.conv1"].weight_quantiser == "lsq" and layers["layer1.0.relu1"].quantiser == "lsq"
+    model.train()(torch.randn(8, 3, 32, 32))  # the first batch sets the LSQ steps
+    levels = record_levels(model, torch.randn(8, 3, 32, 32))
+    residual = [lv for lv in levels if lv.layer.endswith(".residual")]
+    assert [lv.layer for lv in residual] == ["layer1.0.residual", "layer2.0.residual", "layer3.0.residual"]
+    assert all(lv.bits == bits and lv.distinct <= 2 ** bits and lv.minimum < 0 < lv.maximum for lv in residual)
+    activations = [lv for lv in levels if lv.bits is not None and lv not in residual]
+    assert len(activations) == 2 * 3 + 1 and all(0.0 <= lv.minimum and lv.distinct <= 2 ** bits for lv in activations)
+    weights = layers["layer2.0.conv2"]
+    step = weights.steps[str(bits)]
+    unscaled = weights.quantised_weight().detach() / step.detach()
+    assert unscaled.unique().numel() <= 2 ** bits and torch.allclose(unscaled, unscaled.round(), atol=1e-5)
+    float_residual = quantised_preact_resnet(8, QuantSpec(bits, bits, "lsq"))
+    assert isinstance(float_residual.layer1[0].residual, torch.nn.Identity)  # the default: a float stream
 
 
 def test_the_distillation_loss_is_hintons_by_hand():

@@ -45,8 +45,9 @@ BAD = [
                                                                               "non-empty list of integers from 1 to 16 "
                                                                               "or 32 (full precision); not allowed: "
                                                                               "[64]"),
-    (lambda d: d["quantization"]["dorefa"].update(activation_quantization="lsq"),
-     "key 'quantization.dorefa.activation_quantization' has value 'lsq'; allowed: one of ['dorefa', 'pact']"),
+    (lambda d: d["quantization"]["dorefa"].update(activation_quantization="apot"),
+     "key 'quantization.dorefa.activation_quantization' has value 'apot'; allowed: one of ['dorefa', 'pact', "
+     "'lsq']"),
     (lambda d: d["quantization"]["dorefa"].update(training_method="joint"),
      "key 'quantization.dorefa.training_method' has value 'joint'; allowed: one of ['joint_quantization', "),
     (lambda d: d["quantization"]["dorefa"].update(switchable_clipping="yes"),
@@ -104,6 +105,29 @@ def test_mixed_dorefa_weights_and_pact_activations_train_and_export_exactly(tmp_
     with torch.no_grad():
         agree = (model(x).argmax(1) == flow.exact(x).argmax(1)).float().mean().item()
     assert agree >= 0.9  # the 8-bit input and the floored average pool are the only differences
+
+
+def test_an_lsq_configuration_deploys_exactly_on_its_learned_steps():
+    torch.manual_seed(0)
+    model = mp.switchable(digits_cnn(), [2, 4], weight_quantization="lsq", activation_quantization="lsq")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 1, 8, 8, generator=g)
+    optimiser = torch.optim.Adam(model.parameters(), 1e-2)
+    module, loss_fn = mp.joint_quantization(model, [2, 4], 2, g)
+    for _ in range(3):
+        optimiser.zero_grad()
+        loss, _ = loss_fn(module.train(), x, torch.randint(0, 10, (32,), generator=g))
+        loss.backward()
+        optimiser.step()
+    config = mp.set_random_bitwidths(model, generator=g)
+    model.eval()
+    flow = deploy_configuration(model, x, [x])
+    assert [c.layer for c in compare_exact_and_integer(flow.exact, flow.integer, x) if c.mismatches] == []
+    relu, k = flow.fake.get_submodule("features.2"), config["features.2"]
+    assert relu.scale.item() == pytest.approx(model.features[2].steps[str(k)].item(), rel=1e-6)
+    with torch.no_grad():
+        agree = (model(x).argmax(1) == flow.exact(x).argmax(1)).float().mean().item()
+    assert agree >= 0.9
 
 
 def test_eight_bit_dorefa_weights_export_as_two_steps_of_uint8_levels(tmp_path):

@@ -143,6 +143,28 @@ def test_pact_clips_are_learned_per_bit_width_with_switchable_clipping():
     assert list(shared.clips) == ["shared"]
 
 
+def test_lsq_steps_start_from_the_first_batch_one_per_bit_width_and_are_learned():
+    act = SwitchableActivation([2, 4], "lsq")
+    x = torch.tensor([-1.0, 0.5, 1.0, 2.0, 6.5])
+    act.set_bits(2)
+    y = act(x)  # mean |relu(x)| = 2, q_p = 3: step 2 * 2 / sqrt(3) = 2.31; x / step = 0, .22, .43, .87, 2.8
+    step = 4 / 3 ** 0.5
+    assert act.steps["2"].item() == pytest.approx(step) and act.steps["4"].item() == 0.0  # 4 bits: not yet seen
+    assert torch.allclose(y, torch.tensor([0.0, 0.0, 0.0, step, 3 * step]))
+    y.sum().backward()
+    assert act.steps["2"].grad.item() != 0.0 and act.steps["4"].grad is None
+    conv = mp.switchable(nn.Sequential(nn.Conv2d(2, 3, 3)), [1, 3], weight_quantization="lsq")[0]
+    w = conv.weight.detach()
+    for bits, q_n, q_p in ((3, 4, 3), (1, 1, 1)):
+        conv.set_bits(bits)
+        levels = conv.quantised_weight().detach() / conv.steps[str(bits)].detach()
+        assert conv.steps[str(bits)].item() == pytest.approx(2 * w.abs().mean().item() / q_p ** 0.5)
+        assert torch.allclose(levels, levels.round(), atol=1e-5) and levels.min() >= -q_n and levels.max() <= q_p
+        signed_bits, largest = conv.integer_weights()
+        assert signed_bits == max(bits, 2) and torch.equal(largest, levels.round().abs().flatten(1).amax(1))
+    assert sorted(torch.unique(levels).tolist()) == [-1.0, 1.0]  # 1 bit: +-step
+
+
 def test_sat_rescales_the_quantised_weights_to_the_fan_out_variance():
     conv = mp.switchable(nn.Sequential(nn.Conv2d(3, 8, 3)), [4], sat_weight_normalization=True)[0]
     assert isinstance(conv, SwitchableConv2d)

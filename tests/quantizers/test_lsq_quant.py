@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantlib.quantizers import lsq_grad_scale, lsq_quantize
+from quantlib.quantizers import lsq_grad_scale, lsq_initial_step, lsq_quantize, lsq_signed
 
 # x shape, step shape, axes summed for the step gradient
 CASES = [((6, 5), (), (0, 1)), ((4, 3, 2, 2), (4, 1, 1, 1), (1, 2, 3)), ((2, 4, 3, 3), (1, 4, 1, 1), (0, 2, 3))]
@@ -108,3 +108,23 @@ def test_outputs_on_grid_in_range_and_idempotent(values: list[float], exp: int, 
     np.testing.assert_array_equal(levels, np.round(levels))
     assert levels.min() >= -q_n and levels.max() <= q_p
     assert torch.equal(lsq_quantize(y, step, q_n, q_p, 1.0), y)
+
+
+def test_one_bit_lsq_is_plus_minus_the_step_with_lsqs_gradients() -> None:
+    """z = x / step = [-3, -0.5, 0, 0.25, 2]: forward step * sign(z); dx passes where |z| <= 1; dstep sums
+    sign(z) - z inside and sign(z) outside, times the gradient scale."""
+    x = torch.tensor([-1.5, -0.25, 0.0, 0.125, 1.0], requires_grad=True)
+    step = torch.tensor(0.5, requires_grad=True)
+    out = lsq_signed(x, step, 1, 0.5)
+    assert out.tolist() == [-0.5, -0.5, 0.5, 0.5, 0.5]
+    out.backward(torch.ones(5))
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+    assert step.grad.item() == pytest.approx(0.5 * (-1 + (-1 + 0.5) + 1 + (1 - 0.25) + 1))
+
+
+def test_signed_lsq_grids_and_the_initial_step() -> None:
+    x = torch.linspace(-3, 3, 13)
+    assert lsq_signed(x, torch.tensor(0.5), 2, 1.0).unique().tolist() == [-1.0, -0.5, 0.0, 0.5]  # [-2, 1] * step
+    z = torch.arange(-10.0, 10.0)
+    assert torch.equal(lsq_signed(z * 0.25, torch.tensor(0.25), 4, 1.0).unique(), torch.arange(-8.0, 8.0) * 0.25)
+    assert lsq_initial_step(torch.tensor([1.0, -3.0]), 4).item() == pytest.approx(2 * 2.0 / 2)
