@@ -74,19 +74,29 @@ class LearnedSteps(Switchable):
     """LSQ's learned step per bit-width option (the module doc)."""
 
     steps: nn.ParameterDict
+    steps_checked: set[str]
+    """The bit-widths whose step is known to be set: each is read from the device once, not in every forward."""
 
     def init_steps(self) -> None:
         self.steps = nn.ParameterDict({str(k): nn.Parameter(torch.tensor(0.0)) for k in self.options
                                        if k != FULL_PRECISION})
+        self.steps_checked = set()
 
     def learned_step(self, x: torch.Tensor, q_p: int) -> torch.Tensor:
         """The step of the current bit-width, set from ``x`` if it is still 0."""
-        step = self.steps[str(self.bits)]
-        if not step.detach() > 0:
-            with torch.no_grad():
-                step.copy_(lsq_initial_step(x, q_p))
-            distributed.broadcast_from_main([step], distributed.current())
+        key = str(self.bits)
+        step = self.steps[key]
+        if key not in self.steps_checked:
+            if not step.detach() > 0:
+                with torch.no_grad():
+                    step.copy_(lsq_initial_step(x, q_p))
+                distributed.broadcast_from_main([step], distributed.current())
+            self.steps_checked.add(key)
         return step
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self.steps_checked = set()  # loaded steps may be unset ones
+        super()._load_from_state_dict(*args, **kwargs)
 
 
 def signed_levels(bits: int) -> int:

@@ -87,13 +87,7 @@ def test_mixed_dorefa_weights_and_pact_activations_train_and_export_exactly(tmp_
         clip.data.fill_(0.5)  # below much of the BatchNorm-ed input: PACT's gradient moves it
     g = torch.Generator().manual_seed(0)
     x = torch.randn(32, 1, 8, 8, generator=g)
-    optimiser = torch.optim.Adam(model.parameters(), 1e-2)
-    module, loss_fn = mp.joint_quantization(model, [2, 4], 2, g)
-    for _ in range(3):
-        optimiser.zero_grad()
-        loss, _ = loss_fn(module.train(), x, torch.randint(0, 10, (32,), generator=g))
-        loss.backward()
-        optimiser.step()
+    train_jointly(model, x, g)
     assert model.features[2].clips["2"].item() != 0.5 and model.features[2].clips["4"].item() != 0.5  # learned
     config = mp.set_random_bitwidths(model, generator=g)
     model.eval()
@@ -107,11 +101,8 @@ def test_mixed_dorefa_weights_and_pact_activations_train_and_export_exactly(tmp_
     assert agree >= 0.9  # the 8-bit input and the floored average pool are the only differences
 
 
-def test_an_lsq_configuration_deploys_exactly_on_its_learned_steps():
-    torch.manual_seed(0)
-    model = mp.switchable(digits_cnn(), [2, 4], weight_quantization="lsq", activation_quantization="lsq")
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(32, 1, 8, 8, generator=g)
+def train_jointly(model: torch.nn.Module, x: torch.Tensor, g: torch.Generator) -> None:
+    """Three joint steps over options [2, 4] on ``x`` with random labels from ``g``."""
     optimiser = torch.optim.Adam(model.parameters(), 1e-2)
     module, loss_fn = mp.joint_quantization(model, [2, 4], 2, g)
     for _ in range(3):
@@ -119,6 +110,14 @@ def test_an_lsq_configuration_deploys_exactly_on_its_learned_steps():
         loss, _ = loss_fn(module.train(), x, torch.randint(0, 10, (32,), generator=g))
         loss.backward()
         optimiser.step()
+
+
+def test_an_lsq_configuration_deploys_exactly_on_its_learned_steps():
+    torch.manual_seed(0)
+    model = mp.switchable(digits_cnn(), [2, 4], weight_quantization="lsq", activation_quantization="lsq")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 1, 8, 8, generator=g)
+    train_jointly(model, x, g)
     config = mp.set_random_bitwidths(model, generator=g)
     model.eval()
     flow = deploy_configuration(model, x, [x])

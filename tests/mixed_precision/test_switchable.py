@@ -153,6 +153,9 @@ def test_lsq_steps_start_from_the_first_batch_one_per_bit_width_and_are_learned(
     assert torch.allclose(y, torch.tensor([0.0, 0.0, 0.0, step, 3 * step]))
     y.sum().backward()
     assert act.steps["2"].grad.item() != 0.0 and act.steps["4"].grad is None
+    act.load_state_dict(SwitchableActivation([2, 4], "lsq").state_dict())  # unset steps: set again from x
+    act(x * 2)
+    assert act.steps["2"].item() == pytest.approx(2 * step)
     conv = mp.switchable(nn.Sequential(nn.Conv2d(2, 3, 3)), [1, 3], weight_quantization="lsq")[0]
     w = conv.weight.detach()
     for bits, q_n, q_p in ((3, 4, 3), (1, 1, 1)):
