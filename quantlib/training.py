@@ -32,11 +32,10 @@ from tqdm import tqdm
 from quantlib import distributed
 from quantlib.atomic_files import write_atomically
 from quantlib.distributed import ProcessGroup
+from quantlib.registry import Registry
 
 logger = logging.getLogger(__name__)
 
-OPTIMISERS = ("adam", "sgd", "adamw")
-SCHEDULERS = ("cosine", "step", "none")
 DEVICES = ("cpu", "cuda", "auto")
 CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = "quantlib-training-checkpoint"
@@ -58,7 +57,7 @@ class TrainConfig:
     lr: float = 1e-3
     """Learning rate (a param group's own ``lr`` takes precedence)."""
     optimiser: str = "adam"
-    """'adam', 'sgd' or 'adamw'."""
+    """A name of ``OPTIMISERS``: 'adam', 'sgd', 'adamw' or one registered there."""
     momentum: float = 0.0
     """SGD momentum, in [0, 1) (optimiser 'sgd' only)."""
     weight_decay: float = 0.0
@@ -66,8 +65,8 @@ class TrainConfig:
     nesterov: bool = False
     """Nesterov momentum (optimiser 'sgd' with momentum > 0 only)."""
     scheduler: str = "cosine"
-    """Learning rate per epoch: 'cosine' (from lr to 0 over the epochs after the warm-up), 'step' (times ``gamma``
-    every ``step_size`` epochs) or 'none' (constant)."""
+    """Learning rate per epoch, a name of ``SCHEDULERS``: 'cosine' (from lr to 0 over the epochs after the warm-up),
+    'step' (times ``gamma`` every ``step_size`` epochs), 'none' (constant) or one registered there."""
     step_size: int = 30
     """Epochs between two decays of the 'step' scheduler."""
     gamma: float = 0.1
@@ -94,6 +93,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.checkpoint_dir is not None and isinstance(self.checkpoint_dir, (str, os.PathLike)):
             object.__setattr__(self, "checkpoint_dir", Path(self.checkpoint_dir))
+        for name in _NAMED:  # registry names match regardless of case: keep the registry's spelling
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, getattr(self, name).lower())
         problem = _problem(self.as_dict())
         if problem:
             raise ValueError(f"TrainConfig: {problem}")
@@ -130,11 +132,11 @@ def _is_number(v: object) -> bool:
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "optimiser": (lambda v: v in OPTIMISERS, f"one of {list(OPTIMISERS)}"),
+    "optimiser": (lambda v: v in OPTIMISERS, "one of the optimisers"),
     "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "nesterov": (lambda v: isinstance(v, bool), "true or false"),
-    "scheduler": (lambda v: v in SCHEDULERS, f"one of {list(SCHEDULERS)}"),
+    "scheduler": (lambda v: v in SCHEDULERS, "one of the schedulers"),
     "step_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "gamma": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "warmup_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
@@ -162,11 +164,14 @@ def _problem(values: Mapping[str, Any]) -> str | None:
         value = values[key]
         if not ok(value):
             hint = " (YAML reads 1e-3, without a dot, as text: write 1.0e-3)" if _exponent_text(value) else ""
-            return f"{key}={value!r} is not allowed: {key} must be {allowed}{hint}."
-    if values["momentum"] and values["optimiser"] != "sgd":
+            known = (f" {list(_NAMED[key])} (register another in quantlib.training.{_NAMED[key].kind.upper()}S)"
+                     if key in _NAMED else "")
+            return f"{key}={value!r} is not allowed: {key} must be {allowed}{known}{hint}."
+    sgd = str(values["optimiser"]).lower() == "sgd"
+    if values["momentum"] and not sgd:
         return (f"momentum={values['momentum']!r} applies to optimiser 'sgd' only, not "
                 f"{values['optimiser']!r}: set optimiser to 'sgd' or momentum to 0.")
-    if values["nesterov"] and (values["optimiser"] != "sgd" or not values["momentum"]):
+    if values["nesterov"] and (not sgd or not values["momentum"]):
         return (f"nesterov=True needs optimiser 'sgd' with momentum > 0, got optimiser={values['optimiser']!r} and "
                 f"momentum={values['momentum']!r}.")
     if values["warmup_epochs"] and values["warmup_epochs"] >= values["epochs"]:
@@ -231,23 +236,62 @@ class DistillationLoss:
         return (1 - self.alpha) * F.cross_entropy(logits, targets) + self.alpha * t * t * kl, logits
 
 
+OptimiserFactory = Callable[["TrainConfig", Iterable], torch.optim.Optimizer]
+"""``(config, params) -> optimiser``: params are parameters or param-group dicts, as torch.optim takes them."""
+SchedulerFactory = Callable[["TrainConfig", torch.optim.Optimizer], "LRScheduler | None"]
+"""``(config, optimiser) -> per-epoch schedule`` (None: a constant rate); the warm-up is added around it."""
+
+
+def _sgd(config: TrainConfig, params: Iterable) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=config.nesterov)
+
+
+def _adam(config: TrainConfig, params: Iterable) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _adamw(config: TrainConfig, params: Iterable) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _cosine(config: TrainConfig, optimiser: torch.optim.Optimizer) -> LRScheduler:
+    return CosineAnnealingLR(optimiser, T_max=max(1, config.epochs - config.warmup_epochs))
+
+
+def _step(config: TrainConfig, optimiser: torch.optim.Optimizer) -> LRScheduler:
+    return StepLR(optimiser, step_size=config.step_size, gamma=config.gamma)
+
+
+OPTIMISERS: Registry[OptimiserFactory] = Registry("optimiser", {"adam": _adam, "adamw": _adamw, "sgd": _sgd})
+"""The optimisers ``TrainConfig.optimiser`` names (matched regardless of case, so 'AdamW' is 'adamw')."""
+SCHEDULERS: Registry[SchedulerFactory] = Registry("scheduler", {
+    "cosine": _cosine, "cosineannealinglr": _cosine, "step": _step, "steplr": _step, "none": lambda config, opt: None})
+"""The schedules ``TrainConfig.scheduler`` names; torch's class names ('StepLR', 'CosineAnnealingLR') work too."""
+CRITERIA: Registry[Callable[[], nn.Module]] = Registry("criterion", {"crossentropyloss": nn.CrossEntropyLoss})
+"""Losses ``(logits, class indices) -> scalar`` by name, for configurations that name one (``criterion_loss``)."""
+_NAMED = {"optimiser": OPTIMISERS, "scheduler": SCHEDULERS}
+
+
+def criterion_loss(name: str) -> Loss:
+    """The ``Loss`` of the criterion registered as ``name`` (KeyError listing the registered ones)."""
+    criterion = CRITERIA[name]()
+
+    def loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(inputs)
+        return criterion(logits, targets), logits
+
+    return loss
+
+
 def make_optimiser(config: TrainConfig, params: Iterable) -> torch.optim.Optimizer:
     """The optimiser ``config`` names over ``params`` (parameters, or param-group dicts as torch.optim takes)."""
-    if config.optimiser == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                               nesterov=config.nesterov)
-    optimiser = torch.optim.Adam if config.optimiser == "adam" else torch.optim.AdamW
-    return optimiser(params, lr=config.lr, weight_decay=config.weight_decay)
+    return OPTIMISERS[config.optimiser](config, params)
 
 
 def make_scheduler(config: TrainConfig, optimiser: torch.optim.Optimizer) -> LRScheduler | None:
     """The per-epoch learning-rate schedule ``config`` names, after its warm-up; None for a constant rate."""
-    if config.scheduler == "cosine":
-        main = CosineAnnealingLR(optimiser, T_max=max(1, config.epochs - config.warmup_epochs))
-    elif config.scheduler == "step":
-        main = StepLR(optimiser, step_size=config.step_size, gamma=config.gamma)
-    else:
-        main = None
+    main = SCHEDULERS[config.scheduler](config, optimiser)
     if not config.warmup_epochs:
         return main
     warmup = LinearLR(optimiser, start_factor=1 / (config.warmup_epochs + 1), total_iters=config.warmup_epochs)

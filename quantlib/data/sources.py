@@ -2,11 +2,11 @@
 ``cifar100:PATH`` (a cifar-100-python folder), ``imagenet:PATH`` (an image folder: train/ and val/ of one sub-folder
 per class, or class sub-folders directly), ``pamap2:PATH`` (PAMAP2's folder: 512-sample windows of 40 channels,
 subject 105 left out), ``npz:PATH`` (arrays x, y) or ``random:N`` (N Gaussian batches of a given shape: calibration when
-nothing better exists, no accuracy)."""
+nothing better exists, no accuracy). ``DATASETS`` holds the named ones; a user registers more."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +19,7 @@ from quantlib.data.digits import digits_loaders
 from quantlib.data.image_folder import image_folder_loaders
 from quantlib.data.npz import npz_loaders
 from quantlib.data.pamap2 import ACTIVITIES, pamap2_loaders
+from quantlib.registry import Registry
 
 DIGITS_SHAPE = (1, 8, 8)
 CIFAR10_SHAPE = (3, 32, 32)
@@ -64,34 +65,67 @@ class DataSource:
         return batches
 
 
-def data_source(spec: str, input_shape: tuple[int, ...] | None = None, batch_size: int = 64) -> DataSource:
-    """The data named by ``spec``; ``input_shape`` is required for ``random:N``. ValueError names what is wrong."""
-    kind, _, arg = spec.partition(":")
-    if kind == "digits" and not arg:
-        train, test = digits_loaders(batch_size)
-        return DataSource(spec, train, test, DIGITS_SHAPE, 10)
-    if kind in ("cifar10", "cifar100") and arg:
-        datasets = load_cifar10(arg) if kind == "cifar10" else load_cifar100(arg)
+def _digits(path: str, batch_size: int) -> DataSource:
+    train, test = digits_loaders(batch_size)
+    return DataSource("digits", train, test, DIGITS_SHAPE, 10)
+
+
+def _cifar(kind: str) -> Callable[[str, int], DataSource]:
+    def load(path: str, batch_size: int) -> DataSource:
+        datasets = load_cifar10(path) if kind == "cifar10" else load_cifar100(path)
         train, test = cifar_loaders(*datasets, batch_size, seed=0)
         calibration = DataLoader(datasets[0], batch_size=batch_size, shuffle=True,
                                  generator=torch.Generator().manual_seed(0))  # the images without augmentation
         shape, classes = (CIFAR10_SHAPE, 10) if kind == "cifar10" else (CIFAR100_SHAPE, 100)
-        return DataSource(spec, train, test, shape, classes, calibration)
-    if kind == "imagenet" and arg:
-        train, test = image_folder_loaders(arg, batch_size, crop=IMAGENET_SHAPE[-1])
-        return DataSource(spec, train, test, IMAGENET_SHAPE, len(test.dataset.classes))
-    if kind in ("pamap2", "npz") and arg:
-        train, test = pamap2_loaders(arg, batch_size) if kind == "pamap2" else npz_loaders(arg, batch_size)
+        return DataSource(f"{kind}:{path}", train, test, shape, classes, calibration)
+    return load
+
+
+def _imagenet(path: str, batch_size: int) -> DataSource:
+    train, test = image_folder_loaders(path, batch_size, crop=IMAGENET_SHAPE[-1])
+    return DataSource(f"imagenet:{path}", train, test, IMAGENET_SHAPE, len(test.dataset.classes))
+
+
+def _arrays(kind: str) -> Callable[[str, int], DataSource]:
+    def load(path: str, batch_size: int) -> DataSource:
+        train, test = pamap2_loaders(path, batch_size) if kind == "pamap2" else npz_loaders(path, batch_size)
         shape = tuple(train.dataset.tensors[0].shape[1:])
         classes = len(ACTIVITIES) if kind == "pamap2" else int(train.dataset.tensors[1].max()) + 1
-        return DataSource(spec, train, test, shape, classes)
+        return DataSource(f"{kind}:{path}", train, test, shape, classes)
+    return load
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named data set: ``load(path, batch_size)``; ``path`` says what its path is ('' when it takes none)."""
+
+    load: Callable[[str, int], DataSource]
+    path: str = ""
+
+
+DATASETS: Registry[Dataset] = Registry("data set", {
+    "digits": Dataset(_digits),
+    "cifar10": Dataset(_cifar("cifar10"), "a cifar-10-batches-py folder"),
+    "cifar100": Dataset(_cifar("cifar100"), "a cifar-100-python folder"),
+    "imagenet": Dataset(_imagenet, "an image folder: train/ and val/, or one sub-folder of images per class"),
+    "pamap2": Dataset(_arrays("pamap2"), "the PAMAP2 folder"),
+    "npz": Dataset(_arrays("npz"), "arrays x, y"),
+})
+"""The data sets ``data_source`` and configurations name; register another as ``Dataset(load, path_hint)``."""
+
+
+def data_source(spec: str, input_shape: tuple[int, ...] | None = None, batch_size: int = 64) -> DataSource:
+    """The data named by ``spec`` (``NAME`` or ``NAME:PATH`` of ``DATASETS``, or ``random:N``); ``input_shape`` is
+    required for ``random:N``. ValueError names what is wrong."""
+    kind, _, arg = spec.partition(":")
+    if kind in DATASETS and bool(arg) == bool(DATASETS[kind].path):
+        return DATASETS[kind].load(arg, batch_size)
     if kind == "random" and arg.isdecimal() and int(arg) > 0:
         if input_shape is None:
             raise ValueError(f"Data '{spec}' needs an input shape (--input-shape C,H,W, C,L or F).")
         g = torch.Generator().manual_seed(0)
         batches = [(torch.randn(batch_size, *input_shape, generator=g),) for _ in range(int(arg))]
         return DataSource(spec, batches, None, tuple(input_shape), 0)
-    raise ValueError(f"Data '{spec}' is not one of 'digits', 'cifar10:PATH' (a cifar-10-batches-py folder), "
-                     f"'cifar100:PATH' (a cifar-100-python folder), 'imagenet:PATH' (an image folder: train/ and "
-                     f"val/, or one sub-folder of images per class), 'pamap2:PATH' (the PAMAP2 folder), "
-                     f"'npz:PATH' (arrays x, y) or 'random:N' (N random batches).")
+    named = ", ".join(f"'{name}:PATH' ({entry.path})" if entry.path else f"'{name}'"
+                      for name, entry in DATASETS.items())
+    raise ValueError(f"Data '{spec}' is not one of {named} or 'random:N' (N random batches).")

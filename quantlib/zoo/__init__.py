@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from quantlib.registry import Registry
 from quantlib.zoo.control_flow_net import control_flow_net
 from quantlib.zoo.digits_cnn import digits_cnn
 from quantlib.zoo.ds_cnn import ds_cnn
@@ -68,11 +69,12 @@ def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry("model", {
     **{name: entry.factory for name, entry in ZOO.items()},
     "resnet34": resnet34, "resnet1d10": resnet1d10, "resnet1d18": resnet1d18, "mobilenet_v2": mobilenet_v2,
-}
-"""Every model factory of the zoo by name (keyword arguments such as ``num_classes`` go to the factory)."""
+})
+"""Every model factory of the zoo by name (keyword arguments such as ``num_classes`` go to the factory); a user
+registers their own with ``ARCHITECTURES.register(name, factory)``."""
 
 
 def build(name: str, seed: int = 0) -> nn.Module:

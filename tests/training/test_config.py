@@ -19,9 +19,11 @@ def test_unknown_keys_are_refused_listing_the_valid_ones():
 
 @pytest.mark.parametrize(("data", "expected"), [
     ({"optimiser": "rmsprop"},
-     "run.yaml: optimiser='rmsprop' is not allowed: optimiser must be one of ['adam', 'sgd', 'adamw']."),
+     "run.yaml: optimiser='rmsprop' is not allowed: optimiser must be one of the optimisers "
+     "['adam', 'adamw', 'sgd'] (register another in quantlib.training.OPTIMISERS)."),
     ({"scheduler": "linear"},
-     "run.yaml: scheduler='linear' is not allowed: scheduler must be one of ['cosine', 'step', 'none']."),
+     "run.yaml: scheduler='linear' is not allowed: scheduler must be one of the schedulers "
+     "['cosine', 'cosineannealinglr', 'step', 'steplr', 'none'] (register another in quantlib.training.SCHEDULERS)."),
     ({"device": "gpu"}, "run.yaml: device='gpu' is not allowed: device must be one of ['cpu', 'cuda', 'auto']."),
     ({"lr": 0}, "run.yaml: lr=0 is not allowed: lr must be a number > 0."),
     ({"lr": "1e-3"}, "run.yaml: lr='1e-3' is not allowed: lr must be a number > 0 (YAML reads 1e-3, without a dot, "
@@ -102,3 +104,30 @@ def _rates(config: TrainConfig) -> list[float]:
 ])
 def test_scheduler_choices_give_the_documented_rates(config, expected):
     assert _rates(config) == pytest.approx(expected, abs=1e-12)
+
+
+def test_registry_names_match_regardless_of_case_and_torch_class_names_name_the_schedules():
+    config = TrainConfig(optimiser="SGD", momentum=0.9, scheduler="StepLR", step_size=1, gamma=0.5, epochs=3, lr=1.0)
+    assert (config.optimiser, config.scheduler) == ("sgd", "steplr")
+    assert type(make_optimiser(config, _params())) is torch.optim.SGD
+    assert _rates(config) == [1.0, 0.5, 0.25]
+
+
+def test_a_registered_optimiser_and_criterion_are_used_by_name(monkeypatch):
+    from quantlib.registry import Registry
+    from quantlib.training import CRITERIA, OPTIMISERS, criterion_loss
+
+    monkeypatch.setattr(OPTIMISERS, "_items", dict(OPTIMISERS._items))  # registered for this test only
+    monkeypatch.setattr(CRITERIA, "_items", dict(CRITERIA._items))
+    OPTIMISERS.register("RMSprop", lambda config, params: torch.optim.RMSprop(params, lr=config.lr))
+    CRITERIA.register("l1_logit", lambda: (lambda logits, targets: logits.abs().sum()))
+    optimiser = make_optimiser(TrainConfig(optimiser="rmsprop", lr=0.25), _params())
+    assert type(optimiser) is torch.optim.RMSprop and optimiser.param_groups[0]["lr"] == 0.25
+    value, logits = criterion_loss("L1_LOGIT")(lambda x: 2 * x, torch.tensor([[1.0, -3.0]]), torch.tensor([0]))
+    assert value.item() == 8.0 and logits.tolist() == [[2.0, -6.0]]
+    with pytest.raises(ValueError, match="The optimiser name 'Adam' is taken; pass replace=True to replace its"):
+        OPTIMISERS.register("Adam", lambda config, params: None)
+    with pytest.raises(KeyError, match=r"No criterion is registered as 'huber'; registered: \['crossentropyloss', "
+                                       r"'l1_logit'\]"):
+        criterion_loss("huber")
+    assert isinstance(CRITERIA, Registry)
