@@ -68,11 +68,12 @@ def float_to_fake_editors(spec: QuantisationSpec, quantise_outputs: bool = False
 def quantize(model: nn.Module,
              example_input: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
              spec: dict[str, Any] | QuantisationSpec | None = None,
-             overrides: Overrides | None = None) -> fx.GraphModule:
+             overrides: Overrides | None = None, quantise_outputs: bool = False) -> fx.GraphModule:
     """Canonicalise ``model`` (BatchNorm folded), check that every construct has an integer form (UnsupportedOpError
     listing every one that has not, with its source line and fix), and make it fake-quantised per ``spec`` (default:
     8-bit per tensor), with the per-layer ``overrides`` of ``quantlib.layer_overrides`` (weight bits, granularity,
-    input bits, kept in float; a PTQ ``method`` is refused here).
+    input bits, kept in float; a PTQ ``method`` is refused here); with ``quantise_outputs`` a linear op that is a
+    network output (the logits) gets an output quantiser too.
 
     The result computes in float until ``calibrate(result, batches)`` initialises its quantisers; ``model`` itself is
     left untouched.
@@ -84,7 +85,7 @@ def quantize(model: nn.Module,
     if with_method:
         raise ValueError(f"Overrides of {with_method} name a PTQ method, which quantize (for QAT) does not use; use "
                          f"quantlib.ptq.quantize, or drop 'method'.")
-    editors = float_to_fake_editors(QuantisationSpec.from_spec(spec), overrides=resolved)
+    editors = float_to_fake_editors(QuantisationSpec.from_spec(spec), quantise_outputs, overrides=resolved)
     gm = ComposedEditor(editors).run(gm)  # canonicalise's copy
     set_input_bits(quantised_layers(gm), resolved)
     return gm

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from quantlib.config_checks import ConfigError, keys, mapping, positive_int, read_yaml, require
+from quantlib.data.sources import DATASETS
 from quantlib.mixed_precision.conversion import BATCHNORM_MODES
 from quantlib.mixed_precision.layers import ACTIVATION_QUANTISERS, WEIGHT_QUANTISERS, check_options
 from quantlib.mixed_precision.training_methods import TRAINING_METHODS
@@ -41,11 +41,6 @@ from quantlib.training import TrainConfig
 
 QUANTISATION_KEYS = ("enable", "Conv", "joint_quantization", "random_bitwidths")
 """The keys of ``quantization`` that are not method blocks."""
-DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "pamap2", "npz")
-
-
-class ConfigError(ValueError):
-    """A configuration file that cannot be used; the message names the file, the key, the value and the fix."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +76,7 @@ class MixedPrecisionConfig:
 
     def data_spec(self) -> str:
         """The ``quantlib.data.sources.data_source`` spec of the data section."""
-        return self.dataset if self.dataset == "digits" else f"{self.dataset}:{self.data_path}"
+        return f"{self.dataset}:{self.data_path}" if DATASETS[self.dataset].path else self.dataset
 
 
 def load_config(path: str | os.PathLike, quantization_method: str | None = None,
@@ -89,51 +84,47 @@ def load_config(path: str | os.PathLike, quantization_method: str | None = None,
     """Read and check ``path``; ``quantization_method`` names the method block (optional when there is one);
     ``overrides`` replaces ``training`` keys (the command line's ``--epochs``, say)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"Cannot read configuration '{path}': {error}") from error
+    data = read_yaml(path)
     where = f"{path}"
-    data = _mapping(data, where, "the file")
-    _keys(data, {"quantization", "model", "data", "training"}, where, "")
-    quantisation = _mapping(data.get("quantization"), where, "quantization")
-    _require(quantisation.get("enable") is True, where, "quantization.enable", quantisation.get("enable"),
+    keys(data, {"quantization", "model", "data", "training"}, where, "")
+    quantisation = mapping(data.get("quantization"), where, "quantization")
+    require(quantisation.get("enable") is True, where, "quantization.enable", quantisation.get("enable"),
              "true (this command trains quantised models)")
-    _require(quantisation.get("Conv", "QuanConv") == "QuanConv", where, "quantization.Conv", quantisation.get("Conv"),
+    require(quantisation.get("Conv", "QuanConv") == "QuanConv", where, "quantization.Conv", quantisation.get("Conv"),
              "'QuanConv'")
     methods = {k: v for k, v in quantisation.items() if k not in QUANTISATION_KEYS}
     if quantization_method is None:
-        _require(len(methods) == 1, where, "quantization", sorted(methods),
+        require(len(methods) == 1, where, "quantization", sorted(methods),
                  "exactly one method block, or --quantization-method naming one")
         quantization_method = next(iter(methods))
-    _require(quantization_method in methods, where, "--quantization-method", quantization_method,
+    require(quantization_method in methods, where, "--quantization-method", quantization_method,
              f"one of the method blocks {sorted(methods)}")
-    method = _method(_mapping(methods[quantization_method], where, f"quantization.{quantization_method}"), where,
+    method = _method(mapping(methods[quantization_method], where, f"quantization.{quantization_method}"), where,
                      f"quantization.{quantization_method}")
-    joint = _mapping(quantisation.get("joint_quantization", {}), where, "quantization.joint_quantization")
-    _keys(joint, {"joint_quantization_batch_size"}, where, "quantization.joint_quantization.")
+    joint = mapping(quantisation.get("joint_quantization", {}), where, "quantization.joint_quantization")
+    keys(joint, {"joint_quantization_batch_size"}, where, "quantization.joint_quantization.")
     passes = joint.get("joint_quantization_batch_size", 2)
-    _require(_positive_int(passes), where, "quantization.joint_quantization.joint_quantization_batch_size", passes,
+    require(positive_int(passes), where, "quantization.joint_quantization.joint_quantization_batch_size", passes,
              "an integer >= 1")
-    random = _mapping(quantisation.get("random_bitwidths", {}), where, "quantization.random_bitwidths")
-    _keys(random, {"num_bitwidths"}, where, "quantization.random_bitwidths.")
+    random = mapping(quantisation.get("random_bitwidths", {}), where, "quantization.random_bitwidths")
+    keys(random, {"num_bitwidths"}, where, "quantization.random_bitwidths.")
     num = random.get("num_bitwidths", 3)
-    _require(_positive_int(num), where, "quantization.random_bitwidths.num_bitwidths", num, "an integer >= 1")
-    model = _mapping(data.get("model", {"name": "digits_cnn"}), where, "model")
-    _keys(model, {"name", "kwargs"}, where, "model.")
+    require(positive_int(num), where, "quantization.random_bitwidths.num_bitwidths", num, "an integer >= 1")
+    model = mapping(data.get("model", {"name": "digits_cnn"}), where, "model")
+    keys(model, {"name", "kwargs"}, where, "model.")
     name = model.get("name")
-    _require(isinstance(name, str) and name, where, "model.name", name, "a zoo name or 'module:callable'")
-    kwargs = _mapping(model.get("kwargs", {}), where, "model.kwargs")
-    data_section = _mapping(data.get("data", {"dataset": "digits"}), where, "data")
-    _keys(data_section, {"dataset", "path", "batch_size"}, where, "data.")
+    require(isinstance(name, str) and name, where, "model.name", name, "a zoo name or 'module:callable'")
+    kwargs = mapping(model.get("kwargs", {}), where, "model.kwargs")
+    data_section = mapping(data.get("data", {"dataset": "digits"}), where, "data")
+    keys(data_section, {"dataset", "path", "batch_size"}, where, "data.")
     dataset = data_section.get("dataset", "digits")
-    _require(dataset in DATASETS, where, "data.dataset", dataset, f"one of {list(DATASETS)}")
+    require(dataset in DATASETS, where, "data.dataset", dataset, f"one of the data sets {list(DATASETS)}")
     data_path = data_section.get("path")
-    _require(dataset == "digits" or isinstance(data_path, str), where, "data.path", data_path,
-             f"the folder of the {dataset} files (dataset {dataset} is read from a path)")
+    require(not DATASETS[dataset].path or isinstance(data_path, str), where, "data.path", data_path,
+             f"{DATASETS[dataset].path} (dataset {dataset} is read from a path)")
     batch_size = data_section.get("batch_size", 64)
-    _require(_positive_int(batch_size), where, "data.batch_size", batch_size, "an integer >= 1")
-    training_section = {**_mapping(data.get("training", {}), where, "training"), **dict(overrides or {})}
+    require(positive_int(batch_size), where, "data.batch_size", batch_size, "an integer >= 1")
+    training_section = {**mapping(data.get("training", {}), where, "training"), **dict(overrides or {})}
     try:
         training = TrainConfig.from_mapping(training_section, f"{where}: training")
     except ValueError as error:
@@ -146,8 +137,8 @@ def _method(block: Mapping[str, Any], where: str, key: str) -> MethodConfig:
     allowed = {"bitwidth_options", "weight_quantization", "activation_quantization", "training_method",
                "validation_function", "switchable_clipping", "sat_weight_normalization", "batchnorm",
                "recalibration_batches"}
-    _keys(block, allowed, where, f"{key}.")
-    _require("bitwidth_options" in block, where, f"{key}.bitwidth_options", None, "a list of bit-widths (1..16, 32)")
+    keys(block, allowed, where, f"{key}.")
+    require("bitwidth_options" in block, where, f"{key}.bitwidth_options", None, "a list of bit-widths (1..16, 32)")
     options = block["bitwidth_options"]
     try:
         options = check_options(options if isinstance(options, list) else [options], f"{where}: {key}")
@@ -158,37 +149,16 @@ def _method(block: Mapping[str, Any], where: str, key: str) -> MethodConfig:
                "batchnorm": BATCHNORM_MODES}
     for name, allowed_values in choices.items():
         if name in block:
-            _require(block[name] in allowed_values, where, f"{key}.{name}", block[name],
+            require(block[name] in allowed_values, where, f"{key}.{name}", block[name],
                      f"one of {list(allowed_values)}")
     for name in ("switchable_clipping", "sat_weight_normalization"):
         if name in block:
-            _require(isinstance(block[name], bool), where, f"{key}.{name}", block[name], "true or false")
+            require(isinstance(block[name], bool), where, f"{key}.{name}", block[name], "true or false")
     if "recalibration_batches" in block:
-        _require(_positive_int(block["recalibration_batches"]), where, f"{key}.recalibration_batches",
+        require(positive_int(block["recalibration_batches"]), where, f"{key}.recalibration_batches",
                  block["recalibration_batches"], "an integer >= 1")
     method = MethodConfig(**{**block, "bitwidth_options": options})
     if method.training_method == "vanilla_single_precision_training":
-        _require(len(options) == 1, where, f"{key}.bitwidth_options", list(options),
+        require(len(options) == 1, where, f"{key}.bitwidth_options", list(options),
                  "one bit-width for vanilla_single_precision_training")
     return method
-
-
-def _mapping(value: object, where: str, key: str) -> dict[str, Any]:
-    _require(isinstance(value, dict), where, key, value, "a mapping of keys to values")
-    return value
-
-
-def _keys(data: Mapping[str, Any], allowed: set[str], where: str, prefix: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {[prefix + k for k in unknown]}; allowed here: "
-                          f"{sorted(prefix + k for k in allowed)}.")
-
-
-def _require(condition: bool, where: str, key: str, value: object, allowed: str) -> None:
-    if not condition:
-        raise ConfigError(f"{where}: key '{key}' has value {value!r}; allowed: {allowed}.")
-
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

@@ -59,8 +59,8 @@ BAD = [
     (lambda d: d["quantization"]["dorefa"].update(training_method="vanilla_single_precision_training"),
      "key 'quantization.dorefa.bitwidth_options' has value [2, 4, 8]; allowed: one bit-width for "
      "vanilla_single_precision_training"),
-    (lambda d: d["data"].update(dataset="cifar10"), "key 'data.path' has value None; allowed: the folder of the "
-                                                    "cifar10 files"),
+    (lambda d: d["data"].update(dataset="cifar10"), "key 'data.path' has value None; allowed: a "
+                                                    "cifar-10-batches-py folder (dataset cifar10 is read from a path)"),
     (lambda d: d["training"].update(lr=-1), "training: lr=-1 is not allowed: lr must be a number > 0"),
     (lambda d: d.update(optimizer={}), "unknown key(s) ['optimizer']; allowed here: ['data', 'model', "),
 ]
