@@ -3,7 +3,7 @@ putting biases on their accumulators' grids, so that the fake-quantised model co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.fx as fx
@@ -23,16 +23,26 @@ ROUND_BELOW_LEVELS = 128
 """Quantisers with fewer levels round their scale to the nearest power of two; others round it up (keep the range)."""
 
 
-def clip_scales_pow2(model: fx.GraphModule) -> fx.GraphModule:
-    """Set every quantiser's scale to a power of two (round below 128 levels, ceil otherwise), then tie the scales of
-    adds and pools again (``harmonise_scales``: minima and maxima of powers of two are powers of two).
+POW2_ROUNDINGS = {"round": pow2_round, "ceil": pow2_ceil}
+"""How a scale becomes a power of two: the nearest in log2, or the next one up (which keeps the range)."""
 
-    Returns ``model``; every quantiser must be initialised (calibrated) already.
+
+def clip_scales_pow2(model: fx.GraphModule, rounding: str | None = None,
+                     quantisers: Iterable[QModule] | None = None) -> fx.GraphModule:
+    """Set the scale of every calibrated quantiser (or of ``quantisers``) to a power of two by ``rounding`` ('round'
+    or 'ceil' of ``POW2_ROUNDINGS``; None: round below 128 levels, ceil otherwise), then tie the scales of adds and
+    pools again (``harmonise_scales``: minima and maxima of powers of two are powers of two).
+
+    Returns ``model``; the quantisers must be initialised (calibrated) already.
     """
-    for q in model.modules():
-        if isinstance(q, QModule) and q.is_quantised:
+    chosen = [q for q in model.modules() if isinstance(q, QModule)] if quantisers is None else list(quantisers)
+    for q in chosen:
+        if q.is_quantised:
             scale = q.scale.detach()
-            pow2 = pow2_round(scale) if q.n_levels < ROUND_BELOW_LEVELS else pow2_ceil(scale)
+            if rounding is None:
+                pow2 = pow2_round(scale) if q.n_levels < ROUND_BELOW_LEVELS else pow2_ceil(scale)
+            else:
+                pow2 = POW2_ROUNDINGS[rounding](scale)
             with torch.no_grad():
                 q.set_scale(pow2)
     return harmonise_scales(model)
@@ -55,18 +65,26 @@ def quantise_biases(gm: fx.GraphModule, example_input: torch.Tensor | tuple[torc
 
 
 class Pow2Scales(Editor):
-    """``clip_scales_pow2`` as an editor (in place): every calibrated quantiser's scale a power of two."""
+    """``clip_scales_pow2`` as an editor (in place): the scale of every quantiser (or of each of ``quantisers(gm)``)
+    a power of two, by ``rounding``."""
+
+    def __init__(self, rounding: str | None = None,
+                 quantisers: Callable[[fx.GraphModule], list[QModule]] | None = None) -> None:
+        self.rounding, self.quantisers = rounding, quantisers
+
+    def _chosen(self, gm: fx.GraphModule) -> list[QModule]:
+        return [q for q in gm.modules() if isinstance(q, QModule)] if self.quantisers is None else self.quantisers(gm)
 
     def requires(self, gm: fx.GraphModule) -> None:
-        left = [q.qualname for q in gm.modules() if isinstance(q, QModule) and not q.is_quantised]
+        left = [q.qualname for q in self._chosen(gm) if not q.is_quantised]
         if left:
             raise EditorError(f"Scales can become powers of two only once calibrated; not calibrated: {left}.")
 
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
-        return clip_scales_pow2(gm)
+        return clip_scales_pow2(gm, self.rounding, self._chosen(gm))
 
     def ensures(self, gm: fx.GraphModule) -> None:
-        off = [q.qualname for q in gm.modules() if isinstance(q, QModule) and not is_power_of_two(q.scale)]
+        off = [q.qualname for q in self._chosen(gm) if not is_power_of_two(q.scale)]
         if off:
             raise EditorError(f"Scales of {off} are not powers of two after Pow2Scales.")
 

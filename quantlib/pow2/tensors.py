@@ -1,0 +1,78 @@
+"""The quantised tensors of the power-of-two pipeline by type: every Conv2d / Linear's ``weight`` and ``bias``, the
+``input`` it reads and the ``output`` it writes. Of the activation quantisers, those reading the network's inputs
+have the configuration's ``input`` bits; every other one (a layer's output, a sum) quantises something the network
+computes and has its ``output`` bits. ReLU outputs stay unsigned; the others are signed (symmetric) or have a learned
+zero point (not symmetric)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch.fx as fx
+
+from quantlib.modules.qactivations import QIdentity, QReLU
+from quantlib.modules.qlinear import QConv2d, QLinear
+from quantlib.modules.qmodule import QModule
+from quantlib.pow2.config import TensorQuantisation
+from quantlib.quantised_layers import input_quantisers, quantised_layers
+from quantlib.specs import QRange
+
+
+@dataclass(frozen=True)
+class LayerTensor:
+    """One quantised tensor of a layer: ``key`` is ``"<layer>.<kind>"``; ``quantiser`` holds its grid (the layer
+    itself for weights and biases)."""
+
+    key: str
+    kind: str
+    layer: QConv2d | QLinear
+    quantiser: QModule
+
+
+def layer_tensors(gm: fx.GraphModule) -> list[LayerTensor]:
+    """Every layer's weight, bias (if it has one), input and output quantiser (if it has one), in execution order."""
+    modules = dict(gm.named_modules())
+    tensors = []
+    for layer in quantised_layers(gm):
+        found = {"weight": layer.module, "bias": layer.module if layer.module.bias is not None else None,
+                 "input": layer.input_quantiser, "output": _output_quantiser(layer.node, modules)}
+        tensors += [LayerTensor(f"{layer.name}.{kind}", kind, layer.module, quantiser)
+                    for kind, quantiser in found.items() if quantiser is not None]
+    return tensors
+
+
+def _output_quantiser(node: fx.Node, modules: dict) -> QModule | None:
+    """The activation quantiser that reads ``node`` alone (its output's grid), or None."""
+    users = list(node.users)
+    module = modules.get(users[0].target) if len(users) == 1 and users[0].op == "call_module" else None
+    return module if isinstance(module, (QIdentity, QReLU)) else None
+
+
+def weight_quantisers(gm: fx.GraphModule) -> list[QModule]:
+    """The quantised layers (each quantises its own weights)."""
+    return [layer.module for layer in quantised_layers(gm)]
+
+
+def activation_quantisers(gm: fx.GraphModule) -> list[QModule]:
+    """Every quantiser that is not a layer's weights: inputs, outputs, sums."""
+    layers = {id(m) for m in weight_quantisers(gm)}
+    return [m for m in gm.modules() if isinstance(m, QModule) and id(m) not in layers]
+
+
+def quantisers_of_kind(gm: fx.GraphModule, kind: str) -> list[QModule]:
+    """The quantisers with the bits of tensor type ``kind``: 'weight' (the layers), 'input' (those reading the
+    network's inputs) or 'output' (every other activation quantiser)."""
+    if kind == "weight":
+        return weight_quantisers(gm)
+    network_inputs = {id(q) for q in input_quantisers(gm)}
+    return [q for q in activation_quantisers(gm) if (id(q) in network_inputs) == (kind == "input")]
+
+
+def set_activation_bits(gm: fx.GraphModule, inputs: TensorQuantisation, outputs: TensorQuantisation) -> None:
+    """Give the uncalibrated activation quantisers of ``gm`` the ``input`` or ``output`` bits and symmetry."""
+    for given, kind in ((inputs, "input"), (outputs, "output")):
+        for quantiser in quantisers_of_kind(gm, kind):
+            unsigned = quantiser.spec.qrange.offset == 0
+            qrange = {"bitwidth": given.bitwidth, **({"signed": False} if unsigned else
+                                                     {"signed": True} if given.symmetric else {})}
+            quantiser.init_quantiser(replace(quantiser.spec, qrange=QRange.from_spec(qrange)), quantiser.qualname)
