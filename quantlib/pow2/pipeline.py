@@ -60,7 +60,10 @@ def quantisation_spec(config: Pow2Config) -> dict[str, Any]:
 
 
 def float_model(config: Pow2Config, data: DataSource) -> nn.Module:
-    """The configured model with its weights loaded, or trained ``model.pretrain.epochs`` epochs (Adam, cosine)."""
+    """The configured model (initialised from ``training.seed``) with its weights loaded, or trained
+    ``model.pretrain.epochs`` epochs (Adam, cosine)."""
+    if config.training.seed is not None:
+        torch.manual_seed(config.training.seed)
     model = ARCHITECTURES[config.model](num_classes=config.num_classes, **config.model_kwargs)
     if config.weights is not None:
         state = torch.load(config.weights, map_location="cpu", weights_only=True)
@@ -106,7 +109,9 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Pow2Config, *, final_ptq
         exact = to_exact(model.gm, example[:1])
         flow = IntegerFlow(model.gm, exact, integerise(exact))
     accuracies["final_accuracy"] = accuracy(model, evaluation) if final_ptq else accuracies["qat_best_accuracy"]
-    return Pow2Run(config, reference, model, evaluation, build_report(model.gm, config, accuracies, final_ptq), flow)
+    return Pow2Run(config, reference, model, evaluation, build_report(model.gm, config, accuracies,
+                                                                           trained=config.training.epochs > 0,
+                                                                           final_ptq=final_ptq), flow)
 
 
 def write_outputs(result: Pow2Run, out_dir: str | os.PathLike, name: str | None = None) -> dict[str, Path]:

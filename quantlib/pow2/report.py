@@ -14,8 +14,9 @@ from quantlib.pow2.config import TENSOR_TYPES, Pow2Config
 from quantlib.pow2.tensors import LayerTensor, layer_tensors
 from quantlib.quantizers import exact_log2
 
-STEPS = ("Step 1: PTQ for weight/bias initialization", "Step 2: Weight-only QAT training",
-         "Step 3: Final PTQ for input/output quantization")
+STEPS = (("PTQ", "Step 1: PTQ for weight/bias initialization"), ("Weight-Only QAT", "Step 2: Weight-only QAT training"),
+         ("Final PTQ", "Step 3: Final PTQ for input/output quantization"))
+"""Each step's short name (in ``quantization_type``) and its line in ``pipeline_steps``."""
 ACCURACIES = ("initial_accuracy", "ptq_accuracy", "qat_best_accuracy", "final_accuracy")
 
 
@@ -55,14 +56,14 @@ def quantisation_details(gm: fx.GraphModule, config: Pow2Config) -> dict[str, di
             if t.kind in ("weight", "bias") or t.quantiser.is_quantised}
 
 
-def build_report(gm: fx.GraphModule, config: Pow2Config, accuracies: dict[str, float], final_ptq: bool
-                 ) -> dict[str, Any]:
-    """The report of a finished run; ``accuracies`` holds the measured ``ACCURACIES``."""
-    steps = STEPS if final_ptq else STEPS[:2]
+def build_report(gm: fx.GraphModule, config: Pow2Config, accuracies: dict[str, float], *, trained: bool,
+                 final_ptq: bool) -> dict[str, Any]:
+    """The report of a finished run that ``trained`` (QAT epochs > 0) and ran the ``final_ptq`` or not;
+    ``accuracies`` holds the measured ``ACCURACIES``."""
+    steps = [step for step, ran in zip(STEPS, (True, trained, final_ptq), strict=True) if ran]
     return {
-        "quantization_type": "PTQ -> Weight-Only QAT -> Final PTQ Pipeline" if final_ptq else
-                             "PTQ -> Weight-Only QAT Pipeline",
-        "pipeline_steps": list(steps),
+        "quantization_type": " -> ".join(name for name, _ in steps) + " Pipeline",
+        "pipeline_steps": [line for _, line in steps],
         "config": {kind: config.tensor(kind).as_dict() for kind in TENSOR_TYPES},
         "final_quantization_details": quantisation_details(gm, config),
         **{name: accuracies[name] for name in ACCURACIES},
