@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench ptq qat clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+ptq: $(STAMP)
+	$(VENV)/bin/quantlib pow2 ptq --config examples/pow2/digits.yaml --out pow2_results
+
+qat: $(STAMP)
+	$(VENV)/bin/quantlib pow2 qat --config examples/pow2/digits.yaml --epochs 5 --out pow2_results
+
 bench: $(STAMP)
 	$(PY) bench/compile_speed.py
 	$(PY) bench/diana_flow.py
@@ -30,6 +36,7 @@ bench: $(STAMP)
 	$(PY) bench/diana_ptq.py
 	$(PY) bench/joint_precision.py
 	$(PY) bench/distillation.py
+	$(PY) bench/pow2_pipeline.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,6 +1,7 @@
 """``quantlib``: one command, a subcommand per job. ``quantlib export`` is ``quantlib-export``; ``quantlib ptq``
 quantises a trained model post-training and compares methods; ``quantlib train`` trains a switchable-precision
-model. Each subcommand's module is imported only when asked for."""
+model; ``quantlib distil`` trains distillation chains; ``quantlib pow2`` runs the power-of-two pipeline. Each
+subcommand's module is imported only when asked for."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 SUBCOMMANDS = {"export": "quantlib.cli.export", "ptq": "quantlib.cli.ptq", "train": "quantlib.cli.train",
-               "distil": "quantlib.cli.distil"}
+               "distil": "quantlib.cli.distil", "pow2": "quantlib.cli.pow2"}
 """Subcommand -> the module whose ``main(argv) -> exit code`` runs it."""
 
 USAGE = f"""usage: quantlib {{{','.join(SUBCOMMANDS)}}} [options]
@@ -18,6 +19,7 @@ USAGE = f"""usage: quantlib {{{','.join(SUBCOMMANDS)}}} [options]
   quantlib ptq [--method M ...] [--n-bits-w W ...]  post-training quantisation: methods and bit-widths compared
   quantlib train --yaml-path CFG                    joint mixed-precision training: one model, many bit-widths
   quantlib distil --chain 32/32,8/8,4/4              distillation chains across bit-widths
+  quantlib pow2 ptq|qat --config CFG                power-of-two scales: PTQ -> weight-only QAT -> final PTQ
 
 quantlib SUBCOMMAND --help lists a subcommand's options."""
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from quantlib.pow2.aimet import aimet_encodings
 from quantlib.pow2.config import Pow2Config, TensorQuantisation, load_config
-from quantlib.pow2.pipeline import Pow2Run, run, run_pipeline, write_outputs
+from quantlib.pow2.pipeline import Pow2Run, run, run_pipeline, verify_deployment, write_outputs
 from quantlib.pow2.stages import POW2_STAGES, Pow2Model
 
 __all__ = ["POW2_STAGES", "Pow2Config", "Pow2Model", "Pow2Run", "TensorQuantisation", "aimet_encodings",
-           "load_config", "run", "run_pipeline", "write_outputs"]
+           "load_config", "run", "run_pipeline", "verify_deployment", "write_outputs"]

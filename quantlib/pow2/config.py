@@ -23,6 +23,7 @@ training:                                    # the weight-only QAT
   scheduler: {type: StepLR, step_size: 3, gamma: 0.5}   # StepLR | CosineAnnealingLR | none | registered
   device: auto
   seed: 0
+  validation_split: 0.1                      # held out of the training set to pick the best QAT epoch (0: test)
 ptq: {calibration_batches: 10, max_eval_batches: null}   # null: every evaluation batch
 ```
 """
@@ -81,6 +82,7 @@ class Pow2Config:
     batch_size: int
     criterion: str
     training: TrainConfig
+    validation_split: float
     calibration_batches: int
     max_eval_batches: int | None
 
@@ -94,7 +96,7 @@ class Pow2Config:
 
 
 _TRAINING_KEYS = {"epochs", "learning_rate", "weight_decay", "batch_size", "criterion", "optimizer", "scheduler",
-                  "device", "seed", "progress", "momentum"}
+                  "device", "seed", "progress", "momentum", "validation_split"}
 _TRAIN_CONFIG_NAMES = {"learning_rate": "lr", "epochs": "epochs", "weight_decay": "weight_decay", "device": "device",
                        "seed": "seed", "progress": "progress", "momentum": "momentum"}
 
@@ -164,6 +166,10 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | Pow2Config,
     criterion = training.get("criterion", "CrossEntropyLoss")
     require(criterion in CRITERIA, source, "training.criterion", criterion,
             f"a registered criterion (quantlib.training.CRITERIA): {list(CRITERIA)}")
+    validation_split = training.get("validation_split", 0.1)
+    require(isinstance(validation_split, (int, float)) and not isinstance(validation_split, bool)
+            and 0 <= validation_split < 1, source, "training.validation_split", validation_split,
+            "a fraction from 0 (pick the best QAT epoch on the evaluation batches) up to, not including, 1")
     optimiser = mapping(training.get("optimizer", {}), source, "training.optimizer")
     keys(optimiser, {"type"}, source, "training.optimizer.")
     scheduler = mapping(training.get("scheduler", {}), source, "training.scheduler")
@@ -196,7 +202,8 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | Pow2Config,
                       num_classes=num_classes, model_kwargs=dict(kwargs),
                       weights=Path(weights) if weights is not None else None, pretrain_epochs=pretrain_epochs,
                       pretrain_lr=float(pretrain_lr), dataset=dataset, data_path=data_path, batch_size=batch_size,
-                      criterion=criterion, training=train_config, calibration_batches=calibration_batches,
+                      criterion=criterion, training=train_config, validation_split=float(validation_split),
+                      calibration_batches=calibration_batches,
                       max_eval_batches=max_eval)
 
 

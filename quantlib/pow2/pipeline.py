@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,14 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.utils.data import DataLoader
 
 from quantlib.atomic_files import write_atomically
-from quantlib.backends.onnx.integer_export import export_integer_onnx
+from quantlib.backends.onnx.integer_export import export_integer_onnx, integer_onnx
+from quantlib.backends.onnx.verify import verify_onnxruntime
+from quantlib.config_checks import ConfigError
 from quantlib.data.sources import DataSource, data_source
+from quantlib.data.validation_split import hold_out
 from quantlib.editors.fake2true import integerise, to_exact
 from quantlib.fake_quantisation import quantize
 from quantlib.pow2.aimet import aimet_encodings
@@ -29,6 +33,7 @@ from quantlib.pow2.stages import Pow2Model
 from quantlib.pow2.tensors import set_activation_bits
 from quantlib.training import TrainConfig, accuracy, criterion_loss, fit
 from quantlib.true_quantisation import IntegerFlow
+from quantlib.verification import compare_fake_and_exact
 from quantlib.zoo import ARCHITECTURES
 
 
@@ -59,9 +64,9 @@ def quantisation_spec(config: Pow2Config) -> dict[str, Any]:
             "activations": {"qrange": {"bitwidth": config.output.bitwidth, **signed}, **act}}
 
 
-def float_model(config: Pow2Config, data: DataSource) -> nn.Module:
+def float_model(config: Pow2Config, train: Iterable) -> nn.Module:
     """The configured model (initialised from ``training.seed``) with its weights loaded, or trained
-    ``model.pretrain.epochs`` epochs (Adam, cosine)."""
+    ``model.pretrain.epochs`` epochs on ``train`` (Adam, cosine)."""
     if config.training.seed is not None:
         torch.manual_seed(config.training.seed)
     model = ARCHITECTURES[config.model](num_classes=config.num_classes, **config.model_kwargs)
@@ -74,7 +79,7 @@ def float_model(config: Pow2Config, data: DataSource) -> nn.Module:
                              f"'{config.model}': {str(error).strip()[:300]}") from error
     elif config.pretrain_epochs:
         t = config.training
-        fit(model, data.train, TrainConfig(epochs=config.pretrain_epochs, lr=config.pretrain_lr, device=t.device,
+        fit(model, train, TrainConfig(epochs=config.pretrain_epochs, lr=config.pretrain_lr, device=t.device,
                                            seed=t.seed, progress=t.progress), loss=criterion_loss(config.criterion))
     return model.to("cpu").eval()
 
@@ -86,6 +91,19 @@ def fake_quantised(model: nn.Module, config: Pow2Config, example_input: torch.Te
     return gm
 
 
+def training_split(config: Pow2Config, data: DataSource) -> tuple[Iterable, DataLoader | None]:
+    """The batches to train on and, with ``training.validation_split``, the held-out ones the best QAT epoch is picked
+    on (None: it is picked on the evaluation batches)."""
+    if not config.validation_split:
+        return data.train, None
+    if not isinstance(data.train, DataLoader):
+        raise ConfigError(f"{config.source}: training.validation_split = {config.validation_split} holds out part of "
+                          f"the training set, but data set '{config.dataset}' gives a {type(data.train).__name__}, "
+                          f"not a DataLoader; set training.validation_split to 0 to pick the best QAT epoch on the "
+                          f"evaluation batches.")
+    return hold_out(data.train, config.validation_split, config.training.seed or 0)
+
+
 def run(config: str | os.PathLike | Mapping[str, Any] | Pow2Config, *, final_ptq: bool = True,
         overrides: Mapping[str, Any] | None = None) -> Pow2Run:
     """Run the pipeline as ``config`` (a YAML path, its mapping, or a Pow2Config) says; ``final_ptq=False`` stops
@@ -93,16 +111,16 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Pow2Config, *, final_ptq
     config = load_config(config, overrides)
     data = data_source(config.data_spec(), batch_size=config.batch_size)
     evaluation = list(itertools.islice(data.test, config.max_eval_batches))
+    train, validation = training_split(config, data)
     calibration = list(itertools.islice(data.calibration_data, config.calibration_batches))
     example = calibration[0][0] if isinstance(calibration[0], (tuple, list)) else calibration[0]
-    reference = float_model(config, data)
+    reference = float_model(config, train)
     accuracies = {"initial_accuracy": accuracy(reference, evaluation)}
     model = Pow2Model(fake_quantised(reference, config, example[:1]), config, example[:1])
     model.ptq(calibration)
     accuracies["ptq_accuracy"] = accuracy(model, evaluation)
-    model.qat(data.train, evaluation, criterion_loss(config.criterion))
-    kept = model.qat_result.best_accuracy
-    accuracies["qat_best_accuracy"] = kept if kept is not None else accuracies["ptq_accuracy"]
+    model.qat(train, validation if validation is not None else evaluation, criterion_loss(config.criterion))
+    accuracies["qat_best_accuracy"] = accuracy(model, evaluation)
     flow = None
     if final_ptq:
         model.final_ptq(calibration)
@@ -112,6 +130,20 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Pow2Config, *, final_ptq
     return Pow2Run(config, reference, model, evaluation, build_report(model.gm, config, accuracies,
                                                                            trained=config.training.epochs > 0,
                                                                            final_ptq=final_ptq), flow)
+
+
+def verify_deployment(result: Pow2Run, x: torch.Tensor) -> dict[str, int]:
+    """On inputs ``x``: the elements where the fake-quantised model's quantised values differ from the integer
+    path's, those where onnxruntime on the exported integer ONNX differs from the integer model, and how many
+    onnxruntime values were compared."""
+    if result.flow is None:
+        raise ValueError("This run stopped after the QAT (final_ptq=False): its activations are float, so it has no "
+                         "integer path to verify; run it with the final PTQ.")
+    exported = integer_onnx(result.flow.integer, x[:1], result.config.model)
+    onnx = verify_onnxruntime(result.flow.integer, exported, x)
+    return {"fake_vs_integer_mismatches": sum(c.mismatches for c in compare_fake_and_exact(result.flow.fake,
+                                                                                           result.flow.exact, x)),
+            "onnx_mismatches": sum(c.mismatches for c in onnx), "onnx_values": sum(c.elements for c in onnx)}
 
 
 def write_outputs(result: Pow2Run, out_dir: str | os.PathLike, name: str | None = None) -> dict[str, Path]:

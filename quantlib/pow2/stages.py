@@ -87,14 +87,14 @@ class QATResult:
 class WeightOnlyQAT(Editor):
     """Train the weights (on their frozen grids, straight-through) with every activation float, as ``config`` says
     (with ``pow2_weights``, their scales are checked to stay powers of two); keep the epoch with the best accuracy on
-    ``evaluation`` and hand the ``QATResult`` to ``record``. The model ends on the CPU, where calibration and the
+    ``validation`` and hand the ``QATResult`` to ``record``. The model ends on the CPU, where calibration and the
     integer path run."""
 
     runs_forward = True
 
-    def __init__(self, train: Iterable, evaluation: Iterable, config: TrainConfig, loss: Loss,
+    def __init__(self, train: Iterable, validation: Iterable, config: TrainConfig, loss: Loss,
                  record: Callable[[QATResult], None], pow2_weights: bool = True) -> None:
-        self.train, self.evaluation, self.config, self.loss, self.record = train, evaluation, config, loss, record
+        self.train, self.validation, self.config, self.loss, self.record = train, validation, config, loss, record
         self.pow2_weights = pow2_weights
 
     def requires(self, gm: fx.GraphModule) -> None:
@@ -108,7 +108,7 @@ class WeightOnlyQAT(Editor):
             if best["accuracy"] is None or accuracy > best["accuracy"]:
                 best.update(accuracy=accuracy, epoch=result.epoch, state=copy.deepcopy(gm.state_dict()))
 
-        history = fit(gm, self.train, self.config, loss=self.loss, eval_loader=self.evaluation,
+        history = fit(gm, self.train, self.config, loss=self.loss, eval_loader=self.validation,
                       on_epoch_end=keep_best)
         if best["state"] is not None:
             gm.load_state_dict(best["state"])
@@ -137,9 +137,9 @@ def _pow2_activations(config: Pow2Config) -> Callable[[fx.GraphModule], list]:
     return lambda gm: [q for kind in kinds for q in quantisers_of_kind(gm, kind)]
 
 
-def _qat_editors(model: Pow2Model, batches: None, *, train: Iterable, evaluation: Iterable,
+def _qat_editors(model: Pow2Model, batches: None, *, train: Iterable, validation: Iterable,
                  loss: Loss) -> list[Editor]:
-    return [WeightOnlyQAT(train, evaluation, model.config.training, loss, model.record_qat,
+    return [WeightOnlyQAT(train, validation, model.config.training, loss, model.record_qat,
                           model.config.weight.power_of_2)]
 
 
@@ -169,7 +169,7 @@ POW2_STAGES = StageTable("quantised", (  # the fake-quantised graph, nothing cal
 
 
 class Pow2Model(StagedModule):
-    """A fake-quantised model going through ``POW2_STAGES``: ``ptq(batches)``, ``qat(train, evaluation, loss)``,
+    """A fake-quantised model going through ``POW2_STAGES``: ``ptq(batches)``, ``qat(train, validation, loss)``,
     ``final_ptq(batches)``; ``example_input`` is one input batch (shapes and the fake == integer check)."""
 
     STAGES = POW2_STAGES
@@ -192,9 +192,9 @@ class Pow2Model(StagedModule):
         """Step 1: weights and biases on (power-of-two) grids from ``batches``; activations float."""
         return self.run_stage("ptq", list(batches))
 
-    def qat(self, train: Iterable, evaluation: Iterable, loss: Loss) -> Pow2Model:
-        """Step 2: weight-only QAT as the config's ``training`` says, the best epoch on ``evaluation`` kept."""
-        return self.run_stage("qat", None, train=train, evaluation=evaluation, loss=loss)
+    def qat(self, train: Iterable, validation: Iterable, loss: Loss) -> Pow2Model:
+        """Step 2: weight-only QAT as the config's ``training`` says, the best epoch on ``validation`` kept."""
+        return self.run_stage("qat", None, train=train, validation=validation, loss=loss)
 
     def final_ptq(self, batches: Iterable) -> Pow2Model:
         """Step 3: inputs and outputs calibrated on ``batches``; biases on their accumulators' grids."""
