@@ -220,7 +220,8 @@ def test_state_dict_of_the_wrong_architecture_is_refused(trained, tmp_path, caps
 
 def test_quantlib_command_dispatches_and_refuses_unknown_subcommands(capsys):
     assert quantlib_main.main(["nosuch"]) == 2
-    assert "unknown subcommand 'nosuch'; choose one of ['export', 'ptq', 'train', 'distil', 'pow2']" in capsys.readouterr().err
+    assert "unknown subcommand 'nosuch'; choose one of ['export', 'ptq', 'train', 'distil', 'pow2']" in \
+        capsys.readouterr().err
     assert quantlib_main.main(["ptq", "--list-methods"]) == 0
     listed = capsys.readouterr().out
     assert [line.split(":")[0] for line in listed.splitlines()] == ptq.available_methods()
