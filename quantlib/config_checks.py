@@ -44,6 +44,16 @@ def require(condition: bool, where: str, key: str, value: object, allowed: str) 
         raise ConfigError(f"{where}: key '{key}' has value {value!r}; allowed: {allowed}.")
 
 
+def is_int(value: object) -> bool:
+    """Whether ``value`` is an integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def positive_int(value: object) -> bool:
     """Whether ``value`` is an integer >= 1 (not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return is_int(value) and value >= 1
+
+
+def positive_number(value: object) -> bool:
+    """Whether ``value`` is a number > 0 (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0

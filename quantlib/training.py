@@ -101,14 +101,16 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: {problem}")
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], source: str = "training config") -> TrainConfig:
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "training config",
+                     keys: Mapping[str, str] | None = None) -> TrainConfig:
         """A config from a mapping (a YAML section, a checkpoint's ``config``); unknown keys and invalid values raise
-        ValueError naming ``source``, the key, the value and what is allowed."""
+        ValueError naming ``source``, the key (as ``keys`` spells it, if the caller's file names it otherwise: e.g.
+        ``{"lr": "training.learning_rate"}``), the value and what is allowed."""
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(valid))
         if unknown:
             raise ValueError(f"{source}: unknown key(s) {unknown}; valid keys: {valid}.")
-        problem = _problem({**TrainConfig().as_dict(), **data})
+        problem = _problem({**TrainConfig().as_dict(), **data}, keys or {})
         if problem:
             raise ValueError(f"{source}: {problem}")
         return cls(**data)
@@ -158,15 +160,16 @@ def _exponent_text(value: object) -> bool:
         return False
 
 
-def _problem(values: Mapping[str, Any]) -> str | None:
-    """What is wrong with a config's values, or None."""
+def _problem(values: Mapping[str, Any], keys: Mapping[str, str] | None = None) -> str | None:
+    """What is wrong with a config's values, or None; ``keys`` renames fields in the message."""
     for key, (ok, allowed) in _RULES.items():
         value = values[key]
         if not ok(value):
             hint = " (YAML reads 1e-3, without a dot, as text: write 1.0e-3)" if _exponent_text(value) else ""
             known = (f" {list(_NAMED[key])} (register another in quantlib.training.{_NAMED[key].kind.upper()}S)"
                      if key in _NAMED else "")
-            return f"{key}={value!r} is not allowed: {key} must be {allowed}{known}{hint}."
+            name = (keys or {}).get(key, key)
+            return f"{name}={value!r} is not allowed: {name} must be {allowed}{known}{hint}."
     sgd = str(values["optimiser"]).lower() == "sgd"
     if values["momentum"] and not sgd:
         return (f"momentum={values['momentum']!r} applies to optimiser 'sgd' only, not "

@@ -32,6 +32,7 @@ ACCURACY_LABELS = dict(zip(ACCURACIES, ("float", "PTQ", "QAT (best)", "final"), 
 
 
 def parser() -> argparse.ArgumentParser:
+    """The options of ``quantlib pow2 ptq`` and ``quantlib pow2 qat``."""
     p = argparse.ArgumentParser(prog="quantlib pow2", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     steps = p.add_subparsers(dest="step", required=True, metavar="{ptq,qat}")
@@ -47,11 +48,12 @@ def parser() -> argparse.ArgumentParser:
         option(s, "device", choices=["cpu", "cuda", "auto"], help="overrides training.device")
         option(s, "seed", type=int, help="overrides training.seed")
         option(s, "out", type=Path, default=Path("pow2_results"), help="output folder (default pow2_results)")
-        option(s, "quiet", action="store_true", help="no progress bars")
+        option(s, "quiet", action="store_true", help="no progress bars (overrides training.progress)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``quantlib pow2 ARGV``; the exit code."""
     args = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     return report_errors(f"quantlib pow2 {args.step}", lambda: run_step(args))
 
@@ -64,7 +66,7 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--{name} {value}: give an integer >= {low}.")
     given = {"data_path": args.data_path, "max_eval_batches": args.max_eval_batches, "device": args.device,
              "seed": args.seed, "epochs": 0 if args.step == "ptq" else args.epochs}
-    return {"progress": not args.quiet, **{k: v for k, v in given.items() if v is not None}}
+    return {**({"progress": False} if args.quiet else {}), **{k: v for k, v in given.items() if v is not None}}
 
 
 def run_step(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from quantlib.config_checks import ConfigError, keys, mapping, positive_int, read_yaml, require
+from quantlib.config_checks import ConfigError, is_int, keys, mapping, positive_int, positive_number, read_yaml, require
 from quantlib.data.sources import DATASETS
 from quantlib.training import CRITERIA, TrainConfig
 from quantlib.zoo import ARCHITECTURES
@@ -57,6 +57,7 @@ class TensorQuantisation:
     power_of_2: bool = True
 
     def as_dict(self) -> dict[str, Any]:
+        """The report's and the YAML's form: bitwidth, symmetric, power_of_2."""
         return {"bitwidth": self.bitwidth, "symmetric": self.symmetric, "power_of_2": self.power_of_2}
 
 
@@ -99,6 +100,10 @@ _TRAINING_KEYS = {"epochs", "learning_rate", "weight_decay", "batch_size", "crit
                   "device", "seed", "progress", "momentum", "validation_split"}
 _TRAIN_CONFIG_NAMES = {"learning_rate": "lr", "epochs": "epochs", "weight_decay": "weight_decay", "device": "device",
                        "seed": "seed", "progress": "progress", "momentum": "momentum"}
+_YAML_KEYS = {**{field: f"training.{key}" for key, field in _TRAIN_CONFIG_NAMES.items()},
+              "optimiser": "training.optimizer.type", "scheduler": "training.scheduler.type",
+              "step_size": "training.scheduler.step_size", "gamma": "training.scheduler.gamma"}
+"""TrainConfig's fields as the YAML names them, for its messages."""
 
 
 def load_config(config: str | os.PathLike | Mapping[str, Any] | Pow2Config,
@@ -142,17 +147,17 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | Pow2Config,
     pretrain = mapping(model.get("pretrain", {}), source, "model.pretrain")
     keys(pretrain, {"epochs", "learning_rate"}, source, "model.pretrain.")
     pretrain_epochs = pretrain.get("epochs", 20)
-    require(isinstance(pretrain_epochs, int) and not isinstance(pretrain_epochs, bool) and pretrain_epochs >= 0,
+    require(is_int(pretrain_epochs) and pretrain_epochs >= 0,
             source, "model.pretrain.epochs", pretrain_epochs, "an integer >= 0")
     pretrain_lr = pretrain.get("learning_rate", 3e-3)
-    require(_positive_number(pretrain_lr), source, "model.pretrain.learning_rate", pretrain_lr, "a number > 0")
+    require(positive_number(pretrain_lr), source, "model.pretrain.learning_rate", pretrain_lr, "a number > 0")
 
     data_section = mapping(data.get("data", {}), source, "data")
     keys(data_section, {"dataset", "path"}, source, "data.")
     dataset = data_section.get("dataset", "digits")
     require(dataset in DATASETS, source, "data.dataset", dataset,
             f"a registered data set (quantlib.data.sources.DATASETS): {list(DATASETS)}")
-    data_path = overrides.pop("data_path", None) or data_section.get("path")
+    data_path = overrides.get("data_path", data_section.get("path"))
     if DATASETS[dataset].path:
         require(isinstance(data_path, str), source, "data.path", data_path,
                 f"{DATASETS[dataset].path} (data set {dataset} is read from a path; or give --data-path)")
@@ -167,8 +172,8 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | Pow2Config,
     require(criterion in CRITERIA, source, "training.criterion", criterion,
             f"a registered criterion (quantlib.training.CRITERIA): {list(CRITERIA)}")
     validation_split = training.get("validation_split", 0.1)
-    require(isinstance(validation_split, (int, float)) and not isinstance(validation_split, bool)
-            and 0 <= validation_split < 1, source, "training.validation_split", validation_split,
+    require((validation_split == 0 or positive_number(validation_split)) and validation_split < 1, source,
+            "training.validation_split", validation_split,
             "a fraction from 0 (pick the best QAT epoch on the evaluation batches) up to, not including, 1")
     optimiser = mapping(training.get("optimizer", {}), source, "training.optimizer")
     keys(optimiser, {"type"}, source, "training.optimizer.")
@@ -180,22 +185,21 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | Pow2Config,
     fields.setdefault("weight_decay", 0.01)
     fields.update(optimiser=optimiser.get("type", "AdamW"), scheduler=scheduler.get("type", "StepLR"),
                   **{k: v for k, v in scheduler.items() if k != "type"})
-    if fields["scheduler"].lower() in ("step", "steplr"):
+    if isinstance(fields["scheduler"], str) and fields["scheduler"].lower() in ("step", "steplr"):
         fields.setdefault("step_size", 3)
         fields.setdefault("gamma", 0.5)
-    fields.update({k: overrides.pop(k) for k in ("epochs", "device", "seed", "progress") if k in overrides})
+    fields.update({k: overrides[k] for k in ("epochs", "device", "seed", "progress") if k in overrides})
     try:
-        train_config = TrainConfig.from_mapping(fields, f"{source}: training")
+        train_config = TrainConfig.from_mapping(fields, source, _YAML_KEYS)
     except ValueError as error:
-        raise ConfigError(f"{error} (training.learning_rate is TrainConfig's lr, optimizer.type its optimiser, "
-                          f"scheduler.type its scheduler)") from error
+        raise ConfigError(str(error)) from error
 
     ptq = mapping(data.get("ptq", {}), source, "ptq")
     keys(ptq, {"calibration_batches", "max_eval_batches"}, source, "ptq.")
     calibration_batches = ptq.get("calibration_batches", 10)
     require(positive_int(calibration_batches), source, "ptq.calibration_batches", calibration_batches,
             "an integer >= 1")
-    max_eval = overrides.pop("max_eval_batches", None) or ptq.get("max_eval_batches")
+    max_eval = overrides.get("max_eval_batches", ptq.get("max_eval_batches"))
     require(max_eval is None or positive_int(max_eval), source, "ptq.max_eval_batches", max_eval,
             "an integer >= 1, or null for every evaluation batch")
     return Pow2Config(source, **tensors, scale_rounding=rounding, per_channel=per_channel, model=name,
@@ -208,6 +212,7 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | Pow2Config,
 
 
 def _tensor(block: object, kind: str, source: str) -> TensorQuantisation:
+    """The checked ``quantization.<kind>`` block (absent: 8 bits, 32 for biases; symmetric, power of two)."""
     default = TensorQuantisation(32 if kind == "bias" else 8)
     if block is None:
         return default
@@ -215,7 +220,7 @@ def _tensor(block: object, kind: str, source: str) -> TensorQuantisation:
     keys(block, {"bitwidth", "symmetric", "power_of_2"}, source, f"quantization.{kind}.")
     low, high = BITS[kind]
     bits = block.get("bitwidth", default.bitwidth)
-    require(isinstance(bits, int) and not isinstance(bits, bool) and low <= bits <= high, source,
+    require(is_int(bits) and low <= bits <= high, source,
             f"quantization.{kind}.bitwidth", bits, f"an integer from {low} to {high}")
     for flag in ("symmetric", "power_of_2"):
         value = block.get(flag, True)
@@ -225,8 +230,4 @@ def _tensor(block: object, kind: str, source: str) -> TensorQuantisation:
                 "true (a bias is a signed integer on its accumulator's grid, which has no zero point)")
     return replace(default, bitwidth=bits, symmetric=block.get("symmetric", True),
                    power_of_2=block.get("power_of_2", True))
-
-
-def _positive_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 

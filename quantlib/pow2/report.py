@@ -37,23 +37,24 @@ def tensor_bits(tensor: LayerTensor, config: Pow2Config) -> int:
     """The bit-width ``tensor`` is quantised to."""
     if tensor.kind == "bias":
         return config.bias.bitwidth
-    return (tensor.quantiser.spec.qrange.n_levels - 1).bit_length()
+    return tensor.quantiser.spec.qrange.bits
 
 
-def _detail(scales: torch.Tensor, bits: int) -> dict[str, Any]:
+def _detail(scales: torch.Tensor, bits: int, per_channel: bool) -> dict[str, Any]:
+    """A report entry: lists, one item per channel, for ``per_channel`` tensors (or scales that differ)."""
     values = [float(s) for s in scales]
-    one = len(set(values)) == 1
     texts = [power_of_two_text(v) if is_power_of_two(torch.tensor(v)) else (None, f"x * {v!r}") for v in values]
-    pick = (lambda items: items[0]) if one else (lambda items: items)
+    pick = (lambda items: items) if per_channel or len(set(values)) > 1 else (lambda items: items[0])
     return {"scale": pick(values), "power_of_2": pick([t[0] for t in texts]),
             "hardware_op": pick([t[1] for t in texts]), "bitwidth": bits}
 
 
 def quantisation_details(gm: fx.GraphModule, config: Pow2Config) -> dict[str, dict[str, Any]]:
     """``"<layer>.weight" / ".bias" / ".input" / ".output"`` -> scale, power_of_2, hardware_op, bitwidth, for every
-    tensor that is quantised (a scale per channel, as lists, where they differ; power_of_2 null for a float scale)."""
-    return {t.key: _detail(tensor_scale(t), tensor_bits(t, config)) for t in layer_tensors(gm)
-            if t.kind in ("weight", "bias") or t.quantiser.is_quantised}
+    tensor that is quantised (per-channel weights and their biases: a list per field, one item per output channel;
+    power_of_2 null for a float scale)."""
+    return {t.key: _detail(tensor_scale(t), tensor_bits(t, config), config.per_channel and t.kind in ("weight", "bias"))
+            for t in layer_tensors(gm) if t.kind in ("weight", "bias") or t.quantiser.is_quantised}
 
 
 def build_report(gm: fx.GraphModule, config: Pow2Config, accuracies: dict[str, float], *, trained: bool,

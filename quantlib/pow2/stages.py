@@ -23,7 +23,7 @@ from quantlib.pow2.tensors import activation_quantisers, quantisers_of_kind, wei
 from quantlib.quantizers import pow2_ceil
 from quantlib.scales import FreezeScales, Pow2Scales, quantise_biases
 from quantlib.staging import StagedModule, StageRow, StageTable
-from quantlib.training import Loss, TrainConfig, TrainResult, fit
+from quantlib.training import Loss, TrainConfig, TrainResult, accuracy, fit
 from quantlib.verification import FakeEqualsExact
 
 logger = logging.getLogger(__name__)
@@ -77,18 +77,19 @@ class AccumulatorBiases(Editor):
 
 @dataclass(frozen=True)
 class QATResult:
-    """What the weight-only QAT did: ``history`` per epoch; the kept epoch (0: none trained) and its accuracy."""
+    """What the weight-only QAT did: ``history`` per epoch; the kept epoch (0: the PTQ weights, which no epoch beat)
+    and its accuracy on the validation batches."""
 
     history: TrainResult
     best_epoch: int
-    best_accuracy: float | None
+    best_accuracy: float
 
 
 class WeightOnlyQAT(Editor):
     """Train the weights (on their frozen grids, straight-through) with every activation float, as ``config`` says
-    (with ``pow2_weights``, their scales are checked to stay powers of two); keep the epoch with the best accuracy on
-    ``validation`` and hand the ``QATResult`` to ``record``. The model ends on the CPU, where calibration and the
-    integer path run."""
+    (with ``pow2_weights``, their scales are checked to stay powers of two); keep the weights with the best accuracy
+    on ``validation``, the PTQ weights included, and hand the ``QATResult`` to ``record``. The model ends on the
+    CPU, where calibration and the integer path run."""
 
     runs_forward = True
 
@@ -101,17 +102,16 @@ class WeightOnlyQAT(Editor):
         _check_weights_only(gm, "Weight-only QAT needs")
 
     def edit(self, gm: fx.GraphModule) -> fx.GraphModule:
-        best: dict = {"accuracy": None, "epoch": 0, "state": None}
+        best = {"accuracy": accuracy(gm, self.validation), "epoch": 0, "state": copy.deepcopy(gm.state_dict())}
 
         def keep_best(result: TrainResult) -> None:
-            accuracy = result.eval_accuracy[-1]
-            if best["accuracy"] is None or accuracy > best["accuracy"]:
-                best.update(accuracy=accuracy, epoch=result.epoch, state=copy.deepcopy(gm.state_dict()))
+            if result.eval_accuracy[-1] > best["accuracy"]:
+                best.update(accuracy=result.eval_accuracy[-1], epoch=result.epoch,
+                            state=copy.deepcopy(gm.state_dict()))
 
         history = fit(gm, self.train, self.config, loss=self.loss, eval_loader=self.validation,
                       on_epoch_end=keep_best)
-        if best["state"] is not None:
-            gm.load_state_dict(best["state"])
+        gm.load_state_dict(best["state"])
         gm.to("cpu")
         self.record(QATResult(history, best["epoch"], best["accuracy"]))
         return gm
@@ -133,17 +133,21 @@ def _check_weights_only(gm: fx.GraphModule, what: str) -> None:
 
 
 def _pow2_activations(config: Pow2Config) -> Callable[[fx.GraphModule], list]:
+    """The input and output quantisers whose scales the config makes powers of two."""
     kinds = [kind for kind in ("input", "output") if config.tensor(kind).power_of_2]
     return lambda gm: [q for kind in kinds for q in quantisers_of_kind(gm, kind)]
 
 
 def _qat_editors(model: Pow2Model, batches: None, *, train: Iterable, validation: Iterable,
                  loss: Loss) -> list[Editor]:
+    """Step 2's editor: the weight-only QAT as the config's ``training`` says."""
     return [WeightOnlyQAT(train, validation, model.config.training, loss, model.record_qat,
                           model.config.weight.power_of_2)]
 
 
 def _final_editors(model: Pow2Model, batches: list) -> list[Editor]:
+    """Step 3's editors: calibrate the activations, map their scales, put the biases on their accumulators' grids and,
+    when every rescale is a shift, check that the model computes what its integer twin computes."""
     config = model.config
     example = model.example_input
     checks = [FakeEqualsExact(example, lambda gm: to_exact(gm, example))] if model.shift_only else []
@@ -182,8 +186,9 @@ class Pow2Model(StagedModule):
 
     @property
     def shift_only(self) -> bool:
-        """Whether every scale is a power of two, so that every rescale of the integer model is a shift."""
-        return all(self.config.tensor(kind).power_of_2 for kind in ("weight", "input", "output", "bias"))
+        """Whether every rescale of the integer model is a shift: weights, inputs and outputs on power-of-two grids
+        (the biases then sit on their accumulators' grids, powers of two too)."""
+        return all(self.config.tensor(kind).power_of_2 for kind in ("weight", "input", "output"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.gm(x)
@@ -201,4 +206,5 @@ class Pow2Model(StagedModule):
         return self.run_stage("final_ptq", list(batches))
 
     def record_qat(self, result: QATResult) -> None:
+        """Keep what step 2 did (``qat_result``)."""
         self.qat_result = result

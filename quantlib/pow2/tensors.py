@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch.fx as fx
+from torch import nn
 
 from quantlib.modules.qactivations import QIdentity, QReLU
-from quantlib.modules.qlinear import QConv2d, QLinear
+from quantlib.modules.qadd import QHarmonisedAdd
 from quantlib.modules.qmodule import QModule
 from quantlib.pow2.config import TensorQuantisation
 from quantlib.quantised_layers import input_quantisers, quantised_layers
@@ -20,17 +21,21 @@ from quantlib.specs import QRange
 
 @dataclass(frozen=True)
 class LayerTensor:
-    """One quantised tensor of a layer: ``key`` is ``"<layer>.<kind>"``; ``quantiser`` holds its grid (the layer
-    itself for weights and biases)."""
+    """One quantised tensor of a layer: ``key`` is ``"<layer>.<kind>"`` (``"<add>.input.<index>"`` for an add's
+    inputs); ``layer`` is a Conv2d / Linear, an add, or the quantiser itself for one that belongs to neither;
+    ``quantiser`` holds its grid (the layer itself for weights and biases)."""
 
     key: str
     kind: str
-    layer: QConv2d | QLinear
+    layer: nn.Module
     quantiser: QModule
+    index: int = 0
 
 
 def layer_tensors(gm: fx.GraphModule) -> list[LayerTensor]:
-    """Every layer's weight, bias (if it has one), input and output quantiser (if it has one), in execution order."""
+    """Every Conv2d / Linear's weight, bias (if it has one), input and output quantiser (if it has one), in execution
+    order; then every add's input and output quantisers, then each activation quantiser not yet named (as
+    ``"<quantiser>.output"``)."""
     modules = dict(gm.named_modules())
     tensors = []
     for layer in quantised_layers(gm):
@@ -38,13 +43,25 @@ def layer_tensors(gm: fx.GraphModule) -> list[LayerTensor]:
                  "input": layer.input_quantiser, "output": _output_quantiser(layer.node, modules)}
         tensors += [LayerTensor(f"{layer.name}.{kind}", kind, layer.module, quantiser)
                     for kind, quantiser in found.items() if quantiser is not None]
+    adds = [n.target for n in gm.graph.nodes if n.op == "call_module" and isinstance(modules[n.target], QHarmonisedAdd)]
+    for name in adds:
+        add = modules[name]
+        tensors += [LayerTensor(f"{name}.input.{i}", "input", add, q, i) for i, q in enumerate(add.input_quantisers)]
+        tensors.append(LayerTensor(f"{name}.output", "output", add, add.output_quantiser))
+    named = {id(t.quantiser) for t in tensors}
+    names = {id(m): name for name, m in modules.items()}
+    tensors += [LayerTensor(f"{names[id(q)]}.output", "output", q, q) for q in activation_quantisers(gm)
+                if id(q) not in named]
     return tensors
 
 
 def _output_quantiser(node: fx.Node, modules: dict) -> QModule | None:
-    """The activation quantiser that reads ``node`` alone (its output's grid), or None."""
+    """The activation quantiser that reads ``node`` alone (its output's grid): a quantiser, or the input quantiser
+    of the add that reads it; or None."""
     users = list(node.users)
     module = modules.get(users[0].target) if len(users) == 1 and users[0].op == "call_module" else None
+    if isinstance(module, QHarmonisedAdd):
+        return module.input_quantisers[users[0].args.index(node)]
     return module if isinstance(module, (QIdentity, QReLU)) else None
 
 
@@ -64,6 +81,9 @@ def quantisers_of_kind(gm: fx.GraphModule, kind: str) -> list[QModule]:
     network's inputs) or 'output' (every other activation quantiser)."""
     if kind == "weight":
         return weight_quantisers(gm)
+    if kind not in ("input", "output"):
+        raise ValueError(f"Tensor type {kind!r} has no quantisers of its own; give 'weight', 'input' or 'output' (a "
+                         f"bias is quantised by its layer).")
     network_inputs = {id(q) for q in input_quantisers(gm)}
     return [q for q in activation_quantisers(gm) if (id(q) in network_inputs) == (kind == "input")]
 

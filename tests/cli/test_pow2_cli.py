@@ -95,3 +95,13 @@ def test_a_bad_configuration_is_refused_naming_the_file_and_key(tmp_path, capsys
 def test_the_command_lists_pow2():
     assert "quantlib pow2 ptq|qat --config CFG" in quantlib_main.USAGE and quantlib_main.SUBCOMMANDS["pow2"] == \
         "quantlib.cli.pow2"
+
+
+def test_only_the_options_given_override_the_configuration():
+    from quantlib.cli.pow2 import overrides_of, parser
+
+    assert overrides_of(parser().parse_args(["qat"])) == {}  # training.progress and the rest stay the file's
+    assert overrides_of(parser().parse_args(["ptq", "--quiet", "--seed", "0"])) == {"progress": False, "seed": 0,
+                                                                                    "epochs": 0}
+    assert overrides_of(parser().parse_args(["qat", "--epochs", "0", "--data-path", "d"])) == {"epochs": 0,
+                                                                                              "data_path": "d"}

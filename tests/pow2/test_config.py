@@ -73,8 +73,16 @@ BAD = [
      "key 'training.criterion' has value 'MSELoss'; allowed: a registered criterion (quantlib.training.CRITERIA): "
      "['crossentropyloss']"),
     (lambda d: d["training"]["optimizer"].update(type="Lion"),
-     "optimiser must be one of the optimisers ['adam', 'adamw', 'sgd']"),
-    (lambda d: d["training"]["scheduler"].update(type="OneCycleLR"), "scheduler must be one of the schedulers ["),
+     "training.optimizer.type='Lion' is not allowed: training.optimizer.type must be one of the optimisers ['adam', "
+     "'adamw', 'sgd'] (register another in quantlib.training.OPTIMISERS)."),
+    (lambda d: d["training"]["scheduler"].update(type="OneCycleLR"),
+     "training.scheduler.type='OneCycleLR' is not allowed: training.scheduler.type must be one of the schedulers ["),
+    (lambda d: d["training"]["scheduler"].update(type=None),
+     "training.scheduler.type=None is not allowed: training.scheduler.type must be one of the schedulers ["),
+    (lambda d: d["training"]["scheduler"].update(gamma=2),
+     "training.scheduler.gamma=2 is not allowed: training.scheduler.gamma must be a number in (0, 1]."),
+    (lambda d: d["training"].update(learning_rate=-1),
+     "training.learning_rate=-1 is not allowed: training.learning_rate must be a number > 0."),
     (lambda d: d["training"].update(validation_split=1.0),
      "key 'training.validation_split' has value 1.0; allowed: a fraction from 0"),
     (lambda d: d["training"].update(batch_size=0), "key 'training.batch_size' has value 0; allowed: an integer >= 1"),

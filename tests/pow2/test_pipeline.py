@@ -17,12 +17,12 @@ from quantlib.backends.onnx.verify import run_onnxruntime
 from quantlib.data.sources import data_source
 from quantlib.data.validation_split import hold_out
 from quantlib.modules.qactivations import QReLU
-from quantlib.pow2 import Pow2Model, load_config, run, verify_deployment, write_outputs
+from quantlib.pow2 import Pow2Model, aimet_encodings, load_config, run, verify_deployment, write_outputs
 from quantlib.pow2.pipeline import fake_quantised
 from quantlib.pow2.report import power_of_two_text
 from quantlib.pow2.tensors import activation_quantisers, layer_tensors, weight_quantisers
 from quantlib.training import TrainConfig, accuracy, criterion_loss, fit
-from quantlib.zoo import digits_cnn
+from quantlib.zoo import ARCHITECTURES, digits_cnn
 
 FIELDS = ["quantization_type", "pipeline_steps", "config", "final_quantization_details", "initial_accuracy",
           "ptq_accuracy", "qat_best_accuracy", "final_accuracy", "total_improvement"]
@@ -115,7 +115,7 @@ def test_the_reports_fields_and_accuracies_are_those_measured(w8, weights):
 
 
 def test_weight_only_qat_leaves_activations_float_and_the_weight_grids_fixed(weights):
-    cfg = load_config(config(weights, epochs=3))
+    cfg = load_config(config(weights, epochs=3, weight={"bitwidth": 3}))  # 3 bits: PTQ loses, QAT wins back
     data = data_source("digits", 64)
     train, validation = hold_out(data.train, 0.1)
     x = next(iter(data.test))[0]
@@ -140,8 +140,27 @@ def test_weight_only_qat_leaves_activations_float_and_the_weight_grids_fixed(wei
     assert all(torch.equal(q.scale, s) for q, s in zip(after, scales, strict=True))  # same power-of-two grids
     assert any(not torch.equal(q.weight, w) for q, w in zip(after, before, strict=True))  # but trained
     result = model.qat_result
-    assert 1 <= result.best_epoch <= 3 and len(result.history.eval_accuracy) == 3
-    assert result.best_accuracy == max(result.history.eval_accuracy) == accuracy(model, validation)
+    assert len(result.history.eval_accuracy) == 3 and result.best_accuracy == accuracy(model, validation)
+    assert result.best_accuracy >= max(result.history.eval_accuracy)  # the PTQ weights (epoch 0) compete too
+    assert result.best_epoch >= 1 and result.best_accuracy == result.history.eval_accuracy[result.best_epoch - 1]
+
+
+def test_qat_keeps_the_ptq_weights_when_no_epoch_beats_them(weights):
+    cfg = load_config({**config(weights, epochs=2), "training": {"epochs": 2, "learning_rate": 0.5, "device": "cpu",
+                                                                  "seed": 0, "progress": False}})
+    data = data_source("digits", 64)
+    train, validation = hold_out(data.train, 0.1)
+    x = next(iter(data.test))[0]
+    float_model = digits_cnn()
+    float_model.load_state_dict(torch.load(weights, weights_only=True))
+    model = Pow2Model(fake_quantised(float_model.eval(), cfg, x[:1]), cfg, x[:1])
+    model.ptq(data.calibration_batches(4))
+    ptq_weights = [q.weight.detach().clone() for q in weight_quantisers(model.gm)]
+    ptq_accuracy = accuracy(model, validation)
+    model.qat(train, validation, criterion_loss("CrossEntropyLoss"))  # a learning rate of 0.5 wrecks the weights
+    assert max(model.qat_result.history.eval_accuracy) < ptq_accuracy
+    assert (model.qat_result.best_epoch, model.qat_result.best_accuracy) == (0, ptq_accuracy)
+    assert all(torch.equal(q.weight, w) for q, w in zip(weight_quantisers(model.gm), ptq_weights, strict=True))
 
 
 def test_without_the_final_ptq_the_run_stops_after_the_qat_float_activations(weights, tmp_path):
@@ -158,7 +177,9 @@ def test_without_the_final_ptq_the_run_stops_after_the_qat_float_activations(wei
     assert sorted(write_outputs(result, tmp_path)) == ["encodings", "report"]
 
 
-def test_the_final_model_is_integer_exact_down_to_onnxruntime(w8, tmp_path):
+@pytest.mark.parametrize("name", ["w8", "w4_per_channel"])
+def test_the_final_model_is_integer_exact_down_to_onnxruntime(name, request, tmp_path):
+    w8 = request.getfixturevalue(name)
     x = w8.evaluation[0][0]
     assert verify_deployment(w8, x) == {"fake_vs_integer_mismatches": 0, "onnx_mismatches": 0,
                                         "onnx_values": 1867264}
@@ -194,7 +215,8 @@ def test_the_aimet_encodings_hold_the_quantisers_values(name, request, tmp_path)
         for e in slices:
             assert (e["bitwidth"], e["dtype"], e["is_symmetric"], e["offset"]) == (bits, "int", "True",
                                                                                   -2 ** (bits - 1))
-            assert (e["min"], e["max"]) == (e["offset"] * e["scale"], (e["offset"] + 2 ** bits - 1) * e["scale"])
+        lows, highs = (b.detach().reshape(-1).expand(len(slices)).tolist() for b in (layer.lower, layer.clip_hi))
+        assert [(e["min"], e["max"]) for e in slices] == list(zip(lows, highs, strict=True))  # the grid's ends
     activations = encodings["activation_encodings"]
     assert sorted(activations) == ["classifier", "features.0", "features.2", "features.5", "features.9"]
     assert list(activations["features.0"]) == ["input"] and list(activations["classifier"]) == ["output"]
@@ -204,6 +226,7 @@ def test_the_aimet_encodings_hold_the_quantisers_values(name, request, tmp_path)
         q = gm.get_submodule(quantiser_name)
         e = activations[owner][role]["0"]
         assert (e["scale"], e["offset"], e["bitwidth"]) == (q.scale.item(), int(q.zero.item()), 8)
+        assert (e["min"], e["max"]) == (q.lower.item(), q.clip_hi.item())
         assert e["is_symmetric"] == "True"  # fixed grids: signed about zero, or a ReLU's unsigned from zero
     assert activations["features.2"]["output"]["0"]["min"] == 0.0  # a ReLU's unsigned grid
 
@@ -234,4 +257,63 @@ def test_a_bias_too_wide_for_its_accumulator_grid_is_clipped_with_a_warning(weig
     assert warned and all("give quantization.bias more bits" in m for m in warned)
     for layer in weight_quantisers(result.model.gm):
         assert (layer.bias.detach().abs() <= 127 * layer.bias_scale).all()
+    assert verify_deployment(result, result.evaluation[0][0])["fake_vs_integer_mismatches"] == 0
+
+
+class ResidualDigits(torch.nn.Module):
+    """A stem and one residual block on the digits: the add's operands and sum are quantised tensors too."""
+
+    def __init__(self, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(1, width, 3, padding=1, bias=False),
+                                        torch.nn.BatchNorm2d(width), torch.nn.ReLU())
+        self.conv1, self.bn1 = torch.nn.Conv2d(width, width, 3, padding=1, bias=False), torch.nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = torch.nn.Conv2d(width, width, 3, padding=1, bias=False), torch.nn.BatchNorm2d(width)
+        self.pool, self.classifier = torch.nn.AdaptiveAvgPool2d(1), torch.nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+        return self.classifier(torch.flatten(self.pool(x), 1))
+
+
+def test_a_residual_models_adds_are_reported_encoded_and_integer_exact(monkeypatch):
+    monkeypatch.setattr(ARCHITECTURES, "_items", dict(ARCHITECTURES._items))  # registered for this test only
+    ARCHITECTURES.register("residual_digits", ResidualDigits)
+    result = run({"model": {"name": "residual_digits", "pretrain": {"epochs": 4}},
+                  "quantization": {"weight": {"bitwidth": 6}, "input": {"bitwidth": 7}, "output": {"bitwidth": 6}},
+                  "training": {"epochs": 1, "device": "cpu", "seed": 0, "progress": False}})
+    details = result.report["final_quantization_details"]
+    assert [k for k in details if not k.endswith(("weight", "bias"))] == [
+        "stem.0.input", "stem.0.output", "conv1.input", "conv1.output", "conv2.input", "conv2.output",
+        "classifier.input", "classifier.output", "add.input.0", "add.input.1", "add.output"]
+    gm = result.model.gm
+    add = gm.get_submodule("add")
+    assert [details[f"add.input.{i}"]["scale"] for i in (0, 1)] == [q.scale.item() for q in add.input_quantisers]
+    assert details["add.output"]["scale"] == add.output_quantiser.scale.item() == details["classifier.input"]["scale"]
+    assert details["conv2.output"] == details["add.input.1"]  # conv2's output is the add's second operand
+    assert {k: d["bitwidth"] for k, d in details.items() if k.startswith("stem.0")} == {
+        "stem.0.weight": 6, "stem.0.bias": 32, "stem.0.input": 7, "stem.0.output": 6}
+    assert all(d["power_of_2"] is not None for d in details.values())
+    encodings = aimet_encodings(gm, result.config)["activation_encodings"]
+    assert sorted(encodings["add"]["input"]) == ["0", "1"] and list(encodings["add"]["output"]) == ["0"]
+    assert encodings["add"]["output"]["0"]["scale"] == add.output_quantiser.scale.item()
+    assert "conv2" not in encodings  # each quantiser once, on the add that owns it
+    assert verify_deployment(result, result.evaluation[0][0])["fake_vs_integer_mismatches"] == 0
+    assert verify_deployment(result, result.evaluation[0][0])["onnx_mismatches"] == 0
+
+
+def test_each_tensor_type_has_its_own_bits_and_symmetry(weights):
+    result = run(config(weights, epochs=0, weight={"bitwidth": 5}, input={"bitwidth": 8, "symmetric": False},
+                        output={"bitwidth": 6, "symmetric": False}, bias={"bitwidth": 24}))
+    details = result.report["final_quantization_details"]
+    kinds = {kind: {d["bitwidth"] for k, d in details.items() if k.endswith(kind)} for kind in
+             ("weight", "bias", "input", "output")}
+    assert kinds == {"weight": {5}, "bias": {24}, "input": {8, 6}, "output": {6}}  # inputs of later layers: outputs
+    assert details["features.0.input"]["bitwidth"] == 8 and details["features.3.input"]["bitwidth"] == 6
+    gm = result.model.gm
+    assert gm.get_submodule("x_quantiser").spec.qrange.offset is None  # a learned zero point
+    assert gm.get_submodule("features.2").spec.qrange.offset == 0  # a ReLU stays unsigned
+    encodings = aimet_encodings(gm, result.config)["activation_encodings"]
+    assert encodings["features.0"]["input"]["0"]["is_symmetric"] == "False"
     assert verify_deployment(result, result.evaluation[0][0])["fake_vs_integer_mismatches"] == 0
