@@ -317,3 +317,13 @@ def test_each_tensor_type_has_its_own_bits_and_symmetry(weights):
     encodings = aimet_encodings(gm, result.config)["activation_encodings"]
     assert encodings["features.0"]["input"]["0"]["is_symmetric"] == "False"
     assert verify_deployment(result, result.evaluation[0][0])["fake_vs_integer_mismatches"] == 0
+
+
+def test_weights_with_a_learned_zero_point_are_integer_exact(weights):
+    result = run(config(weights, epochs=1, weight={"bitwidth": 6, "symmetric": False}))
+    layer = result.model.gm.get_submodule("features.3")
+    assert layer.spec.qrange.offset is None  # a learned zero point, not a symmetric grid
+    encodings = aimet_encodings(result.model.gm, result.config)["param_encodings"]["features.3.weight"]
+    assert encodings[0]["is_symmetric"] == "False" and encodings[0]["offset"] == int(layer.zero.item())
+    assert verify_deployment(result, result.evaluation[0][0]) == {"fake_vs_integer_mismatches": 0,
+                                                                  "onnx_mismatches": 0, "onnx_values": 1867264}
