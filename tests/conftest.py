@@ -1,12 +1,14 @@
 """Shared test set-up: two threads, reproducible property tests, a tiny CIFAR-10 in the standard
-cifar-10-batches-py format, and a writer of fake PAMAP2 Protocol files."""
+cifar-10-batches-py format, a writer of fake PAMAP2 Protocol files, and a writer of edited YAML configurations."""
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from hypothesis import settings
 
 from quantlib.data.cifar10 import TEST_FILE, TRAIN_FILES
@@ -31,6 +33,19 @@ def write_fake_cifar10(folder: Path, per_batch: int = 20, seed: int = 0) -> Path
 @pytest.fixture
 def fake_cifar10(tmp_path) -> Path:
     return write_fake_cifar10(tmp_path / "cifar-10-batches-py")
+
+
+@pytest.fixture
+def edited_yaml(tmp_path) -> Callable[[Path, Callable[[dict], object]], Path]:
+    """``write(example, edit)``: the YAML file ``example`` with ``edit`` applied to its data, written as
+    ``tmp_path / "cfg.yaml"``; returns that path."""
+    def write(example: Path, edit: Callable[[dict], object]) -> Path:
+        data = yaml.safe_load(example.read_text())
+        edit(data)
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+    return write
 
 
 def _write_fake_pamap2_subject(path, activities: list[int], rows_each: int, seed: int,

@@ -18,12 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from quantlib.atomic_files import write_atomically
 from quantlib.cli.inputs import EXIT_MISMATCH, EXIT_OK, UsageError, option, report_errors
 from quantlib.cli.plots import png, subplots
-from quantlib.editors.fake2true.requant_parameters import is_power_of_two
 from quantlib.pow2 import Pow2Run, run, verify_deployment, write_outputs
 from quantlib.pow2.report import ACCURACIES
 from quantlib.quantizers import exact_log2
@@ -88,8 +85,9 @@ def summary(result: Pow2Run, checks: dict[str, int] | None, paths: dict[str, Pat
     """The lines printed at the end: steps, accuracies, shifts, the integer checks and the files written."""
     report = result.report
     details = report["final_quantization_details"]
-    scales = [s for d in details.values() for s in _scales(d)]
-    pow2 = [s for s in scales if is_power_of_two(torch.tensor(s))]
+    scales = [s for d in details.values() for s in _listed(d, "scale")]
+    pow2 = [s for d in details.values() for s, text in zip(_listed(d, "scale"), _listed(d, "power_of_2"), strict=True)
+            if text is not None]
     lines = [report["quantization_type"], *(f"  {step}" for step in report["pipeline_steps"]),
              "accuracy: " + ", ".join(f"{ACCURACY_LABELS[name]} {report[name]:.2f} %" for name in ACCURACIES),
              f"total_improvement (final - float): {report['total_improvement']:+.2f} points",
@@ -104,9 +102,9 @@ def summary(result: Pow2Run, checks: dict[str, int] | None, paths: dict[str, Pat
     return "\n".join(lines)
 
 
-def _scales(detail: dict[str, Any]) -> list[float]:
-    """A report entry's scales: one, or one per output channel."""
-    return detail["scale"] if isinstance(detail["scale"], list) else [detail["scale"]]
+def _listed(detail: dict[str, Any], field: str) -> list:
+    """A report entry's ``field`` as a list: one value, or one per output channel."""
+    return detail[field] if isinstance(detail[field], list) else [detail[field]]
 
 
 def pow2_plot(result: Pow2Run) -> bytes:
@@ -125,7 +123,7 @@ def pow2_plot(result: Pow2Run) -> bytes:
         if not present:
             continue
         bits.plot([i for i, _ in present], [d["bitwidth"] for _, d in present], marker, label=kind)
-        points = [(i, -math.log2(s)) for i, d in present for s in _scales(d)]
+        points = [(i, -math.log2(s)) for i, d in present for s in _listed(d, "scale")]
         shifts.plot([i for i, _ in points], [k for _, k in points], marker, label=kind)
     for axes, label, title in ((bits, "bits", "bits per tensor"), (shifts, "k = -log2(scale)", "shift per tensor")):
         axes.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)

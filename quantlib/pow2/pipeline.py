@@ -19,8 +19,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from quantlib.atomic_files import write_atomically
-from quantlib.backends.onnx.integer_export import export_integer_onnx, integer_onnx
+from quantlib.backends.onnx.integer_export import IntegerOnnx, integer_onnx
 from quantlib.backends.onnx.verify import verify_onnxruntime
+from quantlib.backends.onnx.writer import save_atomically
 from quantlib.config_checks import ConfigError
 from quantlib.data.sources import DataSource, data_source
 from quantlib.data.validation_split import hold_out
@@ -40,7 +41,7 @@ from quantlib.zoo import ARCHITECTURES
 @dataclass(frozen=True)
 class Pow2Run:
     """A finished run: the checked config, the float model, the staged model, the evaluation batches the accuracies
-    were measured on, the report, and (after ``final_ptq``) the integer path."""
+    were measured on, the report, and (after ``final_ptq``) the integer path and its integer ONNX."""
 
     config: Pow2Config
     float_model: nn.Module
@@ -48,6 +49,7 @@ class Pow2Run:
     evaluation: list
     report: dict[str, Any]
     flow: IntegerFlow | None
+    onnx: IntegerOnnx | None
 
 
 def quantisation_spec(config: Pow2Config) -> dict[str, Any]:
@@ -121,15 +123,15 @@ def run(config: str | os.PathLike | Mapping[str, Any] | Pow2Config, *, final_ptq
     accuracies["ptq_accuracy"] = accuracy(model, evaluation)
     model.qat(train, validation if validation is not None else evaluation, criterion_loss(config.criterion))
     accuracies["qat_best_accuracy"] = accuracy(model, evaluation)
-    flow = None
+    flow = exported = None
     if final_ptq:
         model.final_ptq(calibration)
         exact = to_exact(model.gm, example[:1])
         flow = IntegerFlow(model.gm, exact, integerise(exact))
+        exported = integer_onnx(flow.integer, example[:1], f"{config.model}_integer")
     accuracies["final_accuracy"] = accuracy(model, evaluation) if final_ptq else accuracies["qat_best_accuracy"]
-    return Pow2Run(config, reference, model, evaluation, build_report(model.gm, config, accuracies,
-                                                                           trained=config.training.epochs > 0,
-                                                                           final_ptq=final_ptq), flow)
+    report = build_report(model.gm, config, accuracies, trained=config.training.epochs > 0, final_ptq=final_ptq)
+    return Pow2Run(config, reference, model, evaluation, report, flow, exported)
 
 
 def verify_deployment(result: Pow2Run, x: torch.Tensor) -> dict[str, int]:
@@ -139,8 +141,7 @@ def verify_deployment(result: Pow2Run, x: torch.Tensor) -> dict[str, int]:
     if result.flow is None:
         raise ValueError("This run stopped after the QAT (final_ptq=False): its activations are float, so it has no "
                          "integer path to verify; run it with the final PTQ.")
-    exported = integer_onnx(result.flow.integer, x[:1], result.config.model)
-    onnx = verify_onnxruntime(result.flow.integer, exported, x)
+    onnx = verify_onnxruntime(result.flow.integer, result.onnx, x)
     return {"fake_vs_integer_mismatches": sum(c.mismatches for c in compare_fake_and_exact(result.flow.fake,
                                                                                            result.flow.exact, x)),
             "onnx_mismatches": sum(c.mismatches for c in onnx), "onnx_values": sum(c.elements for c in onnx)}
@@ -157,9 +158,9 @@ def write_outputs(result: Pow2Run, out_dir: str | os.PathLike, name: str | None 
     write_atomically(paths["report"], (json.dumps(result.report, indent=2) + "\n").encode())
     encodings = aimet_encodings(result.model.gm, result.config)
     write_atomically(paths["encodings"], (json.dumps(encodings, indent=2) + "\n").encode())
-    if result.flow is not None:
+    if result.onnx is not None:
         paths["onnx"] = out / f"{name}_integer.onnx"
-        export_integer_onnx(result.flow.integer, result.model.example_input, paths["onnx"])
+        save_atomically(result.onnx.model, paths["onnx"])
     return paths
 
 

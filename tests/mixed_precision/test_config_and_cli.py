@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from quantlib import mixed_precision as mp
 from quantlib.cli import main as quantlib_main
@@ -19,14 +18,6 @@ from quantlib.verification import compare_exact_and_integer
 from quantlib.zoo import digits_cnn
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mixed_precision" / "digits.yaml"
-
-
-def write(tmp_path: Path, edit) -> Path:
-    data = yaml.safe_load(EXAMPLE.read_text())
-    edit(data)
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_the_example_reads_key_for_key():
@@ -67,8 +58,8 @@ BAD = [
 
 
 @pytest.mark.parametrize(("edit", "message"), BAD)
-def test_bad_keys_and_values_are_refused_naming_file_key_value_and_what_is_allowed(edit, message, tmp_path):
-    path = write(tmp_path, edit)
+def test_bad_keys_and_values_are_refused_naming_file_key_value_and_what_is_allowed(edit, message, edited_yaml):
+    path = edited_yaml(EXAMPLE, edit)
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert str(error.value).startswith(str(path)) and message in str(error.value)
@@ -144,9 +135,9 @@ def test_eight_bit_dorefa_weights_export_as_two_steps_of_uint8_levels(tmp_path):
     assert [c.layer for c in comparisons if c.mismatches] == [] and sum(c.elements for c in comparisons) > 10_000
 
 
-def test_quantlib_train_trains_validates_writes_and_exports(tmp_path, capsys):
+def test_quantlib_train_trains_validates_writes_and_exports(edited_yaml, tmp_path, capsys):
     out = tmp_path / "out"
-    path = write(tmp_path, lambda d: d["training"].update(epochs=2, device="cpu"))
+    path = edited_yaml(EXAMPLE, lambda d: d["training"].update(epochs=2, device="cpu"))
     code = quantlib_main.main(["train", "--yaml_path", str(path), "--out", str(out), "--export-config", "uniform:4"])
     assert code == 0
     results = json.loads((out / "train_results.json").read_text())
@@ -176,12 +167,12 @@ def test_quantlib_train_refuses_bad_options_before_training(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_quantlib_train_on_pamap2_with_a_1d_resnet(tmp_path, write_fake_pamap2_subject):
+def test_quantlib_train_on_pamap2_with_a_1d_resnet(edited_yaml, tmp_path, write_fake_pamap2_subject):
     data = tmp_path / "PAMAP2_Dataset" / "Protocol"
     data.mkdir(parents=True)
     for i, subject in enumerate((101, 102, 105)):
         write_fake_pamap2_subject(data / f"subject{subject}.dat", [1, 4], 700, seed=i)
-    path = write(tmp_path, lambda d: (d["training"].update(epochs=1, device="cpu"),
+    path = edited_yaml(EXAMPLE, lambda d: (d["training"].update(epochs=1, device="cpu"),
                                       d["model"].update(name="resnet1d10"),
                                       d["data"].update(dataset="pamap2", path=str(data.parent), batch_size=4)))
     out = tmp_path / "out"
@@ -193,13 +184,13 @@ def test_quantlib_train_on_pamap2_with_a_1d_resnet(tmp_path, write_fake_pamap2_s
     assert "conv1" in configuration and "layers.0.0.conv1" in configuration and "fc" in configuration
 
 
-def test_an_export_of_a_model_without_an_integer_form_is_refused_before_training(tmp_path, capsys,
+def test_an_export_of_a_model_without_an_integer_form_is_refused_before_training(edited_yaml, tmp_path, capsys,
                                                                                 write_fake_pamap2_subject):
     data = tmp_path / "Protocol"
     data.mkdir()
     for i, subject in enumerate((101, 105)):
         write_fake_pamap2_subject(data / f"subject{subject}.dat", [1], 600, seed=i)
-    path = write(tmp_path, lambda d: (d["model"].update(name="resnet1d10"),
+    path = edited_yaml(EXAMPLE, lambda d: (d["model"].update(name="resnet1d10"),
                                       d["data"].update(dataset="pamap2", path=str(tmp_path))))
     out = tmp_path / "out"
     assert quantlib_main.main(["train", "--yaml-path", str(path), "--out", str(out), "--export-config",
@@ -209,8 +200,8 @@ def test_an_export_of_a_model_without_an_integer_form_is_refused_before_training
     assert not out.exists() and not (tmp_path / "ckpt").exists()  # nothing trained, nothing written
 
 
-def test_model_variant_on_cifar_and_resume_from_the_checkpoint(tmp_path, fake_cifar10):
-    path = write(tmp_path, lambda d: (d["training"].update(epochs=1, device="cpu"),
+def test_model_variant_on_cifar_and_resume_from_the_checkpoint(edited_yaml, tmp_path, fake_cifar10):
+    path = edited_yaml(EXAMPLE, lambda d: (d["training"].update(epochs=1, device="cpu"),
                                       d["data"].update(dataset="cifar10", path="unused", batch_size=25)))
     out, checkpoints = tmp_path / "out", tmp_path / "ckpt"
     common = ["train", "--yaml_path", str(path), "--quantization_method", "dorefa", "--model", "resnet",

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from quantlib.config_checks import ConfigError
 from quantlib.data.sources import DATASETS, Dataset, data_source
@@ -15,14 +14,6 @@ from quantlib.pow2 import load_config, run
 from quantlib.zoo import ARCHITECTURES, digits_cnn
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pow2" / "digits.yaml"
-
-
-def write(tmp_path: Path, edit) -> Path:
-    data = yaml.safe_load(EXAMPLE.read_text())
-    edit(data)
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_the_example_reads_key_for_key():
@@ -93,8 +84,8 @@ BAD = [
 
 
 @pytest.mark.parametrize(("edit", "message"), BAD)
-def test_bad_keys_and_values_are_refused_naming_file_key_value_and_what_is_allowed(edit, message, tmp_path):
-    path = write(tmp_path, edit)
+def test_bad_keys_and_values_are_refused_naming_file_key_value_and_what_is_allowed(edit, message, edited_yaml):
+    path = edited_yaml(EXAMPLE, edit)
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert str(error.value).startswith(str(path)) and message in str(error.value)
@@ -105,14 +96,14 @@ def test_an_unreadable_file_is_named():
         load_config("/no/such.yaml")
 
 
-def test_a_registered_model_and_data_set_are_named_in_the_config_and_used(tmp_path, monkeypatch):
+def test_a_registered_model_and_data_set_are_named_in_the_config_and_used(edited_yaml, monkeypatch):
     monkeypatch.setattr(ARCHITECTURES, "_items", dict(ARCHITECTURES._items))  # registered for this test only
     monkeypatch.setattr(DATASETS, "_items", dict(DATASETS._items))
     loaded = []
     ARCHITECTURES.register("narrow_digits", lambda num_classes, width: digits_cnn(num_classes, width))
     DATASETS.register("my_digits", Dataset(lambda path, batch_size: loaded.append(batch_size)
                                            or data_source("digits", batch_size)))
-    path = write(tmp_path, lambda d: (d["model"].update(name="Narrow_Digits", kwargs={"width": 4},
+    path = edited_yaml(EXAMPLE, lambda d: (d["model"].update(name="Narrow_Digits", kwargs={"width": 4},
                                                         pretrain={"epochs": 1}),
                                       d["data"].update(dataset="my_digits"), d["training"].update(batch_size=32)))
     config = load_config(path, {"epochs": 0, "max_eval_batches": 1, "progress": False})

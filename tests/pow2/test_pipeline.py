@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from quantlib.backends.onnx.verify import run_onnxruntime
 from quantlib.data.sources import data_source
@@ -114,15 +115,22 @@ def test_the_reports_fields_and_accuracies_are_those_measured(w8, weights):
     assert untrained.report["ptq_accuracy"] == report["ptq_accuracy"]  # the same step 1 on the same weights
 
 
-def test_weight_only_qat_leaves_activations_float_and_the_weight_grids_fixed(weights):
-    cfg = load_config(config(weights, epochs=3, weight={"bitwidth": 3}))  # 3 bits: PTQ loses, QAT wins back
+def after_step_one(weights: str, mapping: dict) -> tuple[Pow2Model, DataLoader, DataLoader]:
+    """The float model of ``weights`` quantised as ``mapping`` says, after step 1 (4 calibration batches), with the
+    training batches and a validation split held out of them."""
+    cfg = load_config(mapping)
     data = data_source("digits", 64)
     train, validation = hold_out(data.train, 0.1)
     x = next(iter(data.test))[0]
     float_model = digits_cnn()
     float_model.load_state_dict(torch.load(weights, weights_only=True))
     model = Pow2Model(fake_quantised(float_model.eval(), cfg, x[:1]), cfg, x[:1])
-    model.ptq(data.calibration_batches(4))
+    return model.ptq(data.calibration_batches(4)), train, validation
+
+
+def test_weight_only_qat_leaves_activations_float_and_the_weight_grids_fixed(weights):
+    # 3 bits: PTQ loses, QAT wins back
+    model, train, validation = after_step_one(weights, config(weights, epochs=3, weight={"bitwidth": 3}))
     scales = [q.scale.clone() for q in weight_quantisers(model.gm)]
     before = [q.weight.detach().clone() for q in weight_quantisers(model.gm)]
     model.qat(train, validation, criterion_loss("CrossEntropyLoss"))
@@ -146,15 +154,8 @@ def test_weight_only_qat_leaves_activations_float_and_the_weight_grids_fixed(wei
 
 
 def test_qat_keeps_the_ptq_weights_when_no_epoch_beats_them(weights):
-    cfg = load_config({**config(weights, epochs=2), "training": {"epochs": 2, "learning_rate": 0.5, "device": "cpu",
-                                                                  "seed": 0, "progress": False}})
-    data = data_source("digits", 64)
-    train, validation = hold_out(data.train, 0.1)
-    x = next(iter(data.test))[0]
-    float_model = digits_cnn()
-    float_model.load_state_dict(torch.load(weights, weights_only=True))
-    model = Pow2Model(fake_quantised(float_model.eval(), cfg, x[:1]), cfg, x[:1])
-    model.ptq(data.calibration_batches(4))
+    model, train, validation = after_step_one(weights, {**config(weights, epochs=2), "training": {
+        "epochs": 2, "learning_rate": 0.5, "device": "cpu", "seed": 0, "progress": False}})
     ptq_weights = [q.weight.detach().clone() for q in weight_quantisers(model.gm)]
     ptq_accuracy = accuracy(model, validation)
     model.qat(train, validation, criterion_loss("CrossEntropyLoss"))  # a learning rate of 0.5 wrecks the weights
